@@ -1,0 +1,1 @@
+"""Batch inference platform: Delta feature tables + MLflow models -> versioned prediction tables."""

@@ -1,0 +1,542 @@
+"""Typed platform settings loaded from application.yml and monitoring.yml.
+
+Any key can be overridden by an environment variable named ``BIP__`` + the key path, segments
+upper-cased with ``-`` as ``_`` and joined by ``__``, e.g. ``BIP__METRICS__COLLECTION_INTERVAL=10s``
+or ``BIP__BATCH_INFERENCE__SPARK__CLUSTER__MAX_WORKERS=8`` (values are parsed as YAML scalars).
+Every problem surfaces as a ``SettingsError`` naming the file and the dotted key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import yaml
+from dagster._utils.schedules import is_valid_cron_string
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+ENV_PREFIX = "BIP__"
+_ROOT = Path(__file__).resolve().parents[1]
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # 2+ chars, so "C:" is not a scheme
+
+
+class SettingsError(ValueError):
+    """Invalid or missing platform configuration."""
+
+
+# --------------------------------------------------------------------------- value parsers
+
+
+def _parse_duration(value: Any) -> dt.timedelta:
+    """'30s', '5m', '1h'/'1hour', '30d', '2w' -> positive timedelta."""
+    if isinstance(value, dt.timedelta):
+        return value
+    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+    match = re.fullmatch(
+        r"\s*(\d+(?:\.\d+)?)\s*(s|secs?|seconds?|m|mins?|minutes?|h|hrs?|hours?|d|days?|w|weeks?)\s*",
+        str(value),
+        re.IGNORECASE,
+    )
+    if match is None or float(match[1]) <= 0:
+        raise ValueError(f"cannot parse duration {value!r} (use e.g. 30s, 5m, 1h, 30d)")
+    return dt.timedelta(**{units[match[2][0].lower()]: float(match[1])})
+
+
+def _parse_percentage(value: Any) -> float:
+    """'80%' or '< 0.1%' -> fraction; a bare number must already be a fraction in [0, 1]."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1:
+        return float(value)
+    match = re.fullmatch(r"\s*(?:<=?\s*)?(\d+(?:\.\d+)?)\s*%\s*", str(value))
+    if match is None:
+        raise ValueError(f"cannot parse percentage {value!r} (use e.g. '80%' or a fraction 0-1)")
+    return float(match[1]) / 100
+
+
+def _parse_throughput(value: Any) -> float:
+    """'1M records/hour' (K/M/B suffix; per hour/min/s) -> records per hour."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    match = re.fullmatch(
+        r"\s*(\d+(?:\.\d+)?)\s*([KMB]?)\s*(?:records?|rows?)?\s*/\s*(hours?|hr|h|min(?:utes?)?|m"
+        r"|s(?:ec(?:onds?)?)?)\s*",
+        str(value),
+        re.IGNORECASE,
+    )
+    if match is None or float(match[1]) <= 0:
+        raise ValueError(f"cannot parse throughput {value!r} (use e.g. '1M records/hour')")
+    scale = {"": 1, "K": 1e3, "M": 1e6, "B": 1e9}[match[2].upper()]
+    per_hour = {"h": 1, "m": 60, "s": 3600}[match[3][0].lower()]
+    return float(match[1]) * scale * per_hour
+
+
+def _parse_job_completion(value: Any) -> Any:
+    """'90% < 1hour' -> {'quantile': '90%', 'within': '1hour'}; mappings pass through."""
+    if not isinstance(value, str):
+        return value
+    match = re.fullmatch(r"\s*([^<]+?)\s*<=?\s*(.+?)\s*", value)
+    if match is None:
+        raise ValueError(f"cannot parse job-completion target {value!r} (use e.g. '90% < 1hour')")
+    return {"quantile": match[1], "within": match[2]}
+
+
+def _split_list(value: Any) -> Any:
+    """'slack, email' -> ['slack', 'email']."""
+    return [p.strip() for p in value.split(",") if p.strip()] if isinstance(value, str) else value
+
+
+def _stringify_options(value: Any) -> Any:
+    """delta-rs storage options are strings; YAML booleans become 'true'/'false'."""
+    if not isinstance(value, dict):
+        return value
+    return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
+
+
+Duration = Annotated[dt.timedelta, BeforeValidator(_parse_duration)]
+Fraction = Annotated[float, BeforeValidator(_parse_percentage), Field(ge=0, le=1)]
+
+
+# --------------------------------------------------------------------------- Quartz -> cron
+
+_QUARTZ_FIELDS = ("seconds", "minutes", "hours", "day-of-month", "month", "day-of-week", "[year]")
+_MONTHS = {"JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"}
+_DAYS = {"SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"}
+
+
+def _quartz_error(expr: str, reason: str) -> ValueError:
+    return ValueError(f"Quartz schedule {expr!r}: {reason}")
+
+
+def _check_tokens(expr: str, field: str, value: str) -> None:
+    names = _MONTHS if field == "month" else _DAYS if field == "day-of-week" else set()
+    for token in re.split(r"[,/-]", value.upper()):
+        if token == "?" and field not in ("day-of-month", "day-of-week"):
+            raise _quartz_error(expr, f"'?' is not allowed in the {field} field")
+        if token in ("*", "?") or token.isdigit() or token in names:
+            continue
+        special = next((s for s in ("#", "LW", "L", "W") if s in token), None)
+        if special is None:
+            raise _quartz_error(expr, f"invalid {field} field {value!r}")
+        reason = f"unsupported token {special!r} in {field} field {value!r} (no cron equivalent)"
+        raise _quartz_error(expr, reason)
+
+
+def _convert_day_of_week(expr: str, value: str) -> str:
+    """Quartz day numbers 1-7 (SUN-SAT) -> cron 0-6, inside lists, ranges and steps too."""
+    items = []
+    for item in value.split(","):
+        base, slash, step = item.partition("/")
+        parts = []
+        for part in base.split("-"):
+            if part.isdigit():
+                if not 1 <= int(part) <= 7:
+                    raise _quartz_error(expr, f"day-of-week {part!r} is outside 1-7 (SUN-SAT)")
+                part = str(int(part) - 1)
+            parts.append("*" if part == "?" else part)
+        items.append("-".join(parts) + slash + step)
+    return ",".join(items)
+
+
+def quartz_to_cron(expr: str) -> str:
+    """Convert a Quartz expression (sec min hour dom month dow [year]) to 5-field cron."""
+    fields = expr.split()
+    if len(fields) not in (6, 7):
+        raise _quartz_error(
+            expr, f"expected 6 or 7 fields ({' '.join(_QUARTZ_FIELDS)}), got {len(fields)}"
+        )
+    seconds, minute, hour, dom, month, dow = fields[:6]
+    if seconds not in ("0", "00"):
+        reason = f"seconds field must be 0, got {seconds!r} (Dagster schedules are per minute)"
+        raise _quartz_error(expr, reason)
+    if len(fields) == 7 and fields[6] != "*":
+        raise _quartz_error(expr, f"year field must be '*' or absent, got {fields[6]!r}")
+    for name, value in zip(_QUARTZ_FIELDS[1:6], fields[1:6], strict=True):
+        _check_tokens(expr, name, value)
+    if dom not in ("?", "*") and dow not in ("?", "*"):
+        raise _quartz_error(expr, "day-of-month and day-of-week are both specific; set one to '?'")
+    dom = "*" if dom == "?" else dom
+    cron = " ".join((minute, hour, dom, month, _convert_day_of_week(expr, dow)))
+    if not is_valid_cron_string(cron):
+        raise _quartz_error(expr, f"converts to invalid cron {cron!r}")
+    return cron
+
+
+# --------------------------------------------------------------------------- models
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=lambda name: name.replace("_", "-"),
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+class ClusterSettings(_Section):
+    """Spark cluster sizing used by the spark/databricks scoring engines."""
+
+    min_workers: int = Field(ge=1, description="Workers kept when the cluster scales down.")
+    max_workers: int = Field(ge=1, description="Upper bound on workers (cost ceiling).")
+    auto_scale: bool = Field(description="Let the cluster scale between min and max workers.")
+    node_type: str = Field(min_length=1, description="Cloud VM type of each worker.")
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> ClusterSettings:
+        if self.min_workers > self.max_workers:
+            raise PydanticCustomError(
+                "cross_field",
+                "must be <= max-workers ({lo} > {hi})",
+                {"field": "min-workers", "lo": self.min_workers, "hi": self.max_workers},
+            )
+        return self
+
+
+class SparkSettings(_Section):
+    """Spark engine settings."""
+
+    cluster: ClusterSettings
+
+
+class KafkaSettings(_Section):
+    """Producer tuning for publishing prediction events."""
+
+    batch_size: int = Field(gt=0, description="Max bytes per producer batch.")
+    linger_ms: int = Field(ge=0, description="Wait time to fill a batch before sending.")
+    buffer_memory: int = Field(gt=0, description="Producer send-buffer size in bytes.")
+
+
+class SchedulingSettings(_Section):
+    """When scoring jobs run and how many may run at once."""
+
+    default_schedule: str = Field(description="Quartz expression for the default job schedule.")
+    priority_queue: bool = Field(description="Run queued jobs by priority rather than FIFO.")
+    max_concurrent_jobs: int = Field(gt=0, description="Cap on simultaneously running jobs.")
+
+    @field_validator("default_schedule")
+    @classmethod
+    def _valid_quartz(cls, value: str) -> str:
+        quartz_to_cron(value)
+        return value
+
+    @property
+    def cron(self) -> str:
+        """The default schedule as a 5-field cron string for Dagster's ``cron_schedule``."""
+        return quartz_to_cron(self.default_schedule)
+
+
+class LakeSettings(_Section):
+    """Where the Delta tables (features, predictions, quarantine) live."""
+
+    root: str = Field(min_length=1, description="Local path or az:// / abfss:// URI.")
+    storage_options: Annotated[dict[str, str], BeforeValidator(_stringify_options)] = Field(
+        default_factory=dict, description="Passed verbatim to delta-rs."
+    )
+
+
+class MlflowSettings(_Section):
+    """MLflow tracking server and model registry."""
+
+    tracking_uri: str = Field(min_length=1, description="Where runs and metrics are recorded.")
+    registry_uri: str = Field(default="", description="Model registry; empty = tracking URI.")
+    artifact_root: str = Field(min_length=1, description="Where run artifacts are stored.")
+    experiment: str = Field(min_length=1, description="Experiment that scoring runs log to.")
+
+    @property
+    def effective_registry_uri(self) -> str:
+        """Registry URI actually used: registry-uri, else tracking-uri."""
+        return self.registry_uri or self.tracking_uri
+
+
+class ModelSettings(_Section):
+    """Which registered model version scores the batch."""
+
+    name: str = Field(min_length=1, description="Registered model name.")
+    alias: str = Field(min_length=1, description="Registry alias to score with, e.g. champion.")
+
+
+class PartitionSettings(_Section):
+    """Daily partitioning of the scoring pipeline."""
+
+    start_date: dt.date = Field(description="First daily partition.")
+
+
+class ValidationSettings(_Section):
+    """Data-quality gates a batch must pass before its predictions are published."""
+
+    min_rows: int = Field(ge=0, description="Smallest batch worth scoring.")
+    max_null_rate: float = Field(ge=0, le=1, description="Max null share per feature column.")
+    max_quarantine_rate: float = Field(ge=0, le=1, description="Max share of rows quarantined.")
+    max_duplicate_rate: float = Field(ge=0, le=1, description="Max share of duplicate keys.")
+
+
+class DriftSettings(_Section):
+    """Feature drift detection against the training baseline."""
+
+    psi_threshold: float = Field(gt=0, description="PSI above which a feature has drifted.")
+    bins: int = Field(ge=2, description="Histogram bins used to compute PSI.")
+
+
+class ApplicationSettings(_Section):
+    """Everything under ``batch-inference:`` in application.yml."""
+
+    environment: Literal["local", "staging", "prod"]
+    engine: Literal["local", "spark", "databricks"] = Field(description="Scoring engine.")
+    data_dir: Path = Field(description="Working data (lake, mlflow, dagster home).")
+    lake: LakeSettings
+    mlflow: MlflowSettings
+    model: ModelSettings
+    partitions: PartitionSettings
+    validation: ValidationSettings
+    drift: DriftSettings
+    spark: SparkSettings
+    kafka: KafkaSettings
+    scheduling: SchedulingSettings
+
+
+class _ApplicationFile(_Section):
+    batch_inference: ApplicationSettings
+
+
+class MetricsSettings(_Section):
+    """How often metrics are collected and how long they are kept."""
+
+    collection_interval: Duration
+    retention_period: Duration
+
+
+class JobFailureAlert(_Section):
+    """Alert when jobs fail."""
+
+    threshold: int = Field(ge=1, description="Failures that trigger the alert.")
+    notification: Annotated[list[str], BeforeValidator(_split_list)] = Field(min_length=1)
+
+
+class ResourceUsageAlert(_Section):
+    """Alert when cluster resources run hot (fractions of capacity)."""
+
+    cpu_threshold: Fraction
+    memory_threshold: Fraction
+
+
+class AlertSettings(_Section):
+    """Alerting rules."""
+
+    job_failure: JobFailureAlert
+    resource_usage: ResourceUsageAlert
+
+
+class JobCompletionTarget(_Section):
+    """SLA: ``quantile`` of jobs complete ``within`` this duration (e.g. 90% < 1hour)."""
+
+    quantile: Fraction
+    within: Duration
+
+
+class SlaTargets(_Section):
+    """Service-level targets the platform is measured against."""
+
+    job_completion: Annotated[JobCompletionTarget, BeforeValidator(_parse_job_completion)]
+    data_throughput: Annotated[float, BeforeValidator(_parse_throughput)] = Field(
+        description="Minimum records scored per hour."
+    )
+    error_rate: Fraction = Field(description="Maximum fraction of failed records.")
+
+
+class PerformanceSettings(_Section):
+    """Performance expectations."""
+
+    sla_targets: SlaTargets
+
+
+class MonitoringSettings(_Section):
+    """Everything in monitoring.yml."""
+
+    metrics: MetricsSettings
+    alerts: AlertSettings
+    performance: PerformanceSettings
+
+
+class Settings(_Section):
+    """All platform settings; paths are absolute (resolved against ``project_root``)."""
+
+    application: ApplicationSettings
+    monitoring: MonitoringSettings
+    project_root: Path
+
+    @property
+    def data_dir(self) -> Path:
+        """Working-data directory (lake, MLflow store, Dagster home)."""
+        return self.application.data_dir
+
+    @property
+    def dagster_home(self) -> Path:
+        """DAGSTER_HOME for local runs."""
+        return self.data_dir / "dagster_home"
+
+
+# --------------------------------------------------------------------------- loading
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SettingsError(f"{path.name}: cannot read {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"{path.name}: invalid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path.name}: top level must be a mapping of keys")
+    return data
+
+
+def _apply_overrides(
+    docs: list[tuple[str, dict[str, Any]]], environ: Mapping[str, str]
+) -> dict[tuple[str, ...], str]:
+    """Apply BIP__ variables to the raw YAML documents in place; return {key path: variable}."""
+    applied: dict[tuple[str, ...], str] = {}
+    for var in sorted(v for v in environ if v.startswith(ENV_PREFIX)):
+        segments = var[len(ENV_PREFIX) :].split("__")
+        file, doc = next(((f, d) for f, d in docs if _match(d, segments[0])), docs[0])
+        parent: dict[str, Any] = doc
+        node: Any = doc
+        path: list[str] = []
+        for seg in segments:
+            key = _match(node, seg) if isinstance(node, dict) else None
+            if key is None:
+                if not path:
+                    files = " or ".join(f for f, _ in docs)
+                    known = [str(k) for _, d in docs for k in d]
+                    where = f"no top-level key matching {seg!r} in {files}"
+                elif not isinstance(node, dict):
+                    known, where = [], f"{file}: {'.'.join(path)} is a value, not a section"
+                else:
+                    known = [str(k) for k in node]
+                    where = f"{file}: no key matching {seg!r} under {'.'.join(path)}"
+                hint = f"; known keys: {', '.join(known)}" if known else ""
+                raise SettingsError(f"{var}: names no known setting ({where}{hint})")
+            path.append(key)
+            parent, node = node, node[key]
+        parent[path[-1]] = _env_value(environ[var], node)
+        applied[tuple(path)] = var
+    return applied
+
+
+def _match(node: dict[str, Any], segment: str) -> str | None:
+    wanted = segment.upper()
+    return next((k for k in node if str(k).upper().replace("-", "_") == wanted), None)
+
+
+def _env_value(raw: str, current: Any) -> Any:
+    """Parse as YAML; structured results only replace structured values."""
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        return raw
+    if isinstance(value, dict | list) and not isinstance(current, dict | list):
+        return raw
+    return value
+
+
+def _format_errors(
+    exc: ValidationError, file: str, model: type[BaseModel], overrides: dict[tuple[str, ...], str]
+) -> str:
+    lines = []
+    for err in exc.errors(include_url=False):
+        scope = loc = tuple(str(p) for p in err["loc"])
+        ctx = err.get("ctx") or {}
+        if err["type"] == "cross_field":  # model-level check reported on one of its fields
+            loc += (str(ctx["field"]),)
+            reason = err["msg"]
+        elif err["type"] == "value_error":
+            reason = str(ctx.get("error", err["msg"]))
+        elif err["type"] == "extra_forbidden":
+            reason = f"unknown key (allowed: {', '.join(_allowed_keys(model, loc))})"
+        elif err["type"] == "missing":
+            reason = "required key is missing"
+        else:
+            reason = f"{err['msg']} (got {err['input']!r})"
+        envs = [v for p, v in overrides.items() if p[: len(scope)] == scope or loc[: len(p)] == p]
+        suffix = f" (set by environment variable {', '.join(envs)})" if envs else ""
+        lines.append(f"{file}: {'.'.join(loc)}: {reason}{suffix}")
+    return "\n".join(lines)
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[str, ...]) -> list[str]:
+    for part in loc[:-1]:
+        fields = {f.alias or n: f.annotation for n, f in model.model_fields.items()}
+        sub = fields.get(part)
+        if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
+            return []
+        model = sub
+    return [f.alias or n for n, f in model.model_fields.items()]
+
+
+def _resolve(value: str, base: Path) -> str:
+    """Relative local path -> absolute path under base; URIs are left alone."""
+    if _SCHEME.match(value):
+        return value
+    return str((base / Path(value).expanduser()).resolve())
+
+
+def _resolve_paths(app: ApplicationSettings, base: Path) -> ApplicationSettings:
+    mlflow = app.mlflow
+    uris = {}
+    for name in ("tracking_uri", "registry_uri"):
+        uri: str = getattr(mlflow, name)
+        rest = uri.removeprefix("sqlite:///")
+        if uri.startswith("sqlite:///") and not rest.startswith("/") and rest != ":memory:":
+            uris[name] = f"sqlite:///{_resolve(rest, base)}"
+    return app.model_copy(
+        update={
+            "data_dir": Path(_resolve(str(app.data_dir), base)),
+            "lake": app.lake.model_copy(update={"root": _resolve(app.lake.root, base)}),
+            "mlflow": mlflow.model_copy(
+                update={**uris, "artifact_root": _resolve(mlflow.artifact_root, base)}
+            ),
+        }
+    )
+
+
+def _validate(
+    model: type[_M], doc: dict[str, Any], file: str, overrides: dict[tuple[str, ...], str]
+) -> _M:
+    try:
+        return model.model_validate(doc)
+    except ValidationError as exc:
+        raise SettingsError(_format_errors(exc, file, model, overrides)) from None
+
+
+def load_settings(
+    application_path: Path | None = None,
+    monitoring_path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Load both YAML files, apply ``BIP__`` overrides, validate and resolve relative paths.
+
+    Paths default to ``$BIP_APPLICATION_YML`` / ``$BIP_MONITORING_YML``, else the repo root.
+    """
+    env = os.environ if environ is None else environ
+    app_path = Path(application_path or env.get("BIP_APPLICATION_YML") or _ROOT / "application.yml")
+    mon_path = Path(monitoring_path or env.get("BIP_MONITORING_YML") or _ROOT / "monitoring.yml")
+    app_path, mon_path = app_path.resolve(), mon_path.resolve()
+    app_doc, mon_doc = _read_yaml(app_path), _read_yaml(mon_path)
+    overrides = _apply_overrides([(app_path.name, app_doc), (mon_path.name, mon_doc)], env)
+    app = _validate(_ApplicationFile, app_doc, app_path.name, overrides).batch_inference
+    monitoring = _validate(MonitoringSettings, mon_doc, mon_path.name, overrides)
+    base = app_path.parent
+    return Settings(application=_resolve_paths(app, base), monitoring=monitoring, project_root=base)

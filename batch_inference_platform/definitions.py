@@ -1,0 +1,74 @@
+"""The Dagster code location: one environment switch picks what the asset graph is built from."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from batch_inference_platform.config import Settings, load_settings
+from batch_inference_platform.defs.catalog.assets import catalog_entries
+from batch_inference_platform.defs.features.assets import feature_tables, observed_feature_tables
+from batch_inference_platform.defs.inference.assets import predictions
+from batch_inference_platform.defs.inference.schedules import (
+    build_scoring_schedule,
+    generate_features_job,
+    score_partition_job,
+    train_demo_model_job,
+)
+from batch_inference_platform.defs.models.assets import build_model_versions, demo_model
+from batch_inference_platform.defs.resources import (
+    LakeResource,
+    ModelRegistryResource,
+    QualityPolicyResource,
+)
+from batch_inference_platform.defs.validation.assets import validated_features
+
+
+def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    """Resources under the same keys in every environment, configured from settings."""
+    app = settings.application
+    return {
+        "lake": LakeResource(root=app.lake.root, storage_options=dict(app.lake.storage_options)),
+        "registry": ModelRegistryResource(
+            tracking_uri=app.mlflow.tracking_uri,
+            registry_uri=app.mlflow.registry_uri,
+            artifact_root=app.mlflow.artifact_root,
+            experiment=app.mlflow.experiment,
+            model_name=app.model.name,
+            alias=app.model.alias,
+        ),
+        "policy": QualityPolicyResource(
+            min_rows=app.validation.min_rows,
+            max_null_rate=app.validation.max_null_rate,
+            max_quarantine_rate=app.validation.max_quarantine_rate,
+            max_duplicate_rate=app.validation.max_duplicate_rate,
+            psi_threshold=app.drift.psi_threshold,
+            drift_bins=app.drift.bins,
+        ),
+    }
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    """The asset graph for ``settings``: local generates features and trains a demo model;
+    staging and prod observe the external feature table and serve registered models."""
+    local = settings.application.environment == "local"
+    assets: list = [
+        validated_features,
+        build_model_versions(trained_locally=local),
+        predictions,
+        catalog_entries,
+    ]
+    jobs: list = [score_partition_job]
+    if local:
+        assets += [feature_tables, demo_model]
+        jobs += [generate_features_job, train_demo_model_job]
+    else:
+        assets.append(observed_feature_tables)
+    return dg.Definitions(
+        assets=assets,
+        jobs=jobs,
+        schedules=[build_scoring_schedule(settings.application.scheduling.cron)],
+        resources=build_resources(settings),
+    )
+
+
+defs = build_definitions(load_settings())

@@ -1,0 +1,166 @@
+"""Model versions: the registry's champion, checked against the data it will score."""
+
+import datetime as dt
+
+import dagster as dg
+import pyarrow as pa
+
+from batch_inference_platform.defs.features.assets import FEATURES_KEY
+from batch_inference_platform.defs.models.serving import ServingModel
+from batch_inference_platform.defs.partitions import Stopwatch
+from batch_inference_platform.defs.resources import LakeResource, ModelRegistryResource
+from batch_inference_platform.defs.validation.assets import VALIDATED_KEY
+from batch_inference_platform.lib.lake.tables import (
+    TableNotFoundError,
+    read_partition,
+    table_schema,
+)
+from batch_inference_platform.lib.registry.client import ModelNotFoundError
+from batch_inference_platform.lib.registry.resolution import (
+    NoCompatibleVersionError,
+    resolve_serving_version,
+)
+from batch_inference_platform.lib.registry.training import TrainingParams, train_and_register
+
+MODEL_VERSIONS_KEY = dg.AssetKey("model_versions")
+DEMO_MODEL_KEY = dg.AssetKey("demo_model")
+COMPATIBILITY_CHECK = "champion_fits_validated_schema"
+
+
+class DemoTrainingConfig(dg.Config):
+    """What the local demo model is trained on and how big it is."""
+
+    training_partition: str | None = None
+    """Feature partition (YYYY-MM-DD) to train on; default the latest one."""
+    max_rows: int = 200_000
+    num_boost_round: int = 200
+    num_leaves: int = 63
+
+
+@dg.asset(
+    key=DEMO_MODEL_KEY,
+    deps=[FEATURES_KEY],
+    group_name="models",
+    kinds={"mlflow", "lightgbm"},
+    description="Locally only: a LightGBM default-risk model trained on the generated features, "
+    "registered in MLflow with its signature and given the serving alias.",
+)
+def demo_model(
+    context: dg.AssetExecutionContext,
+    config: DemoTrainingConfig,
+    lake: LakeResource,
+    registry: ModelRegistryResource,
+) -> dg.MaterializeResult:
+    watch = Stopwatch()
+    features = lake.layout.features
+    table = features.open()
+    available = sorted(p["event_date"] for p in table.partitions())
+    if not available:
+        raise dg.Failure(f"no feature partitions at {features.uri}; materialize feature_tables")
+    partition = config.training_partition or available[-1]
+    if partition not in available:
+        raise dg.Failure(f"training partition {partition} not in {features.uri} ({available})")
+    batches = read_partition(features, dt.date.fromisoformat(partition))
+    training = pa.Table.from_batches(_first_rows(batches, config.max_rows))
+    version, trained = train_and_register(
+        registry.registry,
+        model_name=registry.model_name,
+        alias=registry.alias,
+        experiment=registry.experiment,
+        artifact_root=registry.artifact_root,
+        training_data=training,
+        data_version=f"{features.uri}@v{table.version()}/{partition}",
+        params=TrainingParams(num_boost_round=config.num_boost_round, num_leaves=config.num_leaves),
+    )
+    context.log.info(("trained and registered" if trained else "reused") + f" {version.uri}")
+    return dg.MaterializeResult(
+        metadata={
+            **watch.metadata(training.num_rows),
+            "model_version": version.version,
+            "newly_trained": trained,
+            "training_partition": partition,
+            "model_uri": dg.MetadataValue.url(registry.link(version)),
+            **registry.registry.training_metrics(version),
+        }
+    )
+
+
+def _first_rows(batches, limit: int):
+    taken = 0
+    for batch in batches:
+        if taken >= limit:
+            return
+        batch = batch.slice(0, limit - taken)
+        taken += batch.num_rows
+        yield batch
+
+
+def build_model_versions(*, trained_locally: bool) -> dg.AssetsDefinition:
+    """The ``model_versions`` asset; locally it also waits for the demo model."""
+    deps = [VALIDATED_KEY, DEMO_MODEL_KEY] if trained_locally else [VALIDATED_KEY]
+
+    @dg.asset(
+        key=MODEL_VERSIONS_KEY,
+        deps=deps,
+        group_name="models",
+        kinds={"mlflow"},
+        description="The registered model version that scores: the holder of the serving alias "
+        "if its input signature fits the validated feature schema, otherwise - loudly - the "
+        "newest earlier version that does.",
+        check_specs=[dg.AssetCheckSpec(COMPATIBILITY_CHECK, asset=MODEL_VERSIONS_KEY)],
+    )
+    def model_versions(
+        context: dg.AssetExecutionContext, lake: LakeResource, registry: ModelRegistryResource
+    ):
+        watch = Stopwatch()
+        try:
+            schema = table_schema(lake.layout.validated)
+        except TableNotFoundError as error:
+            raise dg.Failure(f"{error}: materialize validated_features first") from error
+        client = registry.registry
+        try:
+            resolution = resolve_serving_version(
+                client, registry.model_name, registry.alias, schema
+            )
+        except (ModelNotFoundError, NoCompatibleVersionError) as error:
+            raise dg.Failure(str(error)) from error
+        serving = resolution.serving
+        rejected = "; ".join(f"v{v}: {', '.join(p)}" for v, p in resolution.rejected.items())
+        if resolution.fell_back:
+            context.log.warning(
+                f"{registry.model_name}@{registry.alias} is v{resolution.alias_holder.version}, "
+                f"which does not fit the validated schema ({rejected}); "
+                f"falling back to v{serving.version}"
+            )
+        signature = client.signature(serving)
+        yield dg.Output(
+            ServingModel(serving, registry.alias, resolution.alias_holder.version),
+            metadata={
+                "seconds": round(watch.seconds, 3),
+                "model_name": serving.name,
+                "model_version": serving.version,
+                "alias": registry.alias,
+                "alias_holder_version": resolution.alias_holder.version,
+                "fell_back": resolution.fell_back,
+                "run_id": serving.run_id or "",
+                "model_uri": dg.MetadataValue.url(registry.link(serving)),
+                "signature": dg.MetadataValue.json(signature.to_dict() if signature else {}),
+                **client.training_metrics(serving),
+            },
+        )
+        yield dg.AssetCheckResult(
+            check_name=COMPATIBILITY_CHECK,
+            passed=not resolution.fell_back,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=(
+                f"Fell back from v{resolution.alias_holder.version}: {rejected}"
+                if resolution.fell_back
+                else f"v{serving.version} fits the validated feature schema."
+            ),
+            metadata={
+                "serving_version": serving.version,
+                "alias_holder_version": resolution.alias_holder.version,
+            },
+        )
+
+    return model_versions

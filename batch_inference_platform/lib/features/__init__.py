@@ -1,0 +1,1 @@
+"""The credit-risk feature contract and its synthetic generator."""

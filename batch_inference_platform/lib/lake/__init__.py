@@ -1,0 +1,1 @@
+"""Delta Lake tables: transactional partition replace, streaming reads, the dataset catalog."""

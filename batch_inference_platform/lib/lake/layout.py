@@ -1,0 +1,43 @@
+"""Where each of the platform's tables lives under the lake root."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from batch_inference_platform.lib.lake.tables import DeltaLocation
+
+
+@dataclass(frozen=True)
+class LakeLayout:
+    """Table locations under one lake root (a local path or an az:// / abfss:// URI)."""
+
+    root: str
+    storage_options: Mapping[str, str] | None = None
+
+    def _at(self, path: str) -> DeltaLocation:
+        return DeltaLocation(f"{self.root.rstrip('/')}/{path}", self.storage_options)
+
+    @property
+    def features(self) -> DeltaLocation:
+        """Raw daily credit-risk features, as landed by the feature pipeline."""
+        return self._at("features/credit_risk")
+
+    @property
+    def validated(self) -> DeltaLocation:
+        """Feature partitions that passed validation, compacted, in contract types."""
+        return self._at("validated/credit_risk")
+
+    @property
+    def quarantine(self) -> DeltaLocation:
+        """Rows that failed validation, each with the reasons."""
+        return self._at("quarantine/credit_risk")
+
+    def predictions(self, model_name: str) -> DeltaLocation:
+        """Scores of one registered model, partitioned by date."""
+        return self._at(f"predictions/{model_name}")
+
+    @property
+    def catalog(self) -> DeltaLocation:
+        """One row per dataset version produced, with lineage."""
+        return self._at("catalog/datasets")

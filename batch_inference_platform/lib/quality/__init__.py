@@ -1,0 +1,1 @@
+"""Data-quality rules: partition validation and score drift."""

@@ -1,0 +1,1 @@
+"""The MLflow model registry: resolution, compatibility, loading and demo training."""

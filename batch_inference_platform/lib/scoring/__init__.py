@@ -1,0 +1,1 @@
+"""The scoring kernel: Arrow record batches in, Arrow record batches out."""
