@@ -48,14 +48,10 @@ DRIFT_CHECK = "score_drift_psi"
     description="Default-risk scores per customer and day, with the model version and run that "
     "produced them; each run replaces exactly its date partition in one Delta commit.",
     check_specs=[
-        *(
-            dg.AssetCheckSpec(name, asset=PREDICTIONS_KEY, partitions_def=DAILY_PARTITIONS)
-            for name in CHECKS
-        ),
+        *(dg.AssetCheckSpec(name, asset=PREDICTIONS_KEY) for name in CHECKS),
         dg.AssetCheckSpec(
             DRIFT_CHECK,
             asset=PREDICTIONS_KEY,
-            partitions_def=DAILY_PARTITIONS,
             description="Population stability index of the score distribution "
             "against the earliest scored partition.",
         ),

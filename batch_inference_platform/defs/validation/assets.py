@@ -41,8 +41,7 @@ BLOCKING_CHECKS = (
     "types; failing rows go to the quarantine table with their reasons. A partition that fails "
     "a blocking check is removed here and is not scored.",
     check_specs=[
-        dg.AssetCheckSpec(name, asset=VALIDATED_KEY, blocking=True, partitions_def=DAILY_PARTITIONS)
-        for name in BLOCKING_CHECKS
+        dg.AssetCheckSpec(name, asset=VALIDATED_KEY, blocking=True) for name in BLOCKING_CHECKS
     ],
 )
 def validated_features(

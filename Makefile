@@ -1,0 +1,43 @@
+# The project's commands. Each target creates or reuses .venv and installs the pinned
+# dependencies first, so every command works on a fresh machine.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+
+DAYS ?= 3
+ROWS ?= 200000
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test dev lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+venv: $(STAMP)
+
+## Generate DAYS x ROWS of features, train + register the demo model, score and catalog them.
+demo: venv
+	$(VENV)/bin/batch-inference demo --days $(DAYS) --rows $(ROWS)
+
+## The test suite (what CI runs).
+test: venv
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+## The Dagster UI on the demo's instance (http://127.0.0.1:3000).
+dev: venv
+	DAGSTER_HOME=$$($(PY) -c "from batch_inference_platform.cli import prepare_dagster_home as p; \
+	from batch_inference_platform.config import load_settings as l; s = l(); p(s); print(s.dagster_home)") \
+	$(VENV)/bin/dagster dev -w workspace.yaml
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/pyright
+
+clean:
+	rm -rf data

@@ -1,0 +1,183 @@
+"""Shared fixtures: a small, isolated copy of the platform (lake + MLflow registry + Dagster
+instance) under a pytest tmp dir, and helpers to run its jobs and read its tables.
+
+Tables are read through ``lib.lake.tables`` (``read_partition``) or ``to_pyarrow_dataset`` only:
+``DeltaTable.to_pyarrow_table()``/``to_pandas()`` make the interpreter abort at exit
+(delta-io/delta-rs#2184).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pyarrow as pa
+import pytest
+from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluation
+
+from batch_inference_platform.config import Settings, load_settings
+from batch_inference_platform.definitions import build_definitions
+from batch_inference_platform.lib.lake.layout import LakeLayout
+from batch_inference_platform.lib.lake.tables import DeltaLocation, read_partition, table_schema
+from batch_inference_platform.lib.registry.client import ModelRegistry
+
+ROWS_PER_DAY = 3000
+NUM_BOOST_ROUND = 20
+DAY_A = dt.date(2026, 11, 2)
+DAY_B = dt.date(2026, 11, 3)
+ENV = "BIP__BATCH_INFERENCE__"
+
+
+@dataclass
+class Platform:
+    """One isolated platform: its settings, Definitions and ephemeral Dagster instance."""
+
+    root: Path
+    settings: Settings
+    defs: dg.Definitions
+    instance: dg.DagsterInstance
+
+    @property
+    def layout(self) -> LakeLayout:
+        return LakeLayout(self.settings.application.lake.root)
+
+    @property
+    def registry(self) -> ModelRegistry:
+        mlflow = self.settings.application.mlflow
+        return ModelRegistry(mlflow.tracking_uri, mlflow.registry_uri or None)
+
+    @property
+    def model_name(self) -> str:
+        return self.settings.application.model.name
+
+    @property
+    def alias(self) -> str:
+        return self.settings.application.model.alias
+
+    @property
+    def predictions(self) -> DeltaLocation:
+        return self.layout.predictions(self.model_name)
+
+    def generate(
+        self, day: dt.date, rows: int = ROWS_PER_DAY, seed: int = 7
+    ) -> dg.ExecuteInProcessResult:
+        return self.defs.resolve_job_def("generate_features_job").execute_in_process(
+            partition_key=day.isoformat(),
+            instance=self.instance,
+            run_config={"ops": {"feature_tables": {"config": {"rows": rows, "seed": seed}}}},
+        )
+
+    def train(self, **config: Any) -> dg.ExecuteInProcessResult:
+        config = {"num_boost_round": NUM_BOOST_ROUND, **config}
+        return self.defs.resolve_job_def("train_demo_model_job").execute_in_process(
+            instance=self.instance, run_config={"ops": {"demo_model": {"config": config}}}
+        )
+
+    def score(
+        self, day: dt.date, asset_selection: list[dg.AssetKey] | None = None
+    ) -> dg.ExecuteInProcessResult:
+        return self.defs.resolve_job_def("score_partition_job").execute_in_process(
+            partition_key=day.isoformat(),
+            instance=self.instance,
+            raise_on_error=False,
+            asset_selection=asset_selection,
+        )
+
+
+PlatformFactory = Callable[..., Platform]
+
+
+@pytest.fixture(scope="session")
+def make_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformFactory]:
+    """``make_platform(name, share=None, **overrides)`` -> a fresh Platform.
+
+    Lake, MLflow store and Dagster storage live in a new tmp dir, unless ``share`` is given:
+    then the new platform uses the same data dir and Dagster instance (e.g. to serve another
+    model name from the same registry). ``overrides`` are settings below ``batch-inference``,
+    e.g. ``MODEL__NAME="other"`` or ``ENVIRONMENT="prod"``.
+    """
+    instances: list[dg.DagsterInstance] = []
+
+    def make(name: str, share: Platform | None = None, **overrides: str) -> Platform:
+        root = share.root if share else tmp_path_factory.mktemp(name)
+        data = root / "data"
+        env = {
+            "DATA_DIR": str(data),
+            "LAKE__ROOT": str(data / "lake"),
+            "MLFLOW__TRACKING_URI": f"sqlite:///{data}/mlflow.db",
+            "MLFLOW__REGISTRY_URI": "",
+            "MLFLOW__ARTIFACT_ROOT": str(data / "artifacts"),
+            **overrides,
+        }
+        data.mkdir(parents=True, exist_ok=True)
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in env.items():
+                patch.setenv(ENV + key, value)
+            settings = load_settings()
+        if share:
+            instance = share.instance
+        else:
+            instance = dg.DagsterInstance.ephemeral(tempdir=str(root / "dagster"))
+            instances.append(instance)
+        return Platform(root, settings, build_definitions(settings), instance)
+
+    yield make
+    for instance in instances:
+        instance.dispose()
+
+
+# --------------------------------------------------------------------------- reading results
+
+
+def materializations(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, Any]]:
+    """Metadata values of each asset materialized by ``result``, keyed by asset name."""
+    found = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.step_materialization_data.materialization
+        key = materialization.asset_key.to_user_string()
+        found[key] = {k: v.value for k, v in materialization.metadata.items()}
+    return found
+
+
+def check_evaluations(result: dg.ExecuteInProcessResult) -> dict[str, AssetCheckEvaluation]:
+    """Each asset check evaluated by ``result``, keyed by check name."""
+    return {evaluation.check_name: evaluation for evaluation in result.get_asset_check_evaluations()}
+
+
+def failure_messages(result: dg.ExecuteInProcessResult) -> str:
+    """Every step-failure message and description of ``result``, joined."""
+    texts = []
+    for event in result.get_step_failure_events():
+        data = event.step_failure_data
+        if data.error is not None:
+            texts.append(data.error.message)
+        if data.user_failure_data is not None and data.user_failure_data.description:
+            texts.append(data.user_failure_data.description)
+    return "\n".join(texts)
+
+
+# --------------------------------------------------------------------------- reading tables
+
+
+def read_day(location: DeltaLocation, day: dt.date) -> pa.Table:
+    """The rows of one date partition (empty, schemaless, when the table does not exist)."""
+    if not location.exists():
+        return pa.table({})
+    return pa.Table.from_batches(list(read_partition(location, day)), table_schema(location))
+
+
+def read_all(location: DeltaLocation) -> pa.Table:
+    """The whole current version of a (small) table."""
+    return location.open().to_pyarrow_dataset().to_table()
+
+
+def commit_info(location: DeltaLocation, version: int) -> dict[str, Any]:
+    """The Delta commit info (with its custom metadata) of ``version``."""
+    for commit in location.open().history():
+        if commit["version"] == version:
+            return commit
+    raise AssertionError(f"no version {version} in the history of {location.uri}")
