@@ -5,7 +5,6 @@ from typing import Any
 
 import dagster as dg
 
-from batch_inference_platform.defs.features.assets import FEATURES_KEY
 from batch_inference_platform.defs.inference.assets import PREDICTIONS_KEY
 from batch_inference_platform.defs.partitions import DAILY_PARTITIONS, partition_day
 from batch_inference_platform.defs.resources import LakeResource
@@ -19,7 +18,7 @@ LINEAGE_CHECK = "lineage_complete"
 
 @dg.asset(
     key=CATALOG_KEY,
-    deps=[PREDICTIONS_KEY, VALIDATED_KEY, FEATURES_KEY],
+    deps=[PREDICTIONS_KEY, VALIDATED_KEY],
     partitions_def=DAILY_PARTITIONS,
     group_name="catalog",
     kinds={"deltalake"},
@@ -31,7 +30,6 @@ LINEAGE_CHECK = "lineage_complete"
 def catalog_entries(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     day = partition_day(context)
     layout = lake.layout
-    features = _latest(context, FEATURES_KEY)
     validated = _latest(context, VALIDATED_KEY)
     scored = _latest(context, PREDICTIONS_KEY)
     missing = [
@@ -43,8 +41,8 @@ def catalog_entries(context: dg.AssetExecutionContext, lake: LakeResource) -> dg
         raise dg.Failure(f"no materialization of {', '.join(missing)} for partition {day}")
     assert validated is not None and scored is not None
     now = dt.datetime.now(dt.UTC)
-    feature_version = _int(features, "delta_version")
-    validated_version = _int(validated, "delta_version")
+    feature_version = _int(validated, "feature_table_version")
+    validated_version = _int(scored, "validated_version")
     entries = [
         _entry(
             "validated_features",
@@ -102,8 +100,8 @@ def catalog_entries(context: dg.AssetExecutionContext, lake: LakeResource) -> dg
             "entries": len(entries),
             "delta_version": version,
             "table_uri": dg.MetadataValue.path(layout.catalog.uri),
-            "predictions_version": _int(scored, "delta_version") or -1,
-            "model_version": _int(scored, "model_version") or -1,
+            "predictions_version": int(scored["delta_version"]),
+            "model_version": int(scored["model_version"]),
         },
         check_results=[
             dg.AssetCheckResult(

@@ -16,13 +16,7 @@ from batch_inference_platform.defs.resources import (
     QualityPolicyResource,
 )
 from batch_inference_platform.defs.validation.assets import VALIDATED_KEY
-from batch_inference_platform.lib.features.contract import DATE_COLUMN
-from batch_inference_platform.lib.lake.tables import (
-    DeltaLocation,
-    count_partition,
-    read_partition,
-    replace_partition,
-)
+from batch_inference_platform.lib.lake.tables import DeltaLocation, replace_partition, snapshot
 from batch_inference_platform.lib.quality.drift import ScoreHistogram, population_stability_index
 from batch_inference_platform.lib.registry.loader import load_scorer
 from batch_inference_platform.lib.scoring.kernel import (
@@ -67,7 +61,8 @@ def predictions(
     day = partition_day(context)
     watch = Stopwatch()
     layout = lake.layout
-    validated_rows = count_partition(layout.validated, day)
+    validated = snapshot(layout.validated)
+    validated_rows = validated.count(day)
     if validated_rows == 0:
         raise dg.Failure(
             f"partition {day} has no validated rows at {layout.validated.uri}: it failed "
@@ -81,7 +76,7 @@ def predictions(
     commit = replace_partition(
         target,
         day,
-        observer.watch(score_batches(scorer, read_partition(layout.validated, day), stamp)),
+        observer.watch(score_batches(scorer, validated.batches(day), stamp)),
         PREDICTION_SCHEMA,
         commit_metadata={
             "dagster_run_id": context.run_id,
@@ -101,6 +96,7 @@ def predictions(
         "model_uri": dg.MetadataValue.url(registry.link(serving.version)),
         "scorer_flavor": scorer.flavor,
         "validated_rows": validated_rows,
+        "validated_version": validated.version,
         **{f"score_{name}": value for name, value in quantiles.items()},
     }
     drift_ok = psi is None or psi <= policy.psi_threshold
@@ -172,13 +168,13 @@ def _drift(
     target: DeltaLocation, day: dt.date, current: ScoreHistogram, bins: int
 ) -> tuple[float | None, dt.date | None]:
     """PSI against the earliest other scored partition (the baseline), if there is one."""
-    days = sorted(dt.date.fromisoformat(p[DATE_COLUMN]) for p in target.open().partitions())
-    earlier = [d for d in days if d != day]
+    scored = snapshot(target)
+    earlier = [d for d in scored.days() if d != day]
     if not earlier:
         return None, None
     reference_day = earlier[0]
     reference = ScoreHistogram.of(
         b.column(SCORE_COLUMN).to_numpy(zero_copy_only=False)
-        for b in read_partition(target, reference_day, columns=[SCORE_COLUMN])
+        for b in scored.batches(reference_day, columns=[SCORE_COLUMN])
     )
     return population_stability_index(reference, current, bins), reference_day

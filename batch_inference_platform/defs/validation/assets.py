@@ -8,9 +8,8 @@ from batch_inference_platform.defs.resources import LakeResource, QualityPolicyR
 from batch_inference_platform.lib.lake.tables import (
     TableNotFoundError,
     delete_partition,
-    read_partition,
     replace_partition,
-    table_schema,
+    snapshot,
 )
 from batch_inference_platform.lib.quality.rules import canonical_schema
 from batch_inference_platform.lib.quality.validation import (
@@ -51,22 +50,23 @@ def validated_features(
     watch = Stopwatch()
     layout = lake.layout
     try:
-        schema = table_schema(layout.features)
+        features = snapshot(layout.features)
     except TableNotFoundError as error:
         raise dg.Failure(
             f"cannot validate {day}: {error}; materialize feature_tables first"
         ) from error
 
     def source(columns: list[str] | None = None):
-        return read_partition(layout.features, day, columns=columns)
+        return features.batches(day, columns=columns)
 
-    profile = profile_partition(source, schema, day)
+    profile = profile_partition(source, features.schema, day)
     outcomes = judge(profile, policy.validation)
     passed = all(o.passed for o in outcomes)
     commit_metadata = {"dagster_run_id": context.run_id, "partition": day.isoformat()}
     metadata: dict[str, dg.MetadataValue] = {
         "rows_in": dg.MetadataValue.int(profile.rows),
         "rows_quarantined": dg.MetadataValue.int(profile.quarantined_rows),
+        "feature_table_version": dg.MetadataValue.int(features.version),
         "table_uri": dg.MetadataValue.path(layout.validated.uri),
     }
     if not profile.schema_problems:

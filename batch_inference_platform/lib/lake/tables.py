@@ -112,6 +112,50 @@ def delete_partition(location: DeltaLocation, day: dt.date) -> int | None:
     return location.open().version()
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """One version of a Delta table: every scan of it sees the same rows."""
+
+    location: DeltaLocation
+    table: DeltaTable
+    dataset: ds.Dataset
+
+    @property
+    def version(self) -> int:
+        return self.table.version()
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self.dataset.schema
+
+    def batches(
+        self,
+        day: dt.date,
+        *,
+        columns: list[str] | None = None,
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream the rows of the ``day`` partition as record batches."""
+        return self.dataset.to_batches(
+            columns=columns, filter=_day_filter(day), batch_size=batch_rows
+        )
+
+    def count(self, day: dt.date) -> int:
+        """Rows in the ``day`` partition."""
+        return self.dataset.count_rows(filter=_day_filter(day))
+
+    def days(self) -> list[dt.date]:
+        """The partitions that hold data, oldest first."""
+        values = {p[DATE_COLUMN] for p in self.table.partitions()}
+        return sorted(dt.date.fromisoformat(v) for v in values)
+
+
+def snapshot(location: DeltaLocation) -> Snapshot:
+    """The table's current version, pinned for consistent repeated reads."""
+    table = location.open()
+    return Snapshot(location, table, table.to_pyarrow_dataset())
+
+
 def read_partition(
     location: DeltaLocation,
     day: dt.date,
@@ -119,21 +163,20 @@ def read_partition(
     columns: list[str] | None = None,
     batch_rows: int = DEFAULT_BATCH_ROWS,
 ) -> Iterator[pa.RecordBatch]:
-    """Stream the rows of the ``day`` partition as record batches."""
-    dataset = location.open().to_pyarrow_dataset()
-    yield from dataset.to_batches(columns=columns, filter=_day_filter(day), batch_size=batch_rows)
+    """Stream the rows of the ``day`` partition of the current version."""
+    return snapshot(location).batches(day, columns=columns, batch_rows=batch_rows)
 
 
 def count_partition(location: DeltaLocation, day: dt.date) -> int:
     """Rows in the ``day`` partition (0 when the table or partition does not exist)."""
     if not location.exists():
         return 0
-    return location.open().to_pyarrow_dataset().count_rows(filter=_day_filter(day))
+    return snapshot(location).count(day)
 
 
 def table_schema(location: DeltaLocation) -> pa.Schema:
     """The Arrow schema of the table's current version."""
-    return location.open().to_pyarrow_dataset().schema
+    return snapshot(location).schema
 
 
 def schema_hash(schema: pa.Schema) -> str:

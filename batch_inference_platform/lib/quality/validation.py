@@ -136,8 +136,8 @@ def judge(profile: PartitionProfile, policy: ValidationPolicy) -> list[CheckOutc
         CheckOutcome(
             "quarantine_rate_within_limit",
             quarantine_rate <= policy.max_quarantine_rate,
-            f"{profile.quarantined_rows} of {profile.rows} rows quarantined ({quarantine_rate:.2%}, "
-            f"limit {policy.max_quarantine_rate:.2%}); top reasons: "
+            f"{profile.quarantined_rows} of {profile.rows} rows quarantined "
+            f"({quarantine_rate:.2%}, limit {policy.max_quarantine_rate:.2%}); top reasons: "
             + (", ".join(f"{r} x{n}" for r, n in profile.reason_counts.most_common(3)) or "none"),
             {"quarantined_rows": profile.quarantined_rows, "quarantine_rate": quarantine_rate},
         )
