@@ -87,7 +87,11 @@ def validated_features(
             canonical_schema(),
             commit_metadata=commit_metadata,
         )
-        metadata |= {**watch.metadata(commit.rows), "delta_version": commit.version}
+        metadata |= {
+            **watch.metadata(commit.rows),
+            "delta_version": dg.MetadataValue.int(commit.version),
+            "files_in_partition": dg.MetadataValue.int(snapshot(layout.validated).file_count(day)),
+        }
     else:
         version = delete_partition(layout.validated, day)
         context.log.error(

@@ -144,6 +144,10 @@ class Snapshot:
         """Rows in the ``day`` partition."""
         return self.dataset.count_rows(filter=_day_filter(day))
 
+    def file_count(self, day: dt.date) -> int:
+        """Data files holding the ``day`` partition (1 for a compacted partition)."""
+        return sum(1 for _ in self.dataset.get_fragments(filter=_day_filter(day)))
+
     def days(self) -> list[dt.date]:
         """The partitions that hold data, oldest first."""
         values = {p[DATE_COLUMN] for p in self.table.partitions()}

@@ -84,7 +84,7 @@ class RowRules:
         return masks
 
     def _duplicate_mask(self, batch: pa.RecordBatch) -> np.ndarray:
-        keys = np.asarray(pc.fill_null(batch.column(KEY_COLUMN), -1).to_numpy(), np.int64)
+        keys = np.asarray(pc.fill_null(batch.column(KEY_COLUMN), pa.scalar(-1, pa.int64())))
         mask = np.zeros(len(keys), dtype=bool)
         if self._duplicated.size == 0:
             return mask
@@ -101,13 +101,16 @@ def _value_masks(column: Column, values: pa.Array) -> list[tuple[str, np.ndarray
         numeric = pc.cast(values, pa.float64())
         if column.min_value is not None:
             masks.append(
-                (f"{column.name} < {column.min_value:g}", _np(pc.less(numeric, column.min_value)))
+                (
+                    f"{column.name} < {column.min_value:g}",
+                    _np(pc.less(numeric, pa.scalar(column.min_value))),
+                )
             )
         if column.max_value is not None:
             masks.append(
                 (
                     f"{column.name} > {column.max_value:g}",
-                    _np(pc.greater(numeric, column.max_value)),
+                    _np(pc.greater(numeric, pa.scalar(column.max_value))),
                 )
             )
         if column.kind is Kind.FLOAT:
@@ -121,4 +124,4 @@ def _value_masks(column: Column, values: pa.Array) -> list[tuple[str, np.ndarray
 
 def _np(mask: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """A boolean Arrow mask as numpy, nulls counting as False (null is judged elsewhere)."""
-    return np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), dtype=bool)
+    return np.asarray(pc.fill_null(mask, pa.scalar(False)), dtype=bool)

@@ -87,6 +87,7 @@ def profile_partition(source: BatchSource, schema: pa.Schema, day: dt.date) -> P
         failing = reasons.drop_null()
         profile.quarantined_rows += len(failing)
         for reason in failing.to_pylist():
+            assert reason is not None
             profile.reason_counts[reason] += 1
             if "duplicate customer_id" in reason:
                 profile.duplicate_rows += 1
@@ -184,5 +185,7 @@ def duplicated_keys(source: BatchSource) -> np.ndarray:
     if not keys:
         return np.empty(0, np.int64)
     counts = pc.value_counts(pa.chunked_array(keys).combine_chunks())
-    repeated = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
+    repeated = pc.filter(
+        counts.field("values"), pc.greater(counts.field("counts"), pa.scalar(1, pa.int64()))
+    )
     return np.asarray(repeated.drop_null().to_numpy(zero_copy_only=False), np.int64)

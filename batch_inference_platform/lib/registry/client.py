@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import mlflow
+import mlflow.lightgbm
+import mlflow.models
+import mlflow.pyfunc
+import mlflow.sklearn
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
@@ -72,7 +76,7 @@ def _info(version: ModelVersion) -> ModelVersionInfo:
         name=version.name,
         version=int(version.version),
         run_id=version.run_id,
-        source=version.source,
+        source=version.source or "",
         aliases=tuple(version.aliases or ()),
         tags=dict(version.tags or {}),
     )

@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import mlflow
+import mlflow.lightgbm as mlflow_lightgbm
+import mlflow.models
+import mlflow.pyfunc
+import mlflow.sklearn as mlflow_sklearn
 import numpy as np
 import pandas as pd
 
@@ -40,7 +44,7 @@ class LoadedScorer:
             return self.model.predict_proba(features)[:, 1]
         if self.flavor == "sklearn":
             return self.model.predict(features)
-        frame = pd.DataFrame(features, columns=list(self.feature_names))
+        frame = pd.DataFrame(features, columns=pd.Index(self.feature_names))
         output = self.model.predict(frame)
         values = output.to_numpy() if hasattr(output, "to_numpy") else np.asarray(output)
         return values.reshape(len(frame), -1)[:, -1]
@@ -66,9 +70,9 @@ def _load(registry: ModelRegistry, version: ModelVersionInfo) -> LoadedScorer:
     flavors = registry.flavors(version)
     with _tracking(registry):
         if "lightgbm" in flavors:
-            flavor, model = "lightgbm", mlflow.lightgbm.load_model(version.uri)
+            flavor, model = "lightgbm", mlflow_lightgbm.load_model(version.uri)
         elif "sklearn" in flavors:
-            flavor, model = "sklearn", mlflow.sklearn.load_model(version.uri)
+            flavor, model = "sklearn", mlflow_sklearn.load_model(version.uri)
         else:
             flavor, model = "pyfunc", mlflow.pyfunc.load_model(version.uri)
     return LoadedScorer(version.name, version.version, input_names(signature), flavor, model)

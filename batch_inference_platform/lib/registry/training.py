@@ -13,6 +13,9 @@ from pathlib import Path
 
 import lightgbm as lgb
 import mlflow
+import mlflow.lightgbm as mlflow_lightgbm
+import mlflow.models
+import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -79,7 +82,7 @@ def train_and_register(
         "holdout_log_loss": float(log_loss(labels[holdout], scores)),
         "training_rows": float((~holdout).sum()),
     }
-    sample = pd.DataFrame(features[:100], columns=list(MODEL_FEATURES))
+    sample = pd.DataFrame(features[:100], columns=pd.Index(MODEL_FEATURES))
     signature = infer_signature(sample, booster.predict(features[:100]))
 
     with _tracking(registry):
@@ -87,7 +90,7 @@ def train_and_register(
         with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{model_name}"):
             mlflow.log_params({**asdict(params), "data_version": data_version})
             mlflow.log_metrics(metrics)
-            mlflow.lightgbm.log_model(
+            mlflow_lightgbm.log_model(
                 booster, name="model", signature=signature, registered_model_name=model_name
             )
     version = registry.versions(model_name)[0]
