@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from batch_inference_platform.config import Settings, load_settings
+from batch_inference_platform.config import Settings, SettingsError, load_settings
 from batch_inference_platform.defs.catalog.assets import catalog_entries
 from batch_inference_platform.defs.features.assets import feature_tables, observed_feature_tables
 from batch_inference_platform.defs.inference.assets import predictions
@@ -50,6 +50,11 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
 def build_definitions(settings: Settings) -> dg.Definitions:
     """The asset graph for ``settings``: local generates features and trains a demo model;
     staging and prod observe the external feature table and serve registered models."""
+    if settings.application.engine != "local":
+        raise SettingsError(
+            f"application.yml: batch-inference.engine: {settings.application.engine!r} is not "
+            "available in this build; use 'local' (in-process scoring)"
+        )
     local = settings.application.environment == "local"
     assets: list = [
         validated_features,

@@ -1,9 +1,9 @@
 """Shared fixtures: a small, isolated copy of the platform (lake + MLflow registry + Dagster
 instance) under a pytest tmp dir, and helpers to run its jobs and read its tables.
 
-Tables are read through ``lib.lake.tables`` (``read_partition``) or ``to_pyarrow_dataset`` only:
-``DeltaTable.to_pyarrow_table()``/``to_pandas()`` make the interpreter abort at exit
-(delta-io/delta-rs#2184).
+Tables are read through ``lib.lake.tables`` (``read_partition``) or by streaming
+``to_pyarrow_dataset().to_batches()`` only: ``DeltaTable.to_pyarrow_table()``/``to_pandas()``
+(and ``dataset.to_table()``) can make the interpreter abort at exit (delta-io/delta-rs#2184).
 """
 
 from __future__ import annotations
@@ -145,7 +145,9 @@ def materializations(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, A
 
 def check_evaluations(result: dg.ExecuteInProcessResult) -> dict[str, AssetCheckEvaluation]:
     """Each asset check evaluated by ``result``, keyed by check name."""
-    return {evaluation.check_name: evaluation for evaluation in result.get_asset_check_evaluations()}
+    return {
+        evaluation.check_name: evaluation for evaluation in result.get_asset_check_evaluations()
+    }
 
 
 def failure_messages(result: dg.ExecuteInProcessResult) -> str:
@@ -164,15 +166,20 @@ def failure_messages(result: dg.ExecuteInProcessResult) -> str:
 
 
 def read_day(location: DeltaLocation, day: dt.date) -> pa.Table:
-    """The rows of one date partition (empty, schemaless, when the table does not exist)."""
+    """The rows of one date partition (an empty table when the table does not exist)."""
     if not location.exists():
         return pa.table({})
     return pa.Table.from_batches(list(read_partition(location, day)), table_schema(location))
 
 
 def read_all(location: DeltaLocation) -> pa.Table:
-    """The whole current version of a (small) table."""
-    return location.open().to_pyarrow_dataset().to_table()
+    """The whole current version of a (small) table, streamed batch by batch.
+
+    Not ``dataset.to_table()``: its threaded scan, like ``to_pyarrow_table``, can leave the
+    interpreter aborting at exit (delta-io/delta-rs#2184).
+    """
+    dataset = location.open().to_pyarrow_dataset()
+    return pa.Table.from_batches(list(dataset.to_batches()), dataset.schema)
 
 
 def commit_info(location: DeltaLocation, version: int) -> dict[str, Any]:

@@ -7,12 +7,12 @@ from batch_inference_platform.defs.partitions import DAILY_PARTITIONS, Stopwatch
 from batch_inference_platform.defs.resources import LakeResource, QualityPolicyResource
 from batch_inference_platform.lib.lake.tables import (
     TableNotFoundError,
-    delete_partition,
     replace_partition,
     snapshot,
 )
 from batch_inference_platform.lib.quality.rules import canonical_schema
 from batch_inference_platform.lib.quality.validation import (
+    ROW_CHECKS,
     CheckOutcome,
     judge,
     profile_partition,
@@ -21,13 +21,7 @@ from batch_inference_platform.lib.quality.validation import (
 )
 
 VALIDATED_KEY = dg.AssetKey("validated_features")
-BLOCKING_CHECKS = (
-    "schema_matches_contract",
-    "row_count_at_least_minimum",
-    "null_rates_within_limits",
-    "quarantine_rate_within_limit",
-    "duplicate_keys_within_limit",
-)
+BLOCKING_CHECKS = ("schema_matches_contract", *ROW_CHECKS)
 
 
 @dg.asset(
@@ -38,7 +32,7 @@ BLOCKING_CHECKS = (
     kinds={"deltalake"},
     description="Feature partitions that meet the feature contract, compacted and in contract "
     "types; failing rows go to the quarantine table with their reasons. A partition that fails "
-    "a blocking check is removed here and is not scored.",
+    "a blocking check is not scored and does not replace the last version that passed.",
     check_specs=[
         dg.AssetCheckSpec(name, asset=VALIDATED_KEY, blocking=True) for name in BLOCKING_CHECKS
     ],
@@ -93,14 +87,15 @@ def validated_features(
             "files_in_partition": dg.MetadataValue.int(snapshot(layout.validated).file_count(day)),
         }
     else:
-        version = delete_partition(layout.validated, day)
         context.log.error(
-            f"partition {day} failed validation and will not be scored: "
+            f"partition {day} failed validation and is not scored; its validated partition "
+            "keeps the last version that passed (if any): "
             + "; ".join(f"{o.name}: {o.description}" for o in outcomes if not o.passed)
         )
-        metadata |= {**watch.metadata(0)}
-        if version is not None:
-            metadata["delta_version"] = dg.MetadataValue.int(version)
+        metadata |= {
+            **watch.metadata(0),
+            "validated_partition": dg.MetadataValue.text("unchanged (validation failed)"),
+        }
     return dg.MaterializeResult(
         metadata=metadata, check_results=[_check_result(o) for o in outcomes]
     )

@@ -4,7 +4,7 @@ Every write here replaces exactly one date partition in a single Delta commit (`
 overwrite), so a rerun leaves one copy of the partition's rows and a crash leaves the previous
 version readable. Reads go through ``to_pyarrow_dataset`` and stream record batches: they never
 materialize a whole partition, and they avoid the delta-rs exit-time abort that
-``to_pyarrow_table``/``to_pandas`` trigger (delta-io/delta-rs#2184).
+``to_pyarrow_table``/``to_pandas`` - and ``dataset.to_table()`` - trigger (delta-io/delta-rs#2184).
 """
 
 from __future__ import annotations
@@ -101,15 +101,6 @@ def _committed_version(location: DeltaLocation, write_id: str) -> int:
         if commit.get(WRITE_ID_KEY) == write_id:
             return int(commit["version"])
     raise RuntimeError(f"commit {write_id} not found in the last {_HISTORY_SCAN} versions")
-
-
-def delete_partition(location: DeltaLocation, day: dt.date) -> int | None:
-    """Remove the ``day`` partition (one commit); returns the new version, or None if no table."""
-    if not location.exists():
-        return None
-    table = location.open()
-    table.delete(partition_predicate(day))
-    return location.open().version()
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,14 @@ from batch_inference_platform.lib.quality.rules import (
     to_canonical,
 )
 
+ROW_CHECKS = (
+    "row_count_at_least_minimum",
+    "null_rates_within_limits",
+    "quarantine_rate_within_limit",
+    "duplicate_keys_within_limit",
+)
+"""Checks that need readable rows; they are reported as failed when the schema is wrong."""
+
 
 class BatchSource(Protocol):
     """A re-readable partition: each call streams its batches from the start."""
@@ -108,7 +116,10 @@ def judge(profile: PartitionProfile, policy: ValidationPolicy) -> list[CheckOutc
         )
     ]
     if not schema_ok:
-        return outcomes
+        return outcomes + [
+            CheckOutcome(name, False, "Not evaluated: the schema does not match the contract.")
+            for name in ROW_CHECKS
+        ]
     outcomes.append(
         CheckOutcome(
             "row_count_at_least_minimum",

@@ -38,15 +38,15 @@ def signature_problems(signature: ModelSignature | None, schema: pa.Schema) -> l
         if not isinstance(spec, ColSpec) or spec.name is None:
             problems.append(f"input {spec!r} is not a named column")
             continue
+        type_name = getattr(spec.type, "name", str(spec.type))
         index = schema.get_field_index(spec.name)
         if index < 0:
             if spec.required:
-                problems.append(f"input {spec.name!r} ({spec.type}) is not in the table")
+                problems.append(f"input {spec.name!r} ({type_name}) is not in the table")
             continue
         actual = schema.field(index).type
         if pa.types.is_dictionary(actual):
             actual = actual.value_type
-        type_name = getattr(spec.type, "name", str(spec.type))
         accepts = _ACCEPTS.get(type_name)
         if accepts is None or not accepts(actual):
             problems.append(f"input {spec.name!r} needs {type_name}, the table has {actual}")

@@ -1,0 +1,156 @@
+"""Serving-model resolution against the registry: a champion whose signature does not fit the
+validated features is passed over - loudly - for the newest earlier version that does; with no
+fitting version at all the run fails saying which model and why."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import dagster as dg
+import lightgbm as lgb
+import mlflow
+import mlflow.lightgbm as mlflow_lightgbm
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+from mlflow.models.signature import ModelSignature
+from mlflow.types.schema import ColSpec, Schema
+
+from batch_inference_platform.lib.features.contract import MODEL_FEATURES
+
+from .conftest import (
+    DAY_A,
+    Platform,
+    PlatformFactory,
+    check_evaluations,
+    failure_messages,
+    materializations,
+    read_all,
+    read_day,
+)
+
+BROKEN_MODEL = "credit_risk_unservable"
+MISSING_INPUT = "bureau_segment_score"
+
+
+@contextmanager
+def _tracking(platform: Platform) -> Iterator[None]:
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(platform.registry.tracking_uri)
+    mlflow.set_registry_uri(platform.registry.registry_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
+
+
+def _register(platform: Platform, name: str, signature: ModelSignature) -> int:
+    """Register a tiny LightGBM model under ``name`` with ``signature``; give it the alias."""
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(200, len(MODEL_FEATURES)))
+    booster = lgb.train(
+        {"objective": "binary", "verbose": -1, "num_threads": 1},
+        lgb.Dataset(features, (features[:, 0] > 0).astype(int)),
+        num_boost_round=2,
+    )
+    experiment = platform.settings.application.mlflow.experiment
+    client = MlflowClient(platform.registry.tracking_uri, platform.registry.registry_uri)
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None, "the demo model's training creates the experiment"
+    with _tracking(platform), mlflow.start_run(experiment_id=found.experiment_id):
+        info = mlflow_lightgbm.log_model(
+            booster,
+            name="model",
+            signature=signature,
+            registered_model_name=name,
+            pip_requirements=["lightgbm"],
+        )
+    version = info.registered_model_version
+    assert version is not None
+    client.set_registered_model_alias(name, platform.alias, str(version))
+    return int(version)
+
+
+def _signature(string_column: str | None = None, extra: str | None = None) -> ModelSignature:
+    specs = [ColSpec("string" if n == string_column else "double", n) for n in MODEL_FEATURES]
+    if extra:
+        specs.append(ColSpec("double", extra))
+    return ModelSignature(inputs=Schema(specs))  # type: ignore[arg-type]
+
+
+@dataclass
+class Fallback:
+    platform: Platform
+    champion: int
+    result: dg.ExecuteInProcessResult
+
+
+@pytest.fixture(scope="module")
+def fallback(make_platform: PlatformFactory) -> Fallback:
+    """v1 = the demo model; v2 needs ``annual_income`` as a string and takes the alias."""
+    platform = make_platform("model_fallback")
+    assert platform.generate(DAY_A).success
+    assert platform.train().success
+    assert platform.registry.by_alias(platform.model_name, platform.alias).version == 1
+    champion = _register(platform, platform.model_name, _signature(string_column="annual_income"))
+    return Fallback(platform, champion, platform.score(DAY_A))
+
+
+def test_incompatible_champion_holds_the_alias(fallback: Fallback) -> None:
+    platform = fallback.platform
+    assert fallback.champion == 2
+    holder = platform.registry.by_alias(platform.model_name, platform.alias)
+    assert holder.version == 2
+    assert [v.version for v in platform.registry.versions(platform.model_name)] == [2, 1]
+
+
+def test_scores_with_the_newest_compatible_version(fallback: Fallback) -> None:
+    platform, result = fallback.platform, fallback.result
+    assert result.success
+    predictions = read_day(platform.predictions, DAY_A)
+    assert predictions.num_rows > 0
+    assert set(predictions.column("model_version").to_pylist()) == {1}
+    assert set(predictions.column("run_id").to_pylist()) == {result.run_id}
+    assert materializations(result)["predictions"]["model_version"] == 1
+    catalog = [r for r in read_all(platform.layout.catalog).to_pylist() if r["model_name"]]
+    assert [(r["dataset"], r["model_version"]) for r in catalog] == [("predictions", 1)]
+
+
+def test_fallback_is_reported_in_metadata(fallback: Fallback) -> None:
+    meta = materializations(fallback.result)["model_versions"]
+    assert meta["fell_back"] is True
+    assert meta["model_version"] == 1
+    assert meta["alias_holder_version"] == 2
+    assert meta["alias"] == fallback.platform.alias
+
+
+def test_compatibility_check_warns_with_the_reason(fallback: Fallback) -> None:
+    check = check_evaluations(fallback.result)["champion_fits_validated_schema"]
+    assert check.passed is False
+    assert check.severity == dg.AssetCheckSeverity.WARN
+    assert check.description is not None
+    assert check.description.startswith("Fell back from v2")
+    assert "v2: input 'annual_income' needs string, the table has double" in check.description
+    assert check.metadata["serving_version"].value == 1
+    assert check.metadata["alias_holder_version"].value == 2
+
+
+def test_no_compatible_version_fails_the_run(
+    fallback: Fallback, make_platform: PlatformFactory
+) -> None:
+    """Same lake and registry, another model name whose only version does not fit."""
+    broken = make_platform("unused", share=fallback.platform, MODEL__NAME=BROKEN_MODEL)
+    _register(broken, BROKEN_MODEL, _signature(extra=MISSING_INPUT))
+    result = broken.score(DAY_A)
+
+    assert not result.success
+    assert result.get_failed_step_keys() == {"model_versions"}
+    message = failure_messages(result)
+    assert f"model {BROKEN_MODEL!r}" in message
+    assert f"alias {broken.alias!r} points at v1" in message
+    assert f"input {MISSING_INPUT!r} (" in message
+    assert "is not in the table" in message
+    assert not broken.predictions.exists()
