@@ -1,7 +1,7 @@
 """Train the demo credit-risk model and register it, so a fresh machine has a champion to serve.
 
-Training is idempotent: a version trained on the same data with the same parameters is reused
-(found by its ``training_fingerprint`` tag) rather than registered again.
+Training is idempotent: a version trained on the same rows (by content) with the same
+parameters is reused - found by its ``training_fingerprint`` tag - rather than registered again.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def train_and_register(
 
     Returns the version and whether it was newly trained (False: an identical one existed).
     """
-    fingerprint = _fingerprint(data_version, training_data.num_rows, params)
+    fingerprint = _fingerprint(training_data, params)
     for existing in registry.versions(model_name):
         if existing.tags.get(FINGERPRINT_TAG) == fingerprint:
             registry.client.set_registered_model_alias(model_name, alias, str(existing.version))
@@ -112,6 +112,11 @@ def _experiment(registry: ModelRegistry, name: str, artifact_root: str) -> str:
     return registry.client.create_experiment(name, artifact_location=location)
 
 
-def _fingerprint(data_version: str, rows: int, params: TrainingParams) -> str:
-    text = json.dumps({"data": data_version, "rows": rows, **asdict(params)}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+def _fingerprint(training_data: pa.Table, params: TrainingParams) -> str:
+    """Hash of the training rows' content and the parameters (not of where they were read)."""
+    digest = hashlib.sha256(json.dumps(asdict(params), sort_keys=True).encode())
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, training_data.schema) as writer:
+        writer.write_table(training_data)
+    digest.update(sink.getvalue())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,94 @@
+"""The main command, as a person runs it: ``batch-inference demo`` on embedded defaults."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+from dagster._core.instance.ref import InstanceRef
+
+
+def _demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "BIP__BATCH_INFERENCE__DATA_DIR": str(tmp_path / "data"),
+        "BIP__BATCH_INFERENCE__LAKE__ROOT": str(tmp_path / "data" / "lake"),
+        "BIP__BATCH_INFERENCE__MLFLOW__TRACKING_URI": f"sqlite:///{tmp_path}/data/mlflow.db",
+        "BIP__BATCH_INFERENCE__MLFLOW__ARTIFACT_ROOT": str(tmp_path / "data" / "artifacts"),
+    }
+    env.pop("DAGSTER_HOME", None)
+    return subprocess.run(
+        [sys.executable, "-m", "batch_inference_platform.cli", "demo", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_demo_scores_every_day_and_leaves_runs_for_the_ui(tmp_path: Path) -> None:
+    done = _demo(
+        tmp_path,
+        "--days",
+        "2",
+        "--rows",
+        "3000",
+        "--boost-rounds",
+        "10",
+        "--end-date",
+        "2026-11-10",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    rows = [line.split() for line in lines if line.startswith(("2026-11-09", "2026-11-10"))]
+    assert [r[0] for r in rows] == ["2026-11-09", "2026-11-10"]
+    for row in rows:
+        rows_in, quarantined, scored = (int(v.replace(",", "")) for v in row[1:4])
+        assert rows_in == 3000 and scored == rows_in - quarantined > 0
+        assert row[5] == "1" and row[-1] == "ok"
+
+    home = tmp_path / "data" / "dagster_home"
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+        runs = instance.get_runs()
+        jobs = sorted(r.job_name for r in runs)
+        assert jobs.count("score_partition_job") == 2
+        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+
+    # Rerunning is idempotent: the same partitions are replaced and the model is reused.
+    again = _demo(
+        tmp_path,
+        "--days",
+        "2",
+        "--rows",
+        "3000",
+        "--boost-rounds",
+        "10",
+        "--end-date",
+        "2026-11-10",
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert " 1 " in next(
+        line for line in again.stdout.splitlines() if line.startswith("2026-11-10")
+    )
+
+
+def test_demo_rejects_a_day_outside_the_partitions(tmp_path: Path) -> None:
+    done = _demo(tmp_path, "--end-date", "2020-01-01")
+    assert done.returncode == 2
+    assert "2020-01-01 is not a partition" in done.stderr
+
+
+def test_demo_reports_bad_configuration_without_a_trace(tmp_path: Path) -> None:
+    env_key = "BIP__BATCH_INFERENCE__SPARK__CLUSTER__MIN_WORKERS"
+    os.environ[env_key] = "50"
+    try:
+        done = _demo(tmp_path)
+    finally:
+        del os.environ[env_key]
+    assert done.returncode == 2
+    assert "configuration error" in done.stderr
+    assert "min-workers" in done.stderr and "Traceback" not in done.stderr
