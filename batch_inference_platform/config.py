@@ -386,6 +386,11 @@ class Settings(_Section):
         """DAGSTER_HOME for local runs."""
         return self.data_dir / "dagster_home"
 
+    @property
+    def model_cache_dir(self) -> Path:
+        """Compiled models, one entry per model version and content hash."""
+        return self.data_dir / "model_cache"
+
 
 # --------------------------------------------------------------------------- loading
 

@@ -35,6 +35,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             experiment=app.mlflow.experiment,
             model_name=app.model.name,
             alias=app.model.alias,
+            model_cache_dir=str(settings.model_cache_dir),
         ),
         "policy": QualityPolicyResource(
             min_rows=app.validation.min_rows,

@@ -136,7 +136,8 @@ def test_failed_revalidation_keeps_the_last_good_version(null_runs: NullRuns) ->
     assert count_partition(platform.layout.validated, DAY_C) == null_runs.good_c_rows
     assert count_partition(platform.predictions, DAY_C) == null_runs.good_c_rows
     metadata = materializations(null_runs.runs[DAY_C])["validated_features"]
-    assert metadata["validated_partition"] == "unchanged (validation failed)"
+    day = metadata["partitions"][DAY_C.isoformat()]
+    assert day["passed"] is False and day["validated_rows"] is None
 
 
 def test_failed_runs_commit_nothing_to_predictions(null_runs: NullRuns) -> None:

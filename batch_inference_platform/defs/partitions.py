@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import dagster as dg
 
@@ -16,9 +18,35 @@ DAILY_PARTITIONS = dg.DailyPartitionsDefinition(
 """One partition per calendar day (UTC) of feature data, from the configured start date."""
 
 
-def partition_day(context: dg.AssetExecutionContext) -> dt.date:
-    """The calendar day of the partition being materialized."""
-    return dt.date.fromisoformat(context.partition_key)
+SINGLE_RUN_BACKFILL = dg.BackfillPolicy.single_run()
+"""A backfill is one run over the whole range: start-up and model loading are paid once, and
+each partition still commits on its own."""
+
+
+def partition_days(context: dg.AssetExecutionContext) -> list[dt.date]:
+    """The days this run materializes: one for a partition run, many for a backfill."""
+    return [dt.date.fromisoformat(key) for key in context.partition_keys]
+
+
+def combine_checks(
+    name: str, verdicts: Mapping[dt.date, tuple[bool, str]], **kwargs: Any
+) -> dg.AssetCheckResult:
+    """One check result for the run: passed only if every day passed; failing days named."""
+    failed = {day: text for day, (ok, text) in verdicts.items() if not ok}
+    if len(verdicts) == 1:
+        description = next(iter(verdicts.values()))[1]
+    elif failed:
+        description = "; ".join(f"{day}: {text}" for day, text in failed.items())
+    else:
+        description = f"All {len(verdicts)} partitions passed."
+    return dg.AssetCheckResult(
+        check_name=name, passed=not failed, description=description or None, **kwargs
+    )
+
+
+def per_partition(rows: Mapping[dt.date, Mapping[str, Any]]) -> dg.MetadataValue:
+    """Per-day figures of a run, shown as a table in the UI."""
+    return dg.MetadataValue.json({day.isoformat(): dict(values) for day, values in rows.items()})
 
 
 @dataclass

@@ -1,11 +1,16 @@
 """The resources every asset uses: the lake, the model registry and the quality policy."""
 
+from collections.abc import Callable
+from pathlib import Path
+
 import dagster as dg
+import numpy as np
 import pydantic
 
 from batch_inference_platform.lib.lake.layout import LakeLayout
 from batch_inference_platform.lib.quality.validation import ValidationPolicy
 from batch_inference_platform.lib.registry.client import ModelRegistry, ModelVersionInfo
+from batch_inference_platform.lib.registry.loader import FastScorer, load_fast_scorer
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -28,10 +33,20 @@ class ModelRegistryResource(dg.ConfigurableResource):
     experiment: str
     model_name: str
     alias: str
+    model_cache_dir: str
+    """Where compiled models are cached (shared by every run and process on the machine)."""
 
     @property
     def registry(self) -> ModelRegistry:
         return ModelRegistry(self.tracking_uri, self.registry_uri or None)
+
+    def fast_scorer(
+        self, version: ModelVersionInfo, sample: Callable[[], np.ndarray]
+    ) -> FastScorer:
+        """The version's scorer: compiled and verified once, then reused from the cache."""
+        return load_fast_scorer(
+            self.registry, version, cache_root=Path(self.model_cache_dir), sample=sample
+        )
 
     def link(self, version: ModelVersionInfo) -> str:
         """Where a person finds the version: the MLflow UI when served over HTTP, else its URI."""

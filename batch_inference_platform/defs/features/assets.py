@@ -4,7 +4,13 @@ import datetime as dt
 
 import dagster as dg
 
-from batch_inference_platform.defs.partitions import DAILY_PARTITIONS, Stopwatch, partition_day
+from batch_inference_platform.defs.partitions import (
+    DAILY_PARTITIONS,
+    SINGLE_RUN_BACKFILL,
+    Stopwatch,
+    combine_checks,
+    partition_days,
+)
 from batch_inference_platform.defs.resources import LakeResource
 from batch_inference_platform.lib.features.synthetic import generate_partition, raw_schema
 from batch_inference_platform.lib.lake.tables import count_partition, replace_partition
@@ -22,6 +28,7 @@ class FeatureGenerationConfig(dg.Config):
 @dg.asset(
     key=FEATURES_KEY,
     partitions_def=DAILY_PARTITIONS,
+    backfill_policy=SINGLE_RUN_BACKFILL,
     group_name="features",
     kinds={"deltalake"},
     description="Daily credit-risk features per customer (synthetic, deterministic, local only).",
@@ -30,27 +37,28 @@ class FeatureGenerationConfig(dg.Config):
 def feature_tables(
     context: dg.AssetExecutionContext, config: FeatureGenerationConfig, lake: LakeResource
 ) -> dg.MaterializeResult:
-    day = partition_day(context)
     watch = Stopwatch()
     location = lake.layout.features
-    commit = replace_partition(
-        location,
-        day,
-        generate_partition(day, config.rows, seed=config.seed),
-        raw_schema(),
-        commit_metadata={"dagster_run_id": context.run_id, "partition": day.isoformat()},
-    )
+    commits = {
+        day: replace_partition(
+            location,
+            day,
+            generate_partition(day, config.rows, seed=config.seed),
+            raw_schema(),
+            commit_metadata={"dagster_run_id": context.run_id, "partition": day.isoformat()},
+        )
+        for day in partition_days(context)
+    }
     return dg.MaterializeResult(
         metadata={
-            **watch.metadata(commit.rows),
-            "delta_version": commit.version,
+            **watch.metadata(sum(c.rows for c in commits.values())),
+            "delta_version": max(c.version for c in commits.values()),
             "table_uri": dg.MetadataValue.path(location.uri),
         },
         check_results=[
-            dg.AssetCheckResult(
-                check_name="partition_not_empty",
-                passed=commit.rows > 0,
-                metadata={"rows": commit.rows},
+            combine_checks(
+                "partition_not_empty",
+                {day: (c.rows > 0, f"{c.rows} rows") for day, c in commits.items()},
             )
         ],
     )

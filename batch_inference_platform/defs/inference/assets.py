@@ -1,34 +1,37 @@
 """Prediction tables: each validated partition scored by the serving model version."""
 
 import datetime as dt
-from collections.abc import Iterable, Iterator
 
 import dagster as dg
-import numpy as np
-import pyarrow as pa
 
 from batch_inference_platform.defs.models.assets import MODEL_VERSIONS_KEY
 from batch_inference_platform.defs.models.serving import ServingModel
-from batch_inference_platform.defs.partitions import DAILY_PARTITIONS, Stopwatch, partition_day
+from batch_inference_platform.defs.partitions import (
+    DAILY_PARTITIONS,
+    SINGLE_RUN_BACKFILL,
+    Stopwatch,
+    combine_checks,
+    partition_days,
+    per_partition,
+)
 from batch_inference_platform.defs.resources import (
     LakeResource,
     ModelRegistryResource,
     QualityPolicyResource,
 )
 from batch_inference_platform.defs.validation.assets import VALIDATED_KEY
-from batch_inference_platform.lib.lake.tables import DeltaLocation, replace_partition, snapshot
+from batch_inference_platform.lib.lake.tables import DeltaLocation, snapshot
 from batch_inference_platform.lib.quality.drift import ScoreHistogram, population_stability_index
-from batch_inference_platform.lib.registry.loader import load_scorer
+from batch_inference_platform.lib.registry.compatibility import input_names
+from batch_inference_platform.lib.scoring.engine import PartitionScored, score_partition
 from batch_inference_platform.lib.scoring.kernel import (
-    PREDICTION_SCHEMA,
     SCORE_COLUMN,
     ScoringStamp,
-    score_batches,
+    sample_features,
 )
 
 PREDICTIONS_KEY = dg.AssetKey("predictions")
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
-CHECKS = ("row_count_matches_validated", "no_null_scores", "scores_in_unit_range")
 DRIFT_CHECK = "score_drift_psi"
 
 
@@ -37,12 +40,15 @@ DRIFT_CHECK = "score_drift_psi"
     deps=[VALIDATED_KEY],
     ins={"serving": dg.AssetIn(MODEL_VERSIONS_KEY)},
     partitions_def=DAILY_PARTITIONS,
+    backfill_policy=SINGLE_RUN_BACKFILL,
     group_name="inference",
     kinds={"deltalake"},
     description="Default-risk scores per customer and day, with the model version and run that "
-    "produced them; each run replaces exactly its date partition in one Delta commit.",
+    "produced them; each partition is replaced in its own Delta commit.",
     check_specs=[
-        *(dg.AssetCheckSpec(name, asset=PREDICTIONS_KEY) for name in CHECKS),
+        dg.AssetCheckSpec("row_count_matches_validated", asset=PREDICTIONS_KEY),
+        dg.AssetCheckSpec("no_null_scores", asset=PREDICTIONS_KEY),
+        dg.AssetCheckSpec("scores_in_unit_range", asset=PREDICTIONS_KEY),
         dg.AssetCheckSpec(
             DRIFT_CHECK,
             asset=PREDICTIONS_KEY,
@@ -58,110 +64,135 @@ def predictions(
     registry: ModelRegistryResource,
     policy: QualityPolicyResource,
 ) -> dg.MaterializeResult:
-    day = partition_day(context)
+    days = partition_days(context)
     watch = Stopwatch()
     layout = lake.layout
     validated = snapshot(layout.validated)
-    validated_rows = validated.count(day)
-    if validated_rows == 0:
+    empty = [day.isoformat() for day in days if validated.count(day) == 0]
+    if empty:
         raise dg.Failure(
-            f"partition {day} has no validated rows at {layout.validated.uri}: it failed "
-            "validation or was never validated (see validated_features checks)"
+            f"no validated rows for {', '.join(empty)} at {layout.validated.uri}: these "
+            "partitions failed validation or were never validated (see validated_features)"
         )
-    scorer = load_scorer(registry.registry, serving.version)
+    inputs = serving_inputs(registry, serving)
+    scorer = registry.fast_scorer(
+        serving.version, lambda: sample_features(validated.batches(days[0]), inputs)
+    )
     load_seconds = watch.seconds
     stamp = ScoringStamp(run_id=context.run_id, scored_at=dt.datetime.now(dt.UTC))
-    observer = _ScoreObserver()
     target = layout.predictions(serving.version.name)
-    commit = replace_partition(
-        target,
-        day,
-        observer.watch(score_batches(scorer, validated.batches(day), stamp)),
-        PREDICTION_SCHEMA,
-        commit_metadata={
-            "dagster_run_id": context.run_id,
-            "partition": day.isoformat(),
-            "model_uri": serving.version.uri,
-        },
-    )
-    quantiles = observer.histogram.quantiles(QUANTILES)
-    psi, reference = _drift(target, day, observer.histogram, policy.drift_bins)
+    scored: dict[dt.date, PartitionScored] = {}
+    for day in days:
+        scored[day] = score_partition(
+            scorer,
+            validated,
+            target,
+            day,
+            stamp,
+            batch_rows=scorer.batch_rows,
+            commit_metadata={
+                "dagster_run_id": context.run_id,
+                "partition": day.isoformat(),
+                "validated_version": str(validated.version),
+                "model_name": serving.version.name,
+                "model_version": str(serving.version.version),
+            },
+        )
+        context.log.info(
+            f"{day}: {scored[day].rows} rows scored at {scored[day].rows_per_second:,.0f} "
+            f"rows/s (Delta v{scored[day].delta_version})"
+        )
+    drift = {
+        day: _drift(target, day, result.stats.histogram, policy.drift_bins)
+        for day, result in scored.items()
+    }
+    combined = ScoreHistogram()
+    for result in scored.values():
+        combined.counts += result.stats.histogram.counts
+    rows = sum(r.rows for r in scored.values())
     metadata = {
-        **watch.metadata(commit.rows),
+        **watch.metadata(rows),
         "model_load_seconds": round(load_seconds, 3),
-        "delta_version": commit.version,
+        "delta_version": max(r.delta_version for r in scored.values()),
+        "validated_version": validated.version,
+        "validated_rows": sum(r.input_rows for r in scored.values()),
         "table_uri": dg.MetadataValue.path(target.uri),
         "model_name": serving.version.name,
         "model_version": serving.version.version,
         "model_uri": dg.MetadataValue.url(registry.link(serving.version)),
-        "scorer_flavor": scorer.flavor,
-        "validated_rows": validated_rows,
-        "validated_version": validated.version,
-        **{f"score_{name}": value for name, value in quantiles.items()},
+        "scoring_engine": scorer.engine,
+        "partitions": per_partition(
+            {
+                day: {
+                    "rows": r.rows,
+                    "rows_per_second": round(r.rows_per_second),
+                    "delta_version": r.delta_version,
+                    "seconds": round(r.seconds, 3),
+                }
+                for day, r in scored.items()
+            }
+        ),
+        **{f"score_{name}": value for name, value in combined.quantiles(QUANTILES).items()},
     }
-    drift_ok = psi is None or psi <= policy.psi_threshold
     return dg.MaterializeResult(
         metadata=metadata,
         check_results=[
-            dg.AssetCheckResult(
-                check_name="row_count_matches_validated",
-                passed=commit.rows == validated_rows,
-                metadata={"scored_rows": commit.rows, "validated_rows": validated_rows},
-            ),
-            dg.AssetCheckResult(
-                check_name="no_null_scores",
-                passed=observer.null_scores == 0,
-                metadata={"null_scores": observer.null_scores},
-            ),
-            dg.AssetCheckResult(
-                check_name="scores_in_unit_range",
-                passed=observer.out_of_range == 0,
-                metadata={
-                    "out_of_range": observer.out_of_range,
-                    "min_score": observer.min_score,
-                    "max_score": observer.max_score,
+            combine_checks(
+                "row_count_matches_validated",
+                {
+                    day: (r.rows == r.input_rows, f"{r.rows} scored of {r.input_rows} validated")
+                    for day, r in scored.items()
                 },
             ),
-            dg.AssetCheckResult(
-                check_name=DRIFT_CHECK,
-                passed=drift_ok,
+            combine_checks(
+                "no_null_scores",
+                {
+                    day: (
+                        r.stats.non_finite == 0,
+                        f"{r.stats.non_finite} null or non-finite scores",
+                    )
+                    for day, r in scored.items()
+                },
+            ),
+            combine_checks(
+                "scores_in_unit_range",
+                {
+                    day: (
+                        r.stats.out_of_range == 0,
+                        f"{r.stats.out_of_range} outside [0, 1]; min {r.stats.min_score:.4g}, "
+                        f"max {r.stats.max_score:.4g}",
+                    )
+                    for day, r in scored.items()
+                },
+            ),
+            combine_checks(
+                DRIFT_CHECK,
+                {
+                    day: _drift_verdict(psi, reference, policy.psi_threshold)
+                    for day, (psi, reference) in drift.items()
+                },
                 severity=dg.AssetCheckSeverity.WARN,
-                description=(
-                    f"PSI {psi:.4f} vs {reference} (threshold {policy.psi_threshold})"
-                    if psi is not None
-                    else "No earlier partition to compare with yet."
-                ),
                 metadata={
-                    "psi": psi if psi is not None else 0.0,
-                    "reference_partition": str(reference or ""),
+                    "max_psi": max((p for p, _ in drift.values() if p is not None), default=0.0)
                 },
             ),
         ],
     )
 
 
-class _ScoreObserver:
-    """Watches scores stream past on their way to the table: histogram, nulls, range."""
+def serving_inputs(registry: ModelRegistryResource, serving: ServingModel) -> list[str]:
+    """The serving version's input columns, from its signature."""
+    signature = registry.registry.signature(serving.version)
+    assert signature is not None  # model_versions only serves versions whose signature fits
+    return input_names(signature)
 
-    def __init__(self) -> None:
-        self.histogram = ScoreHistogram()
-        self.null_scores = 0
-        self.out_of_range = 0
-        self.min_score = float("inf")
-        self.max_score = float("-inf")
 
-    def watch(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            column = batch.column(SCORE_COLUMN)
-            scores = column.to_numpy(zero_copy_only=False)
-            finite = scores[np.isfinite(scores)]
-            self.null_scores += int((~np.isfinite(scores)).sum())  # nulls arrive as NaN
-            self.out_of_range += int(((finite < 0) | (finite > 1)).sum())
-            if finite.size:
-                self.min_score = min(self.min_score, float(finite.min()))
-                self.max_score = max(self.max_score, float(finite.max()))
-            self.histogram.add(finite)
-            yield batch
+def _drift_verdict(
+    psi: float | None, reference: dt.date | None, threshold: float
+) -> tuple[bool, str]:
+    if psi is None:
+        return True, "No earlier partition to compare with yet."
+    return psi <= threshold, f"PSI {psi:.4f} vs {reference} (threshold {threshold})"
 
 
 def _drift(

@@ -13,14 +13,17 @@ from batch_inference_platform.defs.validation.assets import VALIDATED_KEY
 from batch_inference_platform.lib.lake.tables import (
     TableNotFoundError,
     read_partition,
+    snapshot,
     table_schema,
 )
 from batch_inference_platform.lib.registry.client import ModelNotFoundError
+from batch_inference_platform.lib.registry.compatibility import input_names
 from batch_inference_platform.lib.registry.resolution import (
     NoCompatibleVersionError,
     resolve_serving_version,
 )
 from batch_inference_platform.lib.registry.training import TrainingParams, train_and_register
+from batch_inference_platform.lib.scoring.kernel import sample_features
 
 MODEL_VERSIONS_KEY = dg.AssetKey("model_versions")
 DEMO_MODEL_KEY = dg.AssetKey("demo_model")
@@ -133,6 +136,16 @@ def build_model_versions(*, trained_locally: bool) -> dg.AssetsDefinition:
                 f"falling back to v{serving.version}"
             )
         signature = client.signature(serving)
+        assert signature is not None  # resolution only serves versions whose signature fits
+        validated = snapshot(lake.layout.validated)
+        latest = validated.days()[-1]
+        scorer = registry.fast_scorer(
+            serving,
+            lambda: sample_features(validated.batches(latest), input_names(signature)),
+        )
+        manifest = scorer.compiled.manifest
+        if scorer.compiled.predict is None:
+            context.log.warning(f"{serving.uri} scores natively: {manifest.reason}")
         yield dg.Output(
             ServingModel(serving, registry.alias, resolution.alias_holder.version),
             metadata={
@@ -145,6 +158,11 @@ def build_model_versions(*, trained_locally: bool) -> dg.AssetsDefinition:
                 "run_id": serving.run_id or "",
                 "model_uri": dg.MetadataValue.url(registry.link(serving)),
                 "signature": dg.MetadataValue.json(signature.to_dict() if signature else {}),
+                "scoring_engine": scorer.engine,
+                "compile_seconds": round(manifest.compile_seconds, 2),
+                "compiled_from_cache": scorer.compiled.from_cache,
+                "compile_verification": manifest.reason,
+                "scoring_batch_rows": manifest.batch_rows,
                 **client.training_metrics(serving),
             },
         )

@@ -1,15 +1,17 @@
-"""Load a registered model version as a ``Scorer``, natively where the flavor allows.
+"""Load a registered model version as a ``Scorer``: compiled where verified, else native.
 
 LightGBM and scikit-learn models predict on the float64 matrix directly (no pandas round trip);
-any other flavor goes through ``mlflow.pyfunc``. Loaded models are cached per process by
-registry and version, so a run over many partitions loads each version once.
+any other flavor goes through ``mlflow.pyfunc``. Tree ensembles are compiled once per version
+(``lib.scoring.compiled``) and the compiled predictor serves when its scores match native.
+Scorers are cached per process, so a run over many partitions loads each version once.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -22,6 +24,7 @@ import pandas as pd
 
 from batch_inference_platform.lib.registry.client import ModelRegistry, ModelVersionInfo, _tracking
 from batch_inference_platform.lib.registry.compatibility import input_names
+from batch_inference_platform.lib.scoring.compiled import CompiledModel, compile_model
 
 
 @dataclass
@@ -50,17 +53,83 @@ class LoadedScorer:
         return values.reshape(len(frame), -1)[:, -1]
 
 
-_cache: dict[tuple[str, str, int], LoadedScorer] = {}
+@dataclass
+class FastScorer:
+    """The scorer runs use: the verified compiled predictor if there is one, else native."""
+
+    native: LoadedScorer
+    compiled: CompiledModel
+
+    @property
+    def model_name(self) -> str:
+        return self.native.model_name
+
+    @property
+    def model_version(self) -> int:
+        return self.native.model_version
+
+    @property
+    def feature_names(self) -> Sequence[str]:
+        return self.native.feature_names
+
+    @property
+    def engine(self) -> str:
+        """``lleaves``/``tl2cgen`` when compiled, else ``native-<flavor>``."""
+        if self.compiled.predict is not None:
+            return self.compiled.manifest.engine
+        return f"native-{self.native.flavor}"
+
+    @property
+    def batch_rows(self) -> int:
+        return self.compiled.manifest.batch_rows
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        predict = self.compiled.predict or self.native.predict
+        return predict(features)
+
+
+_native: dict[tuple[str, str, int], LoadedScorer] = {}
+_fast: dict[tuple[str, str, int, str], FastScorer] = {}
 _lock = threading.Lock()
 
 
 def load_scorer(registry: ModelRegistry, version: ModelVersionInfo) -> LoadedScorer:
-    """The scorer for ``version``, loaded once per process."""
+    """The native scorer for ``version``, loaded once per process."""
     key = (registry.registry_uri, version.name, version.version)
     with _lock:
-        if key not in _cache:
-            _cache[key] = _load(registry, version)
-        return _cache[key]
+        if key not in _native:
+            _native[key] = _load(registry, version)
+        return _native[key]
+
+
+def load_fast_scorer(
+    registry: ModelRegistry,
+    version: ModelVersionInfo,
+    *,
+    cache_root: Path,
+    sample: Callable[[], np.ndarray],
+) -> FastScorer:
+    """The fastest verified scorer for ``version``, compiled into ``cache_root`` if needed.
+
+    ``sample`` gives feature rows to verify a fresh compilation on; it is only called when the
+    version is not yet in the on-disk cache.
+    """
+    key = (registry.registry_uri, version.name, version.version, str(cache_root))
+    with _lock:
+        if key in _fast:
+            return _fast[key]
+    native = load_scorer(registry, version)
+    compiled = compile_model(
+        flavor=native.flavor,
+        model=native.model,
+        native_predict=native.predict,
+        sample=sample,
+        cache_root=cache_root,
+        key=f"{version.name}/v{version.version}",
+    )
+    scorer = FastScorer(native, compiled)
+    with _lock:
+        return _fast.setdefault(key, scorer)
 
 
 def _load(registry: ModelRegistry, version: ModelVersionInfo) -> LoadedScorer:

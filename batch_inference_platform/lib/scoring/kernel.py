@@ -36,9 +36,14 @@ PREDICTION_SCHEMA = pa.schema(
 class Scorer(Protocol):
     """A loaded model version that turns a float64 feature matrix into one score per row."""
 
-    model_name: str
-    model_version: int
-    feature_names: Sequence[str]
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def model_version(self) -> int: ...
+
+    @property
+    def feature_names(self) -> Sequence[str]: ...
 
     def predict(self, features: np.ndarray) -> np.ndarray: ...
 
@@ -58,6 +63,23 @@ def feature_matrix(batch: pa.RecordBatch, names: Sequence[str]) -> np.ndarray:
         column = pc.cast(batch.column(name), pa.float64())
         matrix[:, j] = column.to_numpy(zero_copy_only=False)
     return matrix
+
+
+def sample_features(
+    batches: Iterable[pa.RecordBatch], names: Sequence[str], rows: int = 4096
+) -> np.ndarray:
+    """The first ``rows`` rows of a stream as a feature matrix (to verify a compiled model)."""
+    taken: list[np.ndarray] = []
+    remaining = rows
+    for batch in batches:
+        if remaining <= 0:
+            break
+        part = batch.slice(0, remaining)
+        taken.append(feature_matrix(part, names))
+        remaining -= part.num_rows
+    if not taken:
+        return np.empty((0, len(names)), np.float64)
+    return np.concatenate(taken)
 
 
 def score_batch(scorer: Scorer, batch: pa.RecordBatch, stamp: ScoringStamp) -> pa.RecordBatch:
