@@ -9,7 +9,7 @@ DAYS ?= 3
 ROWS ?= 200000
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test dev lint clean
+.PHONY: venv demo test dev lint clean bench
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -41,3 +41,10 @@ lint: venv
 
 clean:
 	rm -rf data
+
+## Side-by-side scoring benchmark (raw, naive, spark_udf, engine, dagster); figures in
+## benchmarks/results/latest.json. e.g. make bench ROWS=10000000 WAYS=engine,raw
+bench: ROWS = 1000000
+WAYS ?= raw,naive,spark_udf,engine,dagster
+bench: venv
+	$(PY) -m benchmarks.run --rows $(ROWS) --ways $(WAYS)

@@ -20,6 +20,8 @@ from batch_inference_platform.defs.resources import (
     QualityPolicyResource,
 )
 from batch_inference_platform.defs.validation.assets import VALIDATED_KEY
+from batch_inference_platform.lib.lake.layout import LakeLayout
+from batch_inference_platform.lib.lake.lineage import latest_commit
 from batch_inference_platform.lib.lake.tables import DeltaLocation, snapshot
 from batch_inference_platform.lib.quality.drift import ScoreHistogram, population_stability_index
 from batch_inference_platform.lib.registry.compatibility import input_names
@@ -93,7 +95,7 @@ def predictions(
             commit_metadata={
                 "dagster_run_id": context.run_id,
                 "partition": day.isoformat(),
-                "validated_version": str(validated.version),
+                "validated_version": str(_validated_commit(layout, day, validated.version)),
                 "model_name": serving.version.name,
                 "model_version": str(serving.version.version),
             },
@@ -178,6 +180,12 @@ def predictions(
             ),
         ],
     )
+
+
+def _validated_commit(layout: LakeLayout, day: dt.date, as_of: int) -> int:
+    """The validated table version that last wrote ``day`` (what its scores were made from)."""
+    commit = latest_commit(layout.validated, day, as_of=as_of)
+    return commit.version if commit is not None else as_of
 
 
 def serving_inputs(registry: ModelRegistryResource, serving: ServingModel) -> list[str]:

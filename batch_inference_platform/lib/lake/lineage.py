@@ -30,11 +30,16 @@ class PartitionCommit:
         return int(value) if value not in (None, "") else None
 
 
-def latest_commit(location: DeltaLocation, day: dt.date) -> PartitionCommit | None:
-    """The newest commit stamped with ``day``, or None if the table never had it written."""
+def latest_commit(
+    location: DeltaLocation, day: dt.date, *, as_of: int | None = None
+) -> PartitionCommit | None:
+    """The newest commit stamped with ``day`` (at or before version ``as_of`` if given), or
+    None if the table never had the partition written."""
     if not location.exists():
         return None
     for commit in location.open().history(limit=HISTORY_LIMIT):
+        if as_of is not None and int(commit["version"]) > as_of:
+            continue
         if commit.get("partition") == day.isoformat():
             metrics = commit.get("operationMetrics") or {}
             return PartitionCommit(

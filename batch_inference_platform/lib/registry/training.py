@@ -86,12 +86,17 @@ def train_and_register(
     signature = infer_signature(sample, booster.predict(features[:100]))
 
     with _tracking(registry):
-        experiment_id = _experiment(registry, experiment, artifact_root)
+        experiment_id = ensure_experiment(registry, experiment, artifact_root)
         with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{model_name}"):
             mlflow.log_params({**asdict(params), "data_version": data_version})
             mlflow.log_metrics(metrics)
             mlflow_lightgbm.log_model(
-                booster, name="model", signature=signature, registered_model_name=model_name
+                booster,
+                name="model",
+                signature=signature,
+                registered_model_name=model_name,
+                # Declared, not inferred: inference starts a subprocess and takes seconds.
+                pip_requirements=[f"lightgbm=={lgb.__version__}", f"numpy=={np.__version__}"],
             )
     version = registry.versions(model_name)[0]
     registry.client.set_model_version_tag(
@@ -101,7 +106,7 @@ def train_and_register(
     return registry.versions(model_name)[0], True
 
 
-def _experiment(registry: ModelRegistry, name: str, artifact_root: str) -> str:
+def ensure_experiment(registry: ModelRegistry, name: str, artifact_root: str) -> str:
     found = registry.client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id

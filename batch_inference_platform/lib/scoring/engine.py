@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from batch_inference_platform.lib.features.contract import DATE_COLUMN, KEY_COLUMN
 from batch_inference_platform.lib.lake.prefetch import prefetch
 from batch_inference_platform.lib.lake.tables import DeltaLocation, Snapshot, replace_partition
 from batch_inference_platform.lib.quality.drift import ScoreHistogram
@@ -81,7 +82,8 @@ def score_partition(
     """Score the ``day`` partition of ``source`` into ``target`` (one transaction)."""
     started = time.perf_counter()
     stats = ScoreStats()
-    rows = prefetch(source.batches(day, batch_rows=batch_rows))
+    columns = [KEY_COLUMN, DATE_COLUMN, *scorer.feature_names]
+    rows = prefetch(source.batches(day, columns=columns, batch_rows=batch_rows))
     commit = replace_partition(
         target,
         day,

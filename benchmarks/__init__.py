@@ -1,0 +1,1 @@
+"""Side-by-side performance runs of the scoring engine against its baselines."""

@@ -1,0 +1,147 @@
+"""``make bench ROWS=N``: every way scores the same partition with the same models, side by side.
+
+Each way runs in its own process (for its own peak RSS), one after another; the table gives
+seconds, rows/s, peak RSS and the ratios to ``raw`` (the model library's ceiling) and to
+``spark_udf``. Every way's scores for a fixed sample of customers must agree with ``raw``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.workspace import MODELS, prepare
+
+WAYS = ("raw", "naive", "spark_udf", "engine", "dagster")
+AGREEMENT = 1e-9
+"""Largest score difference tolerated between ways that read float64 features."""
+FLOAT32_WAYS = {"raw"}
+"""Ways fed float32 features (by definition of ``raw``): thresholds that fall between a value's
+float32 and float64 roundings flip, so their difference is reported, not required to vanish."""
+RESULTS = Path(__file__).parent / "results"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--ways", default=",".join(WAYS), help="comma-separated subset")
+    parser.add_argument("--models", default=",".join(MODELS), help="lgbm,hgb")
+    parser.add_argument("--workdir", type=Path, default=Path("data/bench"))
+    args = parser.parse_args()
+    ways = [w for w in args.ways.split(",") if w]
+    models = [m for m in args.models.split(",") if m]
+    space = prepare(args.workdir.resolve() / f"rows_{args.rows}", args.rows)
+    if "engine" in ways or "dagster" in ways:
+        for model in models:  # warm the compiled-model cache once, outside the timings
+            _run_way("engine", model, space.root)
+
+    results: list[dict[str, Any]] = []
+    for model in models:
+        for way in ways:
+            result = _run_way(way, model, space.root)
+            results.append({"way": way, "model": model, **result})
+            print(
+                f"  {model:4} {way:9} {result['rows']:>11,} rows {result['seconds']:8.2f}s",
+                flush=True,
+            )
+    problems = _disagreements(results)
+    _print_table(results, args.rows)
+    for problem in problems:
+        print(f"SCORES DISAGREE: {problem}")
+    _save(results, args.rows)
+    return 1 if problems else 0
+
+
+def _run_way(way: str, model: str, root: Path) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.ways", way, model, str(root)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"{way}/{model} failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
+    result = json.loads(line.removeprefix("RESULT "))
+    result["rows_per_s"] = result["rows"] / result["seconds"] if result["seconds"] else 0.0
+    return result
+
+
+def _disagreements(results: list[dict[str, Any]]) -> list[str]:
+    problems = []
+    for model in {r["model"] for r in results}:
+        by_way = {r["way"]: r for r in results if r["model"] == model}
+        exact = [w for w in ("naive", "engine", "spark_udf", "dagster") if w in by_way]
+        reference = by_way[exact[0]] if exact else next(iter(by_way.values()))
+        for way, result in by_way.items():
+            worst = max(
+                (abs(result["sample"][k] - v) for k, v in reference["sample"].items()),
+                default=0.0,
+            )
+            result["max_abs_diff_vs_reference"] = worst
+            if set(result["sample"]) != set(reference["sample"]):
+                problems.append(f"{model}/{way}: sampled customers differ")
+            elif worst > AGREEMENT and way not in FLOAT32_WAYS:
+                problems.append(f"{model}/{way}: max |diff| {worst:.3g} on the sample")
+    return problems
+
+
+def _print_table(results: list[dict[str, Any]], rows: int) -> None:
+    print(
+        f"\n{rows:,} rows x {30} features; {os.cpu_count()} cores; "
+        f"{platform.processor() or platform.machine()}; Python {platform.python_version()}"
+    )
+    header = (
+        f"{'way':10} {'model':5} {'rows':>11} {'seconds':>9} {'rows/s':>11} "
+        f"{'peak MB':>8} {'x raw':>6} {'x spark':>8}  notes"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        base = {w["way"]: w["rows_per_s"] for w in results if w["model"] == r["model"]}
+        vs_raw = r["rows_per_s"] / base["raw"] if base.get("raw") else float("nan")
+        vs_spark = r["rows_per_s"] / base["spark_udf"] if base.get("spark_udf") else float("nan")
+        notes = []
+        if "startup_seconds" in r:
+            notes.append(f"start-up {r['startup_seconds']:.1f}s apart")
+        if r["way"] in FLOAT32_WAYS:
+            notes.append(f"float32 input, max |diff| {r['max_abs_diff_vs_reference']:.2g}")
+        elif r["way"] != "naive":
+            notes.append(f"max |diff| {r['max_abs_diff_vs_reference']:.1g}")
+        if "compile_seconds" in r:
+            notes.append(f"{r['scoring_engine']} compiled once in {r['compile_seconds']:.1f}s")
+        print(
+            f"{r['way']:10} {r['model']:5} {r['rows']:>11,} {r['seconds']:>9.2f} "
+            f"{r['rows_per_s']:>11,.0f} {r['peak_rss_mb']:>8,.0f} {vs_raw:>6.2f} "
+            f"{vs_spark:>8.2f}  {'; '.join(notes)}"
+        )
+    dagster = {r["model"]: r["seconds"] for r in results if r["way"] == "dagster"}
+    engine = {r["model"]: r["seconds"] for r in results if r["way"] == "engine"}
+    for model in sorted(set(dagster) & set(engine)):
+        print(f"dagster - engine ({model}): {dagster[model] - engine[model]:.2f}s of run overhead")
+
+
+def _save(results: list[dict[str, Any]], rows: int) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    keep = ("way", "model", "rows", "seconds", "rows_per_s", "peak_rss_mb")
+    payload = {
+        "rows": rows,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "results": [{k: r[k] for k in keep} for r in results],
+        "details": [{k: v for k, v in r.items() if k != "sample"} for r in results],
+    }
+    (RESULTS / "latest.json").write_text(json.dumps(payload, indent=2))
+    (RESULTS / f"rows_{rows}.json").write_text(json.dumps(payload, indent=2))
+    print(f"\nwrote {RESULTS / 'latest.json'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""One way of scoring the benchmark partition, run in its own process for its own peak RSS.
+
+``python -m benchmarks.ways WAY MODEL WORKDIR`` prints one JSON line: seconds, rows, peak RSS,
+start-up seconds reported apart, and the scores of a fixed sample of customers (to check that
+every way agrees).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from batch_inference_platform.lib.features.contract import KEY_COLUMN, MODEL_FEATURES
+from batch_inference_platform.lib.features.synthetic import FIRST_CUSTOMER_ID
+from batch_inference_platform.lib.lake.tables import DeltaLocation, snapshot
+from batch_inference_platform.lib.registry.client import ModelRegistry
+from benchmarks.workspace import ALIAS, DAY, MODELS, Workspace
+
+SAMPLE_IDS = 1000
+"""Customers whose scores every way reports: ids FIRST_CUSTOMER_ID .. +SAMPLE_IDS."""
+
+
+def sample_scores(ids: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """Highest score per sampled customer id (order-free, so every way is comparable)."""
+    keep = ids < FIRST_CUSTOMER_ID + SAMPLE_IDS
+    result: dict[str, float] = {}
+    for key, score in zip(ids[keep].tolist(), scores[keep].tolist(), strict=True):
+        result[str(key)] = max(score, result.get(str(key), -1.0))
+    return result
+
+
+def _features(space: Workspace) -> tuple[np.ndarray, np.ndarray]:
+    """The whole partition as an in-memory float32 matrix (raw's input, built untimed)."""
+    source = snapshot(space.layout.validated)
+    rows = source.count(DAY)
+    matrix = np.empty((rows, len(MODEL_FEATURES)), np.float32)
+    ids = np.empty(rows, np.int64)
+    at = 0
+    for batch in source.batches(DAY, columns=[KEY_COLUMN, *MODEL_FEATURES]):
+        n = batch.num_rows
+        ids[at : at + n] = batch.column(KEY_COLUMN).to_numpy()
+        for j, name in enumerate(MODEL_FEATURES):
+            matrix[at : at + n, j] = pa.compute.cast(batch.column(name), pa.float32()).to_numpy(
+                zero_copy_only=False
+            )
+        at += n
+    return ids, matrix
+
+
+def raw(space: Workspace, model: str) -> dict[str, Any]:
+    """The model library's own predict on an in-memory float32 array (its ceiling)."""
+    from batch_inference_platform.lib.registry.loader import load_scorer
+
+    registry = ModelRegistry(space.tracking_uri)
+    scorer = load_scorer(registry, registry.by_alias(MODELS[model], ALIAS))
+    ids, matrix = _features(space)
+    started = time.perf_counter()
+    if scorer.flavor == "lightgbm":
+        scores = scorer.model.predict(matrix, num_threads=os.cpu_count())
+    else:
+        scores = scorer.model.predict_proba(matrix)[:, 1]
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "rows": len(ids), "sample": sample_scores(ids, scores)}
+
+
+def naive(space: Workspace, model: str) -> dict[str, Any]:
+    """Whole partition to pandas, ``mlflow.pyfunc`` predict, ``write_deltalake``."""
+    import mlflow.pyfunc
+    from deltalake import DeltaTable, write_deltalake
+
+    mlflow.set_tracking_uri(space.tracking_uri)
+    started = time.perf_counter()
+    frame = DeltaTable(space.layout.validated.uri).to_pandas(filters=[("event_date", "=", DAY)])
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{MODELS[model]}@{ALIAS}")
+    output = np.asarray(pyfunc.predict(frame[list(MODEL_FEATURES)].astype("float64")))
+    scores = output.reshape(len(frame), -1)[:, -1]
+    result = frame[[KEY_COLUMN, "event_date"]].assign(score=scores)
+    write_deltalake(str(space.output("naive", model)), result, mode="overwrite")
+    seconds = time.perf_counter() - started
+    ids = frame[KEY_COLUMN].to_numpy()
+    return {"seconds": seconds, "rows": len(frame), "sample": sample_scores(ids, scores)}
+
+
+def spark_udf(space: Workspace, model: str) -> dict[str, Any]:
+    """``mlflow.pyfunc.spark_udf`` on local PySpark ``local[2]``, Parquet in and out."""
+    import mlflow.pyfunc
+    from pyspark.sql import SparkSession
+    from pyspark.sql import functions as F
+
+    mlflow.set_tracking_uri(space.tracking_uri)
+    os.environ["PYSPARK_PYTHON"] = sys.executable  # workers use this venv, not the system python
+    started = time.perf_counter()
+    spark = (
+        SparkSession.builder.master("local[2]")
+        .appName("bench")
+        .config("spark.driver.memory", "6g")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .getOrCreate()
+    )
+    spark.range(1).count()
+    session_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    result_type = "double" if model == "lgbm" else "array<double>"
+    udf = mlflow.pyfunc.spark_udf(
+        spark, f"models:/{MODELS[model]}@{ALIAS}", result_type=result_type, env_manager="local"
+    )
+    frame = spark.read.parquet(str(space.partition_dir))
+    columns = [F.col(c).cast("double").alias(c) for c in MODEL_FEATURES]
+    score = udf(F.struct(*columns))
+    if model != "lgbm":
+        score = score.getItem(1)
+    out = str(space.output("spark_udf", model))
+    frame.select(KEY_COLUMN, score.alias("score")).write.mode("overwrite").parquet(out)
+    seconds = time.perf_counter() - started
+    sample = (
+        spark.read.parquet(out).where(F.col(KEY_COLUMN) < FIRST_CUSTOMER_ID + SAMPLE_IDS).toPandas()
+    )
+    rows = spark.read.parquet(out).count()
+    spark.stop()
+    return {
+        "seconds": seconds,
+        "rows": rows,
+        "startup_seconds": session_seconds,
+        "sample": sample_scores(sample[KEY_COLUMN].to_numpy(), sample["score"].to_numpy()),
+    }
+
+
+def engine(space: Workspace, model: str) -> dict[str, Any]:
+    """Our engine: validated Delta in, prediction Delta out, compiled model warm in its cache."""
+    from batch_inference_platform.lib.registry.loader import load_fast_scorer
+    from batch_inference_platform.lib.scoring.engine import score_partition
+    from batch_inference_platform.lib.scoring.kernel import ScoringStamp, sample_features
+
+    registry = ModelRegistry(space.tracking_uri)
+    version = registry.by_alias(MODELS[model], ALIAS)
+    source = snapshot(space.layout.validated)
+    warmup = time.perf_counter()
+    scorer = load_fast_scorer(
+        registry,
+        version,
+        cache_root=space.model_cache,
+        sample=lambda: sample_features(source.batches(DAY), MODEL_FEATURES),
+    )
+    load_seconds = time.perf_counter() - warmup
+    target = DeltaLocation(str(space.output("engine", model)))
+    stamp = ScoringStamp(run_id="bench", scored_at=dt.datetime.now(dt.UTC))
+    result = score_partition(scorer, source, target, DAY, stamp, batch_rows=scorer.batch_rows)
+    return {
+        "seconds": result.seconds,
+        "rows": result.rows,
+        "startup_seconds": load_seconds,
+        "compile_seconds": scorer.compiled.manifest.compile_seconds,
+        "scoring_engine": scorer.engine,
+        "batch_rows": scorer.batch_rows,
+        "sample": _table_sample(target),
+    }
+
+
+def dagster(space: Workspace, model: str) -> dict[str, Any]:
+    """One partition materialized through Dagster (model_versions + predictions)."""
+    os.environ.update(
+        {
+            "BIP__BATCH_INFERENCE__DATA_DIR": str(space.root / "platform"),
+            "BIP__BATCH_INFERENCE__LAKE__ROOT": str(space.root / "lake"),
+            "BIP__BATCH_INFERENCE__MLFLOW__TRACKING_URI": space.tracking_uri,
+            "BIP__BATCH_INFERENCE__MLFLOW__ARTIFACT_ROOT": str(space.artifacts),
+            "BIP__BATCH_INFERENCE__MODEL__NAME": MODELS[model],
+        }
+    )
+    import dagster as dg
+
+    from batch_inference_platform.config import load_settings
+    from batch_inference_platform.definitions import build_definitions
+
+    settings = load_settings()
+    # The compiled model cache is shared with the engine way, as it is on one machine.
+    cache = settings.model_cache_dir
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    if not cache.exists():
+        cache.symlink_to(space.model_cache)
+    defs = build_definitions(settings)
+    started = time.perf_counter()
+    result = dg.materialize(
+        list(defs.assets or []),
+        selection=["model_versions", "predictions"],
+        instance=dg.DagsterInstance.ephemeral(),
+        partition_key=DAY.isoformat(),
+        resources=dict(defs.resources or {}),
+    )
+    seconds = time.perf_counter() - started
+    assert result.success
+    target = settings.application.lake.root + f"/predictions/{MODELS[model]}"
+    return {
+        "seconds": seconds,
+        "rows": snapshot(DeltaLocation(target)).count(DAY),
+        "sample": _table_sample(DeltaLocation(target)),
+    }
+
+
+def _table_sample(location: DeltaLocation) -> dict[str, float]:
+    ids, scores = [], []
+    for batch in snapshot(location).batches(DAY, columns=[KEY_COLUMN, "score"]):
+        ids.append(batch.column(KEY_COLUMN).to_numpy())
+        scores.append(batch.column("score").to_numpy())
+    return sample_scores(np.concatenate(ids), np.concatenate(scores))
+
+
+WAYS: dict[str, Callable[[Workspace, str], dict[str, Any]]] = {
+    "raw": raw,
+    "naive": naive,
+    "spark_udf": spark_udf,
+    "engine": engine,
+    "dagster": dagster,
+}
+
+
+def main() -> None:
+    way, model, root = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    result = WAYS[way](Workspace(root), model)
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    result["peak_rss_mb"] = round(own + children, 1)  # children: Spark's JVM
+    print("RESULT " + json.dumps(result), flush=True)
+    # Skip interpreter teardown: the naive way's to_pandas() leaves delta-rs in a state that
+    # aborts at exit (delta-io/delta-rs#2184); the result is already printed.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
