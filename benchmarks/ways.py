@@ -10,15 +10,18 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import resource
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+import psutil
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 
 from batch_inference_platform.lib.features.contract import KEY_COLUMN, MODEL_FEATURES
 from batch_inference_platform.lib.features.synthetic import FIRST_CUSTOMER_ID
@@ -50,7 +53,7 @@ def _features(space: Workspace) -> tuple[np.ndarray, np.ndarray]:
         n = batch.num_rows
         ids[at : at + n] = batch.column(KEY_COLUMN).to_numpy()
         for j, name in enumerate(MODEL_FEATURES):
-            matrix[at : at + n, j] = pa.compute.cast(batch.column(name), pa.float32()).to_numpy(
+            matrix[at : at + n, j] = pc.cast(batch.column(name), pa.float32()).to_numpy(
                 zero_copy_only=False
             )
         at += n
@@ -94,7 +97,7 @@ def naive(space: Workspace, model: str) -> dict[str, Any]:
 def spark_udf(space: Workspace, model: str) -> dict[str, Any]:
     """``mlflow.pyfunc.spark_udf`` on local PySpark ``local[2]``, Parquet in and out."""
     import mlflow.pyfunc
-    from pyspark.sql import SparkSession
+    from pyspark.sql import Column, SparkSession
     from pyspark.sql import functions as F
 
     mlflow.set_tracking_uri(space.tracking_uri)
@@ -117,7 +120,7 @@ def spark_udf(space: Workspace, model: str) -> dict[str, Any]:
     )
     frame = spark.read.parquet(str(space.partition_dir))
     columns = [F.col(c).cast("double").alias(c) for c in MODEL_FEATURES]
-    score = udf(F.struct(*columns))
+    score = cast(Column, udf(F.struct(*columns)))
     if model != "lgbm":
         score = score.getItem(1)
     out = str(space.output("spark_udf", model))
@@ -192,7 +195,7 @@ def dagster(space: Workspace, model: str) -> dict[str, Any]:
     defs = build_definitions(settings)
     started = time.perf_counter()
     result = dg.materialize(
-        list(defs.assets or []),
+        cast(list[Any], list(defs.assets or [])),
         selection=["model_versions", "predictions"],
         instance=dg.DagsterInstance.ephemeral(),
         partition_key=DAY.isoformat(),
@@ -209,8 +212,14 @@ def dagster(space: Workspace, model: str) -> dict[str, Any]:
 
 
 def _table_sample(location: DeltaLocation) -> dict[str, float]:
-    ids, scores = [], []
-    for batch in snapshot(location).batches(DAY, columns=[KEY_COLUMN, "score"]):
+    """The sampled customers' scores, read with a filter (not the whole table)."""
+    wanted = (ds.field("event_date") == pa.scalar(DAY, pa.date32())) & (
+        ds.field(KEY_COLUMN) < FIRST_CUSTOMER_ID + SAMPLE_IDS
+    )
+    ids, scores = [np.empty(0, np.int64)], [np.empty(0)]
+    for batch in snapshot(location).dataset.to_batches(
+        columns=[KEY_COLUMN, "score"], filter=wanted
+    ):
         ids.append(batch.column(KEY_COLUMN).to_numpy())
         scores.append(batch.column("score").to_numpy())
     return sample_scores(np.concatenate(ids), np.concatenate(scores))
@@ -225,12 +234,48 @@ WAYS: dict[str, Callable[[Workspace, str], dict[str, Any]]] = {
 }
 
 
+class PeakRss:
+    """Peak resident memory of this process and its children (Spark's JVM), in MB.
+
+    ``ru_maxrss`` is inherited from the parent across fork+exec, so it would report the
+    launcher's memory; this samples the live process tree instead, plus the kernel's own
+    high-water mark of this address space (``VmHWM``).
+    """
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self._peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, args=(interval,), daemon=True)
+        self._thread.start()
+
+    def _sample(self, interval: float) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            try:
+                tree = [me, *me.children(recursive=True)]
+                self._peak = max(self._peak, sum(p.memory_info().rss for p in tree))
+            except psutil.Error:
+                pass
+            self._stop.wait(interval)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        hwm = next(
+            int(line.split()[1]) * 1024
+            for line in Path("/proc/self/status").read_text().splitlines()
+            if line.startswith("VmHWM:")
+        )
+        return round(max(self._peak, hwm) / 2**20, 1)
+
+
 def main() -> None:
     way, model, root = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    memory = PeakRss()
     result = WAYS[way](Workspace(root), model)
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    result["peak_rss_mb"] = round(own + children, 1)  # children: Spark's JVM
+    result["peak_rss_mb"] = memory.stop()  # before the agreement sample is read
+    if callable(result["sample"]):
+        result["sample"] = result["sample"]()
     print("RESULT " + json.dumps(result), flush=True)
     # Skip interpreter teardown: the naive way's to_pandas() leaves delta-rs in a state that
     # aborts at exit (delta-io/delta-rs#2184); the result is already printed.

@@ -113,7 +113,11 @@ def _register_models(space: Workspace, registry: ModelRegistry) -> None:
         lgb.Dataset(features, labels, feature_name=list(MODEL_FEATURES)),
         num_boost_round=200,
     )
-    hgb = HistGradientBoostingClassifier(max_iter=200, early_stopping=False, random_state=7)
+    hgb = HistGradientBoostingClassifier(
+        max_iter=200,
+        early_stopping=False,  # pyright: ignore[reportArgumentType]
+        random_state=7,
+    )
     hgb.fit(features, labels)
     print(f"trained both models in {time.perf_counter() - started:.1f}s")
     with mlflow.start_run(experiment_id=experiment, run_name="bench_lgbm"):

@@ -17,12 +17,18 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.dataset as ds
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
 
 from batch_inference_platform.lib.features.contract import DATE_COLUMN
 from batch_inference_platform.lib.lake.prefetch import prefetch
 
 DEFAULT_BATCH_ROWS = 65_536
+ROW_GROUP_ROWS = 262_144
+"""Rows per Parquet row group we write: a reader decodes one row group at a time, so this
+bounds read memory (about 64 MB for a 30-feature partition) whatever the partition's size."""
+BATCH_READAHEAD, FRAGMENT_READAHEAD = 2, 1
+"""Scanner read-ahead: pyarrow's defaults (16 batches, 4 files) held 2.5 GB and ran 2.4x slower
+on a 10M-row partition on 2 cores than this (1.0 GB); decoding stays multi-threaded."""
 WRITE_ID_KEY = "bip.write_id"
 _HISTORY_SCAN = 100
 
@@ -91,6 +97,7 @@ def replace_partition(
         predicate=partition_predicate(day),
         storage_options=location.options,
         commit_properties=CommitProperties(custom_metadata=metadata),
+        writer_properties=WriterProperties(max_row_group_size=ROW_GROUP_ROWS),
     )
     return CommitResult(version=_committed_version(location, write_id), rows=counter.rows)
 
@@ -128,7 +135,11 @@ class Snapshot:
     ) -> Iterator[pa.RecordBatch]:
         """Stream the rows of the ``day`` partition as record batches."""
         return self.dataset.to_batches(
-            columns=columns, filter=_day_filter(day), batch_size=batch_rows
+            columns=columns,
+            filter=_day_filter(day),
+            batch_size=batch_rows,
+            batch_readahead=BATCH_READAHEAD,
+            fragment_readahead=FRAGMENT_READAHEAD,
         )
 
     def count(self, day: dt.date) -> int:
