@@ -374,6 +374,39 @@ def test_sklearn_hist_gradient_boosting_compiles_with_tl2cgen(data: Data, tmp_pa
     )
 
 
+def test_xgboost_compiles_but_float32_scores_are_refused_and_native_serves(
+    data: Data, tmp_path: Path
+) -> None:
+    """XGBoost predicts in float32; tl2cgen's output differs in the last float32 bits (~6e-8),
+    which the 1e-9 verification refuses, so the native booster keeps scoring, as it should."""
+    import xgboost
+
+    booster = xgboost.train(
+        {"objective": "binary:logistic", "max_depth": 4, "nthread": 1, "seed": 0},
+        xgboost.DMatrix(data.train, label=data.labels),
+        num_boost_round=20,
+    )
+    native = LoadedScorer("credit_risk_test", 1, [f"f{i}" for i in range(30)], "xgboost", booster)
+    compiled = compile_model(
+        flavor="xgboost",
+        model=booster,
+        native_predict=native.predict,
+        sample=lambda: data.train[:1000],
+        cache_root=tmp_path,
+        key=KEY,
+    )
+    assert compiled.manifest.engine == "tl2cgen"
+    assert compiled.manifest.verified is False
+    assert "differ from native" in compiled.manifest.reason
+    assert compiled.manifest.max_abs_diff is not None
+    assert TOLERANCE < compiled.manifest.max_abs_diff < 1e-6
+    scorer = FastScorer(native, compiled)
+    assert scorer.engine == "native-xgboost"
+    np.testing.assert_array_equal(
+        scorer.predict(data.fresh), booster.predict(xgboost.DMatrix(data.fresh))
+    )
+
+
 def test_fastest_batch_rows_is_a_candidate(data: Data) -> None:
     assert fastest_batch_rows(lambda rows: rows.sum(axis=1), data.train[:100]) in BATCH_CANDIDATES
 

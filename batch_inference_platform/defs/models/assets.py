@@ -1,6 +1,7 @@
 """Model versions: the registry's champion, checked against the data it will score."""
 
 import datetime as dt
+from collections.abc import Iterable, Iterator
 
 import dagster as dg
 import pyarrow as pa
@@ -88,7 +89,8 @@ def demo_model(
     )
 
 
-def _first_rows(batches, limit: int):
+def _first_rows(batches: Iterable[pa.RecordBatch], limit: int) -> Iterator[pa.RecordBatch]:
+    """At most ``limit`` rows of a stream (the demo model trains on a bounded sample)."""
     taken = 0
     for batch in batches:
         if taken >= limit:

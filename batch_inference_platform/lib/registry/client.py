@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import mlflow
@@ -58,11 +60,11 @@ class ModelRegistry:
         return sorted((_info(v) for v in found), key=lambda v: v.version, reverse=True)
 
     def signature(self, version: ModelVersionInfo) -> ModelSignature | None:
-        with _tracking(self):
+        with pointed_at(self):
             return mlflow.models.get_model_info(version.uri).signature
 
     def flavors(self, version: ModelVersionInfo) -> dict[str, dict]:
-        with _tracking(self):
+        with pointed_at(self):
             return dict(mlflow.models.get_model_info(version.uri).flavors)
 
     def training_metrics(self, version: ModelVersionInfo) -> dict[str, float]:
@@ -82,17 +84,14 @@ def _info(version: ModelVersion) -> ModelVersionInfo:
     )
 
 
-class _tracking:
-    """Point the fluent mlflow API at this registry for the duration of a call."""
-
-    def __init__(self, registry: ModelRegistry) -> None:
-        self._registry = registry
-
-    def __enter__(self) -> None:
-        self._previous = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
-        mlflow.set_tracking_uri(self._registry.tracking_uri)
-        mlflow.set_registry_uri(self._registry.registry_uri)
-
-    def __exit__(self, *exc: object) -> None:
-        mlflow.set_tracking_uri(self._previous[0])
-        mlflow.set_registry_uri(self._previous[1])
+@contextmanager
+def pointed_at(registry: ModelRegistry) -> Iterator[None]:
+    """Point MLflow's fluent API (model loading and logging) at ``registry`` for a block."""
+    previous = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+    mlflow.set_tracking_uri(registry.tracking_uri)
+    mlflow.set_registry_uri(registry.registry_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])

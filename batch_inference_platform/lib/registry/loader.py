@@ -22,7 +22,7 @@ import mlflow.sklearn as mlflow_sklearn
 import numpy as np
 import pandas as pd
 
-from batch_inference_platform.lib.registry.client import ModelRegistry, ModelVersionInfo, _tracking
+from batch_inference_platform.lib.registry.client import ModelRegistry, ModelVersionInfo, pointed_at
 from batch_inference_platform.lib.registry.compatibility import input_names
 from batch_inference_platform.lib.scoring.compiled import CompiledModel, compile_model
 
@@ -43,8 +43,12 @@ class LoadedScorer:
             return self.model.predict_proba(features)[:, 1]
         if self.flavor == "lightgbm":
             return self.model.predict(features)
-        if self.flavor == "sklearn" and hasattr(self.model, "predict_proba"):
+        if self.flavor in ("sklearn", "xgboost") and hasattr(self.model, "predict_proba"):
             return self.model.predict_proba(features)[:, 1]
+        if self.flavor == "xgboost":
+            import xgboost
+
+            return self.model.predict(xgboost.DMatrix(features))
         if self.flavor == "sklearn":
             return self.model.predict(features)
         frame = pd.DataFrame(features, columns=pd.Index(self.feature_names))
@@ -137,9 +141,13 @@ def _load(registry: ModelRegistry, version: ModelVersionInfo) -> LoadedScorer:
     if signature is None:
         raise ValueError(f"{version.uri} has no input signature; it cannot be scored safely")
     flavors = registry.flavors(version)
-    with _tracking(registry):
+    with pointed_at(registry):
         if "lightgbm" in flavors:
             flavor, model = "lightgbm", mlflow_lightgbm.load_model(version.uri)
+        elif "xgboost" in flavors:
+            import mlflow.xgboost as mlflow_xgboost
+
+            flavor, model = "xgboost", mlflow_xgboost.load_model(version.uri)
         elif "sklearn" in flavors:
             flavor, model = "sklearn", mlflow_sklearn.load_model(version.uri)
         else:

@@ -23,7 +23,7 @@ from mlflow.models import infer_signature
 from sklearn.metrics import log_loss, roc_auc_score
 
 from batch_inference_platform.lib.features.contract import LABEL_COLUMN, MODEL_FEATURES
-from batch_inference_platform.lib.registry.client import ModelRegistry, ModelVersionInfo, _tracking
+from batch_inference_platform.lib.registry.client import ModelRegistry, ModelVersionInfo, pointed_at
 from batch_inference_platform.lib.scoring.kernel import feature_matrix
 
 FINGERPRINT_TAG = "training_fingerprint"
@@ -85,7 +85,7 @@ def train_and_register(
     sample = pd.DataFrame(features[:100], columns=pd.Index(MODEL_FEATURES))
     signature = infer_signature(sample, booster.predict(features[:100]))
 
-    with _tracking(registry):
+    with pointed_at(registry):
         experiment_id = ensure_experiment(registry, experiment, artifact_root)
         with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{model_name}"):
             mlflow.log_params({**asdict(params), "data_version": data_version})

@@ -1,9 +1,10 @@
 """Compiled tree ensembles: scores equal to the model library's, several times faster.
 
-LightGBM boosters compile through lleaves (LLVM); scikit-learn tree ensembles through treelite +
-tl2cgen (generated C, gcc). A model is compiled once per model version and content hash into an
-on-disk cache that every later run and process reuses. Before a compiled model is trusted, its
-scores on a sample are compared with the native model's; beyond ``TOLERANCE`` it is not used.
+LightGBM boosters compile through lleaves (LLVM); scikit-learn tree ensembles and XGBoost
+boosters through treelite + tl2cgen (generated C, gcc). A model is compiled once per model
+version and content hash into an on-disk cache that every later run and process reuses.
+Before a compiled model is trusted, its scores on a sample are compared with the native
+model's; beyond ``TOLERANCE`` it is not used.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ def model_fingerprint(flavor: str, model: Any) -> str:
     if flavor == "lightgbm":
         booster = getattr(model, "booster_", model)
         payload = booster.model_to_string().encode()
+    elif flavor == "xgboost":
+        payload = bytes(_xgboost_booster(model).save_raw(raw_format="ubj"))
     else:
         payload = pickle.dumps(model, protocol=5)
     return hashlib.sha256(payload).hexdigest()[:16]
@@ -72,6 +75,8 @@ def compiler_for(flavor: str, model: Any) -> str | None:
     if flavor == "lightgbm":
         return "lleaves"
     if flavor == "sklearn" and _is_sklearn_tree_ensemble(model):
+        return "tl2cgen"
+    if flavor == "xgboost":
         return "tl2cgen"
     return None
 
@@ -160,7 +165,10 @@ def _compile(compiler: str, model: Any, directory: Path, threads: int) -> None:
     import tl2cgen
     import treelite
 
-    tree_model = treelite.sklearn.import_model(model)
+    if _is_sklearn_tree_ensemble(model):
+        tree_model = treelite.sklearn.import_model(model)
+    else:
+        tree_model = treelite.frontend.from_xgboost(_xgboost_booster(model))
     tl2cgen.export_lib(
         tree_model,
         toolchain="gcc",
@@ -207,6 +215,11 @@ def _publish(staging: Path, entry: Path) -> None:
 def _ensure(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     return directory
+
+
+def _xgboost_booster(model: Any) -> Any:
+    """The ``xgboost.Booster`` of a booster or of a scikit-learn-API XGBoost model."""
+    return model.get_booster() if hasattr(model, "get_booster") else model
 
 
 def _is_sklearn_tree_ensemble(model: Any) -> bool:
