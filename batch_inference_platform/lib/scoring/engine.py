@@ -1,8 +1,9 @@
 """The in-process scoring engine: one validated partition in, one prediction partition out.
 
-Three stages overlap - reading Delta (a prefetch thread), scoring (compiled or native model)
-and writing Delta (delta-rs, fed by a second prefetch thread) - while memory holds only a few
-batches, whatever the partition's size. The partition is replaced in one Delta commit.
+Three stages overlap - reading Delta and building the feature matrix (a prefetch thread),
+scoring (compiled or native model, a second prefetch thread) and writing Delta (delta-rs) -
+while memory holds only a few batches, whatever the partition's size. The partition is
+replaced in one Delta commit.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from batch_inference_platform.lib.scoring.kernel import (
     SCORE_COLUMN,
     Scorer,
     ScoringStamp,
-    score_batches,
+    feature_matrix,
+    score_features,
 )
 
 DEFAULT_BATCH_ROWS = 65_536
@@ -83,11 +85,18 @@ def score_partition(
     started = time.perf_counter()
     stats = ScoreStats()
     columns = [KEY_COLUMN, DATE_COLUMN, *scorer.feature_names]
-    rows = prefetch(source.batches(day, columns=columns, batch_rows=batch_rows))
+    # Stage 1 (reader thread): decode Parquet and lay features out row-major.
+    prepared = prefetch(
+        (batch, feature_matrix(batch, scorer.feature_names))
+        for batch in source.batches(day, columns=columns, batch_rows=batch_rows)
+        if batch.num_rows
+    )
+    # Stage 2 (scoring thread, inside replace_partition's prefetch): predict and stamp.
+    scored = (score_features(scorer, batch, features, stamp) for batch, features in prepared)
     commit = replace_partition(
         target,
         day,
-        stats.watch(score_batches(scorer, rows, stamp)),
+        stats.watch(scored),
         PREDICTION_SCHEMA,
         commit_metadata=commit_metadata,
     )

@@ -88,8 +88,15 @@ def sample_features(
 
 def score_batch(scorer: Scorer, batch: pa.RecordBatch, stamp: ScoringStamp) -> pa.RecordBatch:
     """Score one validated batch; the output has ``PREDICTION_SCHEMA``."""
+    return score_features(scorer, batch, feature_matrix(batch, scorer.feature_names), stamp)
+
+
+def score_features(
+    scorer: Scorer, batch: pa.RecordBatch, features: np.ndarray, stamp: ScoringStamp
+) -> pa.RecordBatch:
+    """Score one batch whose feature matrix is already built (by ``feature_matrix``)."""
     rows = batch.num_rows
-    scores = np.asarray(scorer.predict(feature_matrix(batch, scorer.feature_names)), np.float64)
+    scores = np.asarray(scorer.predict(features), np.float64)
     if scores.shape != (rows,):
         raise ValueError(
             f"model {scorer.model_name} v{scorer.model_version} returned shape {scores.shape} "
