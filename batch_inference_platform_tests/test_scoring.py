@@ -25,7 +25,6 @@ from batch_inference_platform.lib.scoring.kernel import (
     ScoringStamp,
     feature_matrix,
     score_batch,
-    score_batches,
 )
 
 DAY = dt.date(2026, 11, 2)
@@ -143,14 +142,6 @@ class _OneShort:
 def test_wrong_output_shape_names_the_model(model: object, batch: pa.RecordBatch) -> None:
     with pytest.raises(ValueError, match=r"model credit_risk_test v3 returned shape"):
         score_batch(_scorer(model, flavor="sklearn"), batch, STAMP)
-
-
-def test_score_batches_is_lazy_and_skips_empty_batches(
-    booster: lgb.Booster, batch: pa.RecordBatch
-) -> None:
-    batches = [batch.slice(0, 100), batch.slice(0, 0), batch.slice(100, 50)]
-    out = list(score_batches(_scorer(booster), iter(batches), STAMP))
-    assert [b.num_rows for b in out] == [100, 50]
 
 
 # --------------------------------------------------------------------------- drift

@@ -104,8 +104,9 @@ def predictions(
             f"{day}: {scored[day].rows} rows scored at {scored[day].rows_per_second:,.0f} "
             f"rows/s (Delta v{scored[day].delta_version})"
         )
+    references: dict[dt.date, ScoreHistogram] = {}
     drift = {
-        day: _drift(target, day, result.stats.histogram, policy.drift_bins)
+        day: _drift(target, day, result.stats.histogram, policy.drift_bins, references)
         for day, result in scored.items()
     }
     combined = ScoreHistogram()
@@ -204,16 +205,24 @@ def _drift_verdict(
 
 
 def _drift(
-    target: DeltaLocation, day: dt.date, current: ScoreHistogram, bins: int
+    target: DeltaLocation,
+    day: dt.date,
+    current: ScoreHistogram,
+    bins: int,
+    references: dict[dt.date, ScoreHistogram],
 ) -> tuple[float | None, dt.date | None]:
-    """PSI against the earliest other scored partition (the baseline), if there is one."""
+    """PSI against the earliest other scored partition (the baseline), if there is one.
+
+    ``references`` caches baseline histograms across the days of one run."""
     scored = snapshot(target)
     earlier = [d for d in scored.days() if d != day]
     if not earlier:
         return None, None
     reference_day = earlier[0]
-    reference = ScoreHistogram.of(
-        b.column(SCORE_COLUMN).to_numpy(zero_copy_only=False)
-        for b in scored.batches(reference_day, columns=[SCORE_COLUMN])
-    )
-    return population_stability_index(reference, current, bins), reference_day
+    if reference_day not in references:
+        references[reference_day] = ScoreHistogram.of(
+            b.column(SCORE_COLUMN).to_numpy(zero_copy_only=False)
+            for b in scored.batches(reference_day, columns=[SCORE_COLUMN])
+        )
+    psi = population_stability_index(references[reference_day], current, bins)
+    return psi, reference_day

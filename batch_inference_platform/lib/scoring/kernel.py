@@ -7,7 +7,7 @@ produces identical rows and scores.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -114,12 +114,3 @@ def score_features(
         ],
         schema=PREDICTION_SCHEMA,
     )
-
-
-def score_batches(
-    scorer: Scorer, batches: Iterable[pa.RecordBatch], stamp: ScoringStamp
-) -> Iterator[pa.RecordBatch]:
-    """Score a stream of batches lazily, one batch in memory at a time."""
-    for batch in batches:
-        if batch.num_rows:
-            yield score_batch(scorer, batch, stamp)
