@@ -9,7 +9,7 @@ DAYS ?= 3
 ROWS ?= 200000
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test dev lint clean bench
+.PHONY: venv demo test dev lint clean bench api
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -33,6 +33,11 @@ dev: venv
 	DAGSTER_HOME=$$($(PY) -c "from batch_inference_platform.cli import prepare_dagster_home as p; \
 	from batch_inference_platform.config import load_settings as l; s = l(); p(s); print(s.dagster_home)") \
 	$(VENV)/bin/dagster dev -w workspace.yaml
+
+## The HTTP service: webhook receivers (secrets from MLFLOW_WEBHOOK_SECRET and
+## DATABRICKS_WEBHOOK_SECRET in the environment).
+api: venv
+	$(VENV)/bin/batch-inference api
 
 lint: venv
 	$(VENV)/bin/ruff check .

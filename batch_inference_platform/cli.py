@@ -51,12 +51,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=200,
         help="LightGBM boosting rounds of the demo model (200)",
     )
+    commands.add_parser("api", help="serve the webhook receivers (port from application.yml)")
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
     except SettingsError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return 2
+    if args.command == "api":
+        return serve_api(settings)
     if args.days < 1 or args.rows < 1:
         parser.error("--days and --rows must be positive")
     return run_demo(
@@ -66,6 +69,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         end_date=args.end_date,
         boost_rounds=args.boost_rounds,
     )
+
+
+def serve_api(settings: Settings) -> int:
+    """Run the HTTP service under uvicorn until interrupted."""
+    import uvicorn
+
+    from batch_inference_platform.api.app import create_app
+
+    api = settings.application.api
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    uvicorn.run(create_app(api.inbox_url), host=api.host, port=api.port)
+    return 0
 
 
 def prepare_dagster_home(settings: Settings) -> None:

@@ -227,6 +227,14 @@ class DriftSettings(_Section):
     bins: int = Field(ge=2, description="Histogram bins used to compute PSI.")
 
 
+class ApiSettings(_Section):
+    """The HTTP service (webhook receivers) and its durable inbox."""
+
+    host: str = Field(min_length=1, description="Interface to listen on.")
+    port: int = Field(ge=1, le=65535, description="TCP port.")
+    inbox_url: str = Field(min_length=1, description="SQLAlchemy URL of the webhook inbox.")
+
+
 class ApplicationSettings(_Section):
     """Everything under ``batch-inference:`` in application.yml."""
 
@@ -239,6 +247,7 @@ class ApplicationSettings(_Section):
     partitions: PartitionSettings
     validation: ValidationSettings
     drift: DriftSettings
+    api: ApiSettings
     spark: SparkSettings
     kafka: KafkaSettings
     scheduling: SchedulingSettings
@@ -436,20 +445,29 @@ def _resolve(value: str, base: Path) -> str:
     return str((base / Path(value).expanduser()).resolve())
 
 
+def _resolve_sqlite(uri: str, base: Path) -> str:
+    """``sqlite:///relative.db`` -> ``sqlite:////abs/relative.db``; other URIs unchanged."""
+    rest = uri.removeprefix("sqlite:///")
+    if uri.startswith("sqlite:///") and not rest.startswith("/") and rest != ":memory:":
+        return f"sqlite:///{_resolve(rest, base)}"
+    return uri
+
+
 def _resolve_paths(app: ApplicationSettings, base: Path) -> ApplicationSettings:
     mlflow = app.mlflow
-    uris = {}
-    for name in ("tracking_uri", "registry_uri"):
-        uri: str = getattr(mlflow, name)
-        rest = uri.removeprefix("sqlite:///")
-        if uri.startswith("sqlite:///") and not rest.startswith("/") and rest != ":memory:":
-            uris[name] = f"sqlite:///{_resolve(rest, base)}"
+    uris = {
+        name: _resolve_sqlite(getattr(mlflow, name), base)
+        for name in ("tracking_uri", "registry_uri")
+    }
     return app.model_copy(
         update={
             "data_dir": Path(_resolve(str(app.data_dir), base)),
             "lake": app.lake.model_copy(update={"root": _resolve(app.lake.root, base)}),
             "mlflow": mlflow.model_copy(
                 update={**uris, "artifact_root": _resolve(mlflow.artifact_root, base)}
+            ),
+            "api": app.api.model_copy(
+                update={"inbox_url": _resolve_sqlite(app.api.inbox_url, base)}
             ),
         }
     )

@@ -1,0 +1,1 @@
+"""The platform's HTTP service: webhook receivers (client requests come later)."""

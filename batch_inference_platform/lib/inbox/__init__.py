@@ -1,0 +1,1 @@
+"""Durable inboxes shared by the HTTP service (writer) and the sensors (readers)."""
