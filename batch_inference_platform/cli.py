@@ -52,6 +52,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="LightGBM boosting rounds of the demo model (200)",
     )
     commands.add_parser("api", help="serve the webhook receivers (port from application.yml)")
+    hook = commands.add_parser(
+        "register-webhook",
+        help="register the receiver as a webhook on the MLflow server (secret from "
+        "MLFLOW_WEBHOOK_SECRET)",
+    )
+    hook.add_argument(
+        "--url",
+        required=True,
+        help="the receiver's public URL, e.g. https://bip.example.com/api/v1/webhooks/mlflow",
+    )
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
@@ -60,6 +70,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "api":
         return serve_api(settings)
+    if args.command == "register-webhook":
+        secret = os.environ.get("MLFLOW_WEBHOOK_SECRET")
+        if not secret:
+            print("MLFLOW_WEBHOOK_SECRET is not set", file=sys.stderr)
+            return 2
+        from batch_inference_platform.lib.registry.webhooks import register_webhook
+
+        hook_id = register_webhook(
+            settings.application.mlflow.tracking_uri, url=args.url, secret=secret
+        )
+        print(f"webhook {hook_id} -> {args.url}")
+        return 0
     if args.days < 1 or args.rows < 1:
         parser.error("--days and --rows must be positive")
     return run_demo(

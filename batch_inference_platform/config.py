@@ -203,6 +203,9 @@ class ModelSettings(_Section):
 
     name: str = Field(min_length=1, description="Registered model name.")
     alias: str = Field(min_length=1, description="Registry alias to score with, e.g. champion.")
+    rescore_partitions: int = Field(
+        ge=1, description="Most recent daily partitions re-scored when the alias moves."
+    )
 
 
 class PartitionSettings(_Section):

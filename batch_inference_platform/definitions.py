@@ -15,7 +15,9 @@ from batch_inference_platform.defs.inference.schedules import (
     train_demo_model_job,
 )
 from batch_inference_platform.defs.models.assets import build_model_versions, demo_model
+from batch_inference_platform.defs.models.sensors import build_model_update_sensor
 from batch_inference_platform.defs.resources import (
+    InboxResource,
     LakeResource,
     ModelRegistryResource,
     QualityPolicyResource,
@@ -37,6 +39,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             alias=app.model.alias,
             model_cache_dir=str(settings.model_cache_dir),
         ),
+        "inbox": InboxResource(url=app.api.inbox_url),
         "policy": QualityPolicyResource(
             min_rows=app.validation.min_rows,
             max_null_rate=app.validation.max_null_rate,
@@ -73,6 +76,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         assets=assets,
         jobs=jobs,
         schedules=[build_scoring_schedule(settings.application.scheduling.cron)],
+        sensors=[build_model_update_sensor(settings.application.model.rescore_partitions)],
         resources=build_resources(settings),
     )
 

@@ -172,9 +172,16 @@ def test_missing_signature_headers_are_refused(receiver: Receiver) -> None:
 
 
 def test_a_body_over_one_mib_is_refused(receiver: Receiver) -> None:
+    """Refused from its Content-Length, before it is read: the client sees 413, or - if it was
+    still sending when the server answered and closed - a broken connection."""
     before = _entries(receiver)
-    status, _ = receiver.mlflow(b"{" + b" " * (1 << 20) + b"}")
-    assert status == 413
+    try:
+        status, _ = receiver.mlflow(b"{" + b" " * (1 << 20) + b"}")
+    except (urllib.error.URLError, ConnectionError) as error:
+        reason = getattr(error, "reason", error)
+        assert isinstance(reason, ConnectionError), error
+    else:
+        assert status == 413
     assert _entries(receiver) == before
 
 

@@ -7,6 +7,7 @@ import dagster as dg
 import numpy as np
 import pydantic
 
+from batch_inference_platform.lib.inbox.store import WebhookInbox
 from batch_inference_platform.lib.lake.layout import LakeLayout
 from batch_inference_platform.lib.quality.validation import ValidationPolicy
 from batch_inference_platform.lib.registry.client import ModelRegistry, ModelVersionInfo
@@ -74,3 +75,13 @@ class QualityPolicyResource(dg.ConfigurableResource):
             max_quarantine_rate=self.max_quarantine_rate,
             max_duplicate_rate=self.max_duplicate_rate,
         )
+
+
+class InboxResource(dg.ConfigurableResource):
+    """The durable inbox the webhook receivers write and the sensors read."""
+
+    url: str
+
+    @property
+    def store(self) -> WebhookInbox:
+        return WebhookInbox(self.url)

@@ -1,0 +1,159 @@
+"""Model promotions, end to end over real servers on loopback: a real ``mlflow server`` sends
+its webhooks to the platform's receiver (real uvicorn), the deliveries land in the inbox, and
+ticks of ``mlflow_model_update_sensor`` turn an alias move into re-scoring run requests."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from mlflow import MlflowClient
+
+from batch_inference_platform.api.app import create_app
+from batch_inference_platform.defs.models.sensors import build_model_update_sensor
+from batch_inference_platform.defs.resources import InboxResource, ModelRegistryResource
+from batch_inference_platform.lib.inbox.store import WebhookInbox
+from batch_inference_platform.lib.registry.webhooks import register_webhook
+
+from .test_webhooks import served
+
+SECRET = "sensor-test-secret"
+MODEL = "credit_risk_promoted"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real MLflow tracking server with a SQL backend (webhooks need one)."""
+    root = tmp_path_factory.mktemp("mlflow_server")
+    port = _free_port()
+    env = {
+        **os.environ,
+        "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+        "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+        "MLFLOW_WEBHOOK_CACHE_TTL": "1",
+    }
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--default-artifact-root",
+            str(root / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2):
+                break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                err = server.stderr.read().decode()[-3000:] if server.stderr else ""
+                server.kill()
+                pytest.fail(f"mlflow server did not start: {err}")
+            time.sleep(0.5)
+    yield url
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def _wait_for(inbox: WebhookInbox, count: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while len(inbox.read_after(0)) < count:
+        assert time.monotonic() < deadline, f"{len(inbox.read_after(0))} of {count} deliveries"
+        time.sleep(0.2)
+
+
+def test_an_alias_move_reaches_the_sensor_by_webhook(mlflow_server: str, tmp_path: Path) -> None:
+    inbox_url = f"sqlite:///{tmp_path / 'inbox.db'}"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLFLOW_WEBHOOK_SECRET", SECRET)
+        app = create_app(inbox_url)
+    inbox = WebhookInbox(inbox_url)
+    with served(app) as receiver:
+        hook = register_webhook(
+            mlflow_server, url=receiver + "/api/v1/webhooks/mlflow", secret=SECRET
+        )
+        # Registering again updates the same webhook instead of adding a second one.
+        assert (
+            register_webhook(mlflow_server, url=receiver + "/api/v1/webhooks/mlflow", secret=SECRET)
+            == hook
+        )
+
+        client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+        client.create_registered_model(MODEL)
+        run = client.create_run(client.create_experiment("promotions"))
+        for _ in range(2):
+            client.create_model_version(
+                MODEL, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id
+            )
+        client.set_registered_model_alias(MODEL, "champion", "1")
+        _wait_for(inbox, 3)  # two model_version.created + one alias
+
+        sensor = build_model_update_sensor(rescore_partitions=3)
+        resources = {
+            "inbox": InboxResource(url=inbox_url),
+            "registry": ModelRegistryResource(
+                tracking_uri=mlflow_server,
+                artifact_root=str(tmp_path / "a"),
+                experiment="e",
+                model_name=MODEL,
+                alias="champion",
+                model_cache_dir=str(tmp_path / "cache"),
+            ),
+        }
+        with dg.instance_for_test() as instance:
+            first = sensor(dg.build_sensor_context(instance=instance, resources=resources))
+            assert isinstance(first, dg.SensorResult)
+            keys = [r.run_key for r in first.run_requests or []]
+            assert len(keys) == 3 and all(k and k.startswith(f"{MODEL}:v1:") for k in keys)
+            assert json.loads(first.cursor or "{}")["version"] == 1
+
+            # Nothing moved: a second tick (or a re-sent delivery) starts nothing.
+            again = sensor(
+                dg.build_sensor_context(instance=instance, cursor=first.cursor, resources=resources)
+            )
+            assert isinstance(again, dg.SensorResult) and not again.run_requests
+
+            client.set_registered_model_alias(MODEL, "champion", "2")
+            _wait_for(inbox, 4)
+            moved = sensor(
+                dg.build_sensor_context(instance=instance, cursor=first.cursor, resources=resources)
+            )
+            assert isinstance(moved, dg.SensorResult)
+            moved_keys = [r.run_key for r in moved.run_requests or []]
+            assert [k.split(":")[1] for k in moved_keys if k] == ["v2"] * 3
+            assert {r.partition_key for r in moved.run_requests or []} == {
+                k.rsplit(":", 1)[1] for k in keys if k
+            }
+
+    alias_events = [e for e in inbox.read_after(0) if e.event == "model_version_alias.created"]
+    assert [e.payload["data"]["version"] for e in alias_events] == ["1", "2"]
