@@ -336,3 +336,23 @@ def test_rerun_is_cataloged_once(rerun: Rerun) -> None:
         for r in rerun.catalog_after_rerecord.to_pylist()
     ]
     assert len(keys) == len(set(keys))
+
+
+@pytest.mark.parametrize("day", DAYS)
+def test_scoring_runs_are_logged_back_to_mlflow(graph: Graph, day: dt.date) -> None:
+    """The model's MLflow page shows where it was used: one run per scoring run."""
+    scored = graph.scored[day]
+    client = graph.platform.registry.client
+    run_id = scored.metadata["predictions"]["mlflow_scoring_run"]
+    run = client.get_run(run_id)
+    assert run.data.tags["dagster_run_id"] == scored.result.run_id
+    assert run.data.tags["model_version"] == str(graph.champion)
+    assert run.data.params["partitions"] == day.isoformat()
+    assert run.data.metrics["rows"] == scored.predictions.num_rows
+    assert run.data.metrics["rows_per_second"] > 0
+    assert 0 <= run.data.metrics["score_p50"] <= 1
+    assert run.info.status == "FINISHED"
+    version = client.get_model_version(graph.platform.model_name, str(graph.champion))
+    latest = client.get_run(version.tags["last_scoring_run"])  # the newest scoring run
+    assert latest.data.tags["model_version"] == str(graph.champion)
+    assert latest.info.start_time >= run.info.start_time

@@ -25,6 +25,7 @@ from batch_inference_platform.lib.lake.lineage import latest_commit
 from batch_inference_platform.lib.lake.tables import DeltaLocation, snapshot
 from batch_inference_platform.lib.quality.drift import ScoreHistogram, population_stability_index
 from batch_inference_platform.lib.registry.compatibility import input_names
+from batch_inference_platform.lib.registry.usage import log_scoring_run
 from batch_inference_platform.lib.scoring.engine import PartitionScored, score_partition
 from batch_inference_platform.lib.scoring.kernel import (
     SCORE_COLUMN,
@@ -137,6 +138,20 @@ def predictions(
         ),
         **{f"score_{name}": value for name, value in combined.quantiles(QUANTILES).items()},
     }
+    metadata["mlflow_scoring_run"] = log_scoring_run(
+        registry.registry,
+        experiment=registry.experiment,
+        artifact_root=registry.artifact_root,
+        version=serving.version,
+        dagster_run_id=context.run_id,
+        partitions=[day.isoformat() for day in days],
+        metrics={
+            "rows": rows,
+            "rows_per_second": rows / max(watch.seconds, 1e-9),
+            "partitions": len(days),
+            **{f"score_{name}": value for name, value in combined.quantiles(QUANTILES).items()},
+        },
+    )
     return dg.MaterializeResult(
         metadata=metadata,
         check_results=[
