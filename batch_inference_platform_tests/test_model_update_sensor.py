@@ -4,6 +4,7 @@ ticks of ``mlflow_model_update_sensor`` turn an alias move into re-scoring run r
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import socket
@@ -15,14 +16,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
+import pyarrow as pa
 import pytest
 from mlflow import MlflowClient
 
 from batch_inference_platform.api.app import create_app
 from batch_inference_platform.defs.models.sensors import build_model_update_sensor
-from batch_inference_platform.defs.resources import InboxResource, ModelRegistryResource
+from batch_inference_platform.defs.resources import (
+    InboxResource,
+    LakeResource,
+    ModelRegistryResource,
+)
 from batch_inference_platform.lib.inbox.store import WebhookInbox
+from batch_inference_platform.lib.lake.layout import LakeLayout
+from batch_inference_platform.lib.lake.tables import replace_partition
 from batch_inference_platform.lib.registry.webhooks import register_webhook
+from batch_inference_platform.lib.scoring.kernel import PREDICTION_SCHEMA
 
 from .test_webhooks import served
 
@@ -118,8 +127,30 @@ def test_an_alias_move_reaches_the_sensor_by_webhook(mlflow_server: str, tmp_pat
         client.set_registered_model_alias(MODEL, "champion", "1")
         _wait_for(inbox, 3)  # two model_version.created + one alias
 
+        # Four days were scored before; the three most recent are re-scored.
+        lake = tmp_path / "lake"
+        scored_days = [dt.date(2026, 11, d) for d in (2, 3, 4, 5)]
+        for day in scored_days:
+            row = pa.RecordBatch.from_pylist(
+                [
+                    {
+                        "customer_id": 1,
+                        "event_date": day,
+                        "score": 0.1,
+                        "model_name": MODEL,
+                        "model_version": 1,
+                        "scored_at": dt.datetime.now(dt.UTC),
+                        "run_id": "r",
+                    }
+                ],
+                schema=PREDICTION_SCHEMA,
+            )
+            replace_partition(
+                LakeLayout(str(lake)).predictions(MODEL), day, [row], PREDICTION_SCHEMA
+            )
         sensor = build_model_update_sensor(rescore_partitions=3)
         resources = {
+            "lake": LakeResource(root=str(lake)),
             "inbox": InboxResource(url=inbox_url),
             "registry": ModelRegistryResource(
                 tracking_uri=mlflow_server,
@@ -134,7 +165,7 @@ def test_an_alias_move_reaches_the_sensor_by_webhook(mlflow_server: str, tmp_pat
             first = sensor(dg.build_sensor_context(instance=instance, resources=resources))
             assert isinstance(first, dg.SensorResult)
             keys = [r.run_key for r in first.run_requests or []]
-            assert len(keys) == 3 and all(k and k.startswith(f"{MODEL}:v1:") for k in keys)
+            assert keys == [f"{MODEL}:v1:{d.isoformat()}" for d in scored_days[1:]]
             assert json.loads(first.cursor or "{}")["version"] == 1
 
             # Nothing moved: a second tick (or a re-sent delivery) starts nothing.

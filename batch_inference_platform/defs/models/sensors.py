@@ -11,9 +11,13 @@ import json
 import dagster as dg
 
 from batch_inference_platform.defs.inference.schedules import score_partition_job
-from batch_inference_platform.defs.partitions import DAILY_PARTITIONS
-from batch_inference_platform.defs.resources import InboxResource, ModelRegistryResource
+from batch_inference_platform.defs.resources import (
+    InboxResource,
+    LakeResource,
+    ModelRegistryResource,
+)
 from batch_inference_platform.lib.inbox.store import InboxEvent
+from batch_inference_platform.lib.lake.tables import snapshot
 from batch_inference_platform.lib.registry.client import ModelNotFoundError
 
 
@@ -31,6 +35,7 @@ def build_model_update_sensor(rescore_partitions: int) -> dg.SensorDefinition:
         context: dg.SensorEvaluationContext,
         inbox: InboxResource,
         registry: ModelRegistryResource,
+        lake: LakeResource,
     ) -> dg.SensorResult:
         cursor = json.loads(context.cursor) if context.cursor else {"inbox": 0, "version": None}
         events = inbox.store.read_after(int(cursor["inbox"]))
@@ -48,7 +53,10 @@ def build_model_update_sensor(rescore_partitions: int) -> dg.SensorDefinition:
                 reason += f" ({len(mentioned)} webhook deliveries checked)"
             return dg.SensorResult(cursor=json.dumps(cursor), skip_reason=reason)
         cursor["version"] = holder
-        keys = DAILY_PARTITIONS.get_partition_keys()[-rescore_partitions:]
+        # Re-score what was scored before: days with no features would only fail.
+        scored = lake.layout.predictions(registry.model_name)
+        days = snapshot(scored).days() if scored.exists() else []
+        keys = [day.isoformat() for day in days[-rescore_partitions:]]
         requests = [
             dg.RunRequest(
                 run_key=f"{registry.model_name}:v{holder}:{key}",
