@@ -206,6 +206,9 @@ class ModelSettings(_Section):
     rescore_partitions: int = Field(
         ge=1, description="Most recent daily partitions re-scored when the alias moves."
     )
+    max_load_seconds: float = Field(
+        gt=0, description="A version that takes longer to load is refused before it serves."
+    )
 
 
 class PartitionSettings(_Section):

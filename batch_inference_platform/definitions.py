@@ -11,6 +11,7 @@ from batch_inference_platform.defs.inference.assets import predictions
 from batch_inference_platform.defs.inference.schedules import (
     build_scoring_schedule,
     generate_features_job,
+    rescore_job,
     score_partition_job,
     train_demo_model_job,
 )
@@ -38,6 +39,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             model_name=app.model.name,
             alias=app.model.alias,
             model_cache_dir=str(settings.model_cache_dir),
+            max_load_seconds=app.model.max_load_seconds,
         ),
         "inbox": InboxResource(url=app.api.inbox_url),
         "policy": QualityPolicyResource(
@@ -66,7 +68,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         predictions,
         catalog_entries,
     ]
-    jobs: list = [score_partition_job]
+    jobs: list = [score_partition_job, rescore_job]
     if local:
         assets += [feature_tables, demo_model]
         jobs += [generate_features_job, train_demo_model_job]

@@ -214,7 +214,7 @@ def test_materialization_metadata(graph: Graph, day: dt.date) -> None:
     assert {
         "schema_matches_contract",
         "null_rates_within_limits",
-        "champion_fits_validated_schema",
+        "champion_passes_validation",
         "row_count_matches_validated",
         "scores_in_unit_range",
         "score_drift_psi",

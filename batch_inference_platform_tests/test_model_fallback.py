@@ -1,6 +1,7 @@
 """Serving-model resolution against the registry: a champion whose signature does not fit the
-validated features is passed over - loudly - for the newest earlier version that does; with no
-fitting version at all the run fails saying which model and why."""
+validated features, or that fails the smoke test, is passed over - loudly, and tagged in
+MLflow - for the newest earlier version that passes; with no such version at all the run fails
+saying which model and why."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ import dagster as dg
 import lightgbm as lgb
 import mlflow
 import mlflow.lightgbm as mlflow_lightgbm
+import mlflow.pyfunc
 import numpy as np
 import pytest
 from mlflow import MlflowClient
 from mlflow.models.signature import ModelSignature
 from mlflow.types.schema import ColSpec, Schema
 
+from batch_inference_platform.defs.models.assets import REFUSED_TAG
 from batch_inference_platform.lib.features.contract import MODEL_FEATURES
 
 from .conftest import (
@@ -32,6 +35,7 @@ from .conftest import (
 )
 
 BROKEN_MODEL = "credit_risk_unservable"
+NAN_MODEL = "credit_risk_nan_scores"
 MISSING_INPUT = "bureau_segment_score"
 
 
@@ -72,6 +76,31 @@ def _register(platform: Platform, name: str, signature: ModelSignature) -> int:
     assert version is not None
     client.set_registered_model_alias(name, platform.alias, str(version))
     return int(version)
+
+
+class NanScores(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
+    """A model that loads and fits the schema but scores every row as NaN."""
+
+    def predict(self, context, model_input, params=None):
+        return np.full(len(model_input), np.nan)
+
+
+def _register_nan_scorer(platform: Platform, name: str) -> int:
+    experiment = platform.settings.application.mlflow.experiment
+    client = MlflowClient(platform.registry.tracking_uri, platform.registry.registry_uri)
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None
+    with _tracking(platform), mlflow.start_run(experiment_id=found.experiment_id):
+        info = mlflow.pyfunc.log_model(  # type: ignore[attr-defined]
+            name="model",
+            python_model=NanScores(),
+            signature=_signature(),
+            registered_model_name=name,
+            pip_requirements=["numpy"],
+        )
+    version = int(info.registered_model_version or 0)
+    client.set_registered_model_alias(name, platform.alias, str(version))
+    return version
 
 
 def _signature(string_column: str | None = None, extra: str | None = None) -> ModelSignature:
@@ -128,7 +157,7 @@ def test_fallback_is_reported_in_metadata(fallback: Fallback) -> None:
 
 
 def test_compatibility_check_warns_with_the_reason(fallback: Fallback) -> None:
-    check = check_evaluations(fallback.result)["champion_fits_validated_schema"]
+    check = check_evaluations(fallback.result)["champion_passes_validation"]
     assert check.passed is False
     assert check.severity == dg.AssetCheckSeverity.WARN
     assert check.description is not None
@@ -154,3 +183,27 @@ def test_no_compatible_version_fails_the_run(
     assert f"input {MISSING_INPUT!r} (" in message
     assert "is not in the table" in message
     assert not broken.predictions.exists()
+
+
+def test_a_champion_that_scores_nan_is_refused(
+    fallback: Fallback, make_platform: PlatformFactory
+) -> None:
+    """v1 fits and scores; v2 fits the schema but its smoke scores are NaN: v1 keeps serving,
+    the check says why and the registry carries the refusal on v2."""
+    platform = make_platform("unused_nan", share=fallback.platform, MODEL__NAME=NAN_MODEL)
+    assert _register(platform, NAN_MODEL, _signature()) == 1
+    assert _register_nan_scorer(platform, NAN_MODEL) == 2
+    result = platform.score(DAY_A)
+
+    assert result.success
+    assert set(read_day(platform.predictions, DAY_A).column("model_version").to_pylist()) == {1}
+    meta = materializations(result)["model_versions"]
+    assert (meta["model_version"], meta["alias_holder_version"]) == (1, 2)
+    assert meta["smoke_rows"] == 1024
+    check = check_evaluations(result)["champion_passes_validation"]
+    assert check.passed is False
+    assert check.description is not None
+    assert "v2: smoke test: 1024 of 1024 smoke scores are not finite" in check.description
+    refused = platform.registry.client.get_model_version(NAN_MODEL, "2").tags
+    assert refused[REFUSED_TAG] == "smoke test: 1024 of 1024 smoke scores are not finite"
+    assert REFUSED_TAG not in platform.registry.client.get_model_version(NAN_MODEL, "1").tags

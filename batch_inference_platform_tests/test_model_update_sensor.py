@@ -6,12 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,65 +28,16 @@ from batch_inference_platform.lib.lake.tables import replace_partition
 from batch_inference_platform.lib.registry.webhooks import register_webhook
 from batch_inference_platform.lib.scoring.kernel import PREDICTION_SCHEMA
 
-from .test_webhooks import served
+from .servers import mlflow_server, served
 
 SECRET = "sensor-test-secret"
 MODEL = "credit_risk_promoted"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real MLflow tracking server with a SQL backend (webhooks need one)."""
-    root = tmp_path_factory.mktemp("mlflow_server")
-    port = _free_port()
-    env = {
-        **os.environ,
-        "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
-        "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
-        "MLFLOW_WEBHOOK_CACHE_TTL": "1",
-    }
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
-            "--default-artifact-root",
-            str(root / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2):
-                break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                err = server.stderr.read().decode()[-3000:] if server.stderr else ""
-                server.kill()
-                pytest.fail(f"mlflow server did not start: {err}")
-            time.sleep(0.5)
-    yield url
-    server.terminate()
-    server.wait(timeout=30)
+def mlflow_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with mlflow_server(tmp_path_factory.mktemp("mlflow_server")) as url:
+        yield url
 
 
 def _wait_for(inbox: WebhookInbox, count: int, timeout: float = 30) -> None:
@@ -101,23 +47,21 @@ def _wait_for(inbox: WebhookInbox, count: int, timeout: float = 30) -> None:
         time.sleep(0.2)
 
 
-def test_an_alias_move_reaches_the_sensor_by_webhook(mlflow_server: str, tmp_path: Path) -> None:
+def test_an_alias_move_reaches_the_sensor_by_webhook(mlflow_url: str, tmp_path: Path) -> None:
     inbox_url = f"sqlite:///{tmp_path / 'inbox.db'}"
     with pytest.MonkeyPatch.context() as env:
         env.setenv("MLFLOW_WEBHOOK_SECRET", SECRET)
         app = create_app(inbox_url)
     inbox = WebhookInbox(inbox_url)
     with served(app) as receiver:
-        hook = register_webhook(
-            mlflow_server, url=receiver + "/api/v1/webhooks/mlflow", secret=SECRET
-        )
+        hook = register_webhook(mlflow_url, url=receiver + "/api/v1/webhooks/mlflow", secret=SECRET)
         # Registering again updates the same webhook instead of adding a second one.
         assert (
-            register_webhook(mlflow_server, url=receiver + "/api/v1/webhooks/mlflow", secret=SECRET)
+            register_webhook(mlflow_url, url=receiver + "/api/v1/webhooks/mlflow", secret=SECRET)
             == hook
         )
 
-        client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+        client = MlflowClient(tracking_uri=mlflow_url, registry_uri=mlflow_url)
         client.create_registered_model(MODEL)
         run = client.create_run(client.create_experiment("promotions"))
         for _ in range(2):
@@ -127,7 +71,7 @@ def test_an_alias_move_reaches_the_sensor_by_webhook(mlflow_server: str, tmp_pat
         client.set_registered_model_alias(MODEL, "champion", "1")
         _wait_for(inbox, 3)  # two model_version.created + one alias
 
-        # Four days were scored before; the three most recent are re-scored.
+        # Four days were scored by v1; when v2 takes the alias the three most recent are re-scored.
         lake = tmp_path / "lake"
         scored_days = [dt.date(2026, 11, d) for d in (2, 3, 4, 5)]
         for day in scored_days:
@@ -146,14 +90,18 @@ def test_an_alias_move_reaches_the_sensor_by_webhook(mlflow_server: str, tmp_pat
                 schema=PREDICTION_SCHEMA,
             )
             replace_partition(
-                LakeLayout(str(lake)).predictions(MODEL), day, [row], PREDICTION_SCHEMA
+                LakeLayout(str(lake)).predictions(MODEL),
+                day,
+                [row],
+                PREDICTION_SCHEMA,
+                commit_metadata={"partition": day.isoformat(), "model_version": "1"},
             )
         sensor = build_model_update_sensor(rescore_partitions=3)
         resources = {
             "lake": LakeResource(root=str(lake)),
             "inbox": InboxResource(url=inbox_url),
             "registry": ModelRegistryResource(
-                tracking_uri=mlflow_server,
+                tracking_uri=mlflow_url,
                 artifact_root=str(tmp_path / "a"),
                 experiment="e",
                 model_name=MODEL,
@@ -162,10 +110,12 @@ def test_an_alias_move_reaches_the_sensor_by_webhook(mlflow_server: str, tmp_pat
             ),
         }
         with dg.instance_for_test() as instance:
+            # The predictions already carry the alias holder: turning the sensor on re-scores
+            # nothing.
             first = sensor(dg.build_sensor_context(instance=instance, resources=resources))
-            assert isinstance(first, dg.SensorResult)
-            keys = [r.run_key for r in first.run_requests or []]
-            assert keys == [f"{MODEL}:v1:{d.isoformat()}" for d in scored_days[1:]]
+            assert isinstance(first, dg.SensorResult) and not first.run_requests
+            assert first.skip_reason is not None
+            assert "already carry" in (first.skip_reason.skip_message or "")
             assert json.loads(first.cursor or "{}")["version"] == 1
 
             # Nothing moved: a second tick (or a re-sent delivery) starts nothing.
@@ -180,11 +130,18 @@ def test_an_alias_move_reaches_the_sensor_by_webhook(mlflow_server: str, tmp_pat
                 dg.build_sensor_context(instance=instance, cursor=first.cursor, resources=resources)
             )
             assert isinstance(moved, dg.SensorResult)
-            moved_keys = [r.run_key for r in moved.run_requests or []]
-            assert [k.split(":")[1] for k in moved_keys if k] == ["v2"] * 3
-            assert {r.partition_key for r in moved.run_requests or []} == {
-                k.rsplit(":", 1)[1] for k in keys if k
-            }
+            # One run re-scores the three consecutive days and loads v2 once.
+            (request,) = moved.run_requests or []
+            assert request.run_key == f"{MODEL}:v2:2026-11-03..2026-11-05"
+            assert request.partition_key_range == dg.PartitionKeyRange("2026-11-03", "2026-11-05")
+            assert request.tags["model_version"] == "2"
+
+            # A delivery re-sent by MLflow, or another tick, gives the same run key.
+            again = sensor(
+                dg.build_sensor_context(instance=instance, cursor=first.cursor, resources=resources)
+            )
+            assert isinstance(again, dg.SensorResult)
+            assert [r.run_key for r in again.run_requests or []] == [request.run_key]
 
     alias_events = [e for e in inbox.read_after(0) if e.event == "model_version_alias.created"]
     assert [e.payload["data"]["version"] for e in alias_events] == ["1", "2"]

@@ -36,6 +36,8 @@ class ModelRegistryResource(dg.ConfigurableResource):
     alias: str
     model_cache_dir: str
     """Where compiled models are cached (shared by every run and process on the machine)."""
+    max_load_seconds: float = 300.0
+    """A version that takes longer to load is refused (the smoke test)."""
 
     @property
     def registry(self) -> ModelRegistry:

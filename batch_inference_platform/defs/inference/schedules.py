@@ -22,6 +22,14 @@ score_partition_job = dg.define_asset_job(
     description="Validate, resolve the serving model, score and catalog one day of features.",
 )
 
+rescore_job = dg.define_asset_job(
+    "rescore_job",
+    selection=dg.AssetSelection.assets(MODEL_VERSIONS_KEY, PREDICTIONS_KEY, CATALOG_KEY),
+    partitions_def=DAILY_PARTITIONS,
+    description="Re-score already validated days with the serving model (after a promotion); "
+    "one run covers a range of days and loads the model once.",
+)
+
 generate_features_job = dg.define_asset_job(
     "generate_features_job",
     selection=dg.AssetSelection.assets(FEATURES_KEY),

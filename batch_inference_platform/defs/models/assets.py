@@ -17,18 +17,24 @@ from batch_inference_platform.lib.lake.tables import (
     snapshot,
     table_schema,
 )
-from batch_inference_platform.lib.registry.client import ModelNotFoundError
+from batch_inference_platform.lib.registry.client import ModelNotFoundError, ModelVersionInfo
 from batch_inference_platform.lib.registry.compatibility import input_names
+from batch_inference_platform.lib.registry.loader import load_scorer
 from batch_inference_platform.lib.registry.resolution import (
     NoCompatibleVersionError,
     resolve_serving_version,
 )
+from batch_inference_platform.lib.registry.smoke import SmokeResult, smoke_test
 from batch_inference_platform.lib.registry.training import TrainingParams, train_and_register
 from batch_inference_platform.lib.scoring.kernel import sample_features
 
 MODEL_VERSIONS_KEY = dg.AssetKey("model_versions")
 DEMO_MODEL_KEY = dg.AssetKey("demo_model")
-COMPATIBILITY_CHECK = "champion_fits_validated_schema"
+SERVING_CHECK = "champion_passes_validation"
+REFUSED_TAG = "batch_inference.refused"
+"""Set on a version the platform refused to serve, with the reasons (shown in the MLflow UI)."""
+SMOKE_ROWS = 1024
+"""Validated rows a candidate version scores before it may serve."""
 
 
 class DemoTrainingConfig(dg.Config):
@@ -110,9 +116,10 @@ def build_model_versions(*, trained_locally: bool) -> dg.AssetsDefinition:
         group_name="models",
         kinds={"mlflow"},
         description="The registered model version that scores: the holder of the serving alias "
-        "if its input signature fits the validated feature schema, otherwise - loudly - the "
-        "newest earlier version that does.",
-        check_specs=[dg.AssetCheckSpec(COMPATIBILITY_CHECK, asset=MODEL_VERSIONS_KEY)],
+        "if its input signature fits the validated feature schema and it passes the smoke test "
+        "(loads in time, scores validated rows into finite numbers), otherwise - loudly, and "
+        "tagged in MLflow - the newest earlier version that does.",
+        check_specs=[dg.AssetCheckSpec(SERVING_CHECK, asset=MODEL_VERSIONS_KEY)],
     )
     def model_versions(
         context: dg.AssetExecutionContext, lake: LakeResource, registry: ModelRegistryResource
@@ -123,24 +130,38 @@ def build_model_versions(*, trained_locally: bool) -> dg.AssetsDefinition:
         except TableNotFoundError as error:
             raise dg.Failure(f"{error}: materialize validated_features first") from error
         client = registry.registry
+        validated = snapshot(lake.layout.validated)
+        latest = validated.days()[-1]
+        smoke: dict[int, SmokeResult] = {}
+
+        def smoke_problems(version: ModelVersionInfo) -> list[str]:
+            signature = client.signature(version)
+            assert signature is not None  # only versions whose signature fits are probed
+            sample = sample_features(validated.batches(latest), input_names(signature), SMOKE_ROWS)
+            smoke[version.version] = result = smoke_test(
+                lambda: load_scorer(client, version),
+                sample,
+                max_load_seconds=registry.max_load_seconds,
+            )
+            return [f"smoke test: {problem}" for problem in result.problems]
+
         try:
             resolution = resolve_serving_version(
-                client, registry.model_name, registry.alias, schema
+                client, registry.model_name, registry.alias, schema, smoke_problems
             )
         except (ModelNotFoundError, NoCompatibleVersionError) as error:
             raise dg.Failure(str(error)) from error
         serving = resolution.serving
         rejected = "; ".join(f"v{v}: {', '.join(p)}" for v, p in resolution.rejected.items())
+        for version, problems in resolution.rejected.items():
+            client.tag_version(registry.model_name, version, REFUSED_TAG, "; ".join(problems))
         if resolution.fell_back:
-            context.log.warning(
-                f"{registry.model_name}@{registry.alias} is v{resolution.alias_holder.version}, "
-                f"which does not fit the validated schema ({rejected}); "
-                f"falling back to v{serving.version}"
+            context.log.error(
+                f"refused {registry.model_name}@{registry.alias} = "
+                f"v{resolution.alias_holder.version} ({rejected}); v{serving.version} serves"
             )
         signature = client.signature(serving)
         assert signature is not None  # resolution only serves versions whose signature fits
-        validated = snapshot(lake.layout.validated)
-        latest = validated.days()[-1]
         scorer = registry.fast_scorer(
             serving,
             lambda: sample_features(validated.batches(latest), input_names(signature)),
@@ -148,6 +169,7 @@ def build_model_versions(*, trained_locally: bool) -> dg.AssetsDefinition:
         manifest = scorer.compiled.manifest
         if scorer.compiled.predict is None:
             context.log.warning(f"{serving.uri} scores natively: {manifest.reason}")
+        passed = smoke[serving.version]
         yield dg.Output(
             ServingModel(serving, registry.alias, resolution.alias_holder.version),
             metadata={
@@ -165,17 +187,24 @@ def build_model_versions(*, trained_locally: bool) -> dg.AssetsDefinition:
                 "compiled_from_cache": scorer.compiled.from_cache,
                 "compile_verification": manifest.reason,
                 "scoring_batch_rows": manifest.batch_rows,
+                "smoke_rows": passed.rows,
+                "smoke_load_seconds": round(passed.load_seconds, 3),
+                "smoke_predict_seconds": round(passed.predict_seconds, 4),
+                "refused": dg.MetadataValue.json(
+                    {f"v{v}": p for v, p in resolution.rejected.items()}
+                ),
                 **client.training_metrics(serving),
             },
         )
         yield dg.AssetCheckResult(
-            check_name=COMPATIBILITY_CHECK,
+            check_name=SERVING_CHECK,
             passed=not resolution.fell_back,
             severity=dg.AssetCheckSeverity.WARN,
             description=(
                 f"Fell back from v{resolution.alias_holder.version}: {rejected}"
                 if resolution.fell_back
-                else f"v{serving.version} fits the validated feature schema."
+                else f"v{serving.version} fits the validated feature schema and passes the "
+                f"smoke test ({passed.rows} rows, loaded in {passed.load_seconds:.1f} s)."
             ),
             metadata={
                 "serving_version": serving.version,

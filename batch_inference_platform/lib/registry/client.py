@@ -67,6 +67,10 @@ class ModelRegistry:
         with pointed_at(self):
             return dict(mlflow.models.get_model_info(version.uri).flavors)
 
+    def tag_version(self, name: str, version: int, key: str, value: str) -> None:
+        """Set a tag on a model version (MLflow caps tag values at 5,000 characters)."""
+        self.client.set_model_version_tag(name, str(version), key, value[:5000])
+
     def training_metrics(self, version: ModelVersionInfo) -> dict[str, float]:
         if not version.run_id:
             return {}

@@ -1,7 +1,9 @@
-"""Which model version serves: the alias holder if it fits the data, else the newest that does."""
+"""Which model version serves: the alias holder if it passes, else the newest earlier that does."""
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -29,37 +31,44 @@ class Resolution:
         return self.serving.version != self.alias_holder.version
 
 
+Probe = Callable[[ModelVersionInfo], list[str]]
+"""A further test of a version whose signature fits: the reasons it may not serve, if any."""
+
+
 class NoCompatibleVersionError(LookupError):
     """Neither the alias holder nor any earlier version fits the validated schema."""
 
 
 def resolve_serving_version(
-    registry: ModelRegistry, name: str, alias: str, schema: pa.Schema
+    registry: ModelRegistry,
+    name: str,
+    alias: str,
+    schema: pa.Schema,
+    probe: Probe | None = None,
 ) -> Resolution:
-    """Resolve ``models:/name@alias`` and fall back to the newest earlier compatible version."""
+    """Resolve ``models:/name@alias``; a holder that does not fit ``schema`` or fails ``probe``
+    (the smoke test) is passed over for the newest earlier version that passes both."""
     holder = registry.by_alias(name, alias)
+    earlier = (v for v in registry.versions(name) if v.version < holder.version)
     rejected: dict[int, list[str]] = {}
-    problems = signature_problems(registry.signature(holder), schema)
-    if not problems:
-        return Resolution(serving=holder, alias_holder=holder, alias=alias)
-    rejected[holder.version] = problems
-    for candidate in registry.versions(name):
-        if candidate.version >= holder.version:
-            continue
+    for candidate in itertools.chain([holder], earlier):
         problems = signature_problems(registry.signature(candidate), schema)
+        if not problems and probe is not None:
+            problems = probe(candidate)
         if not problems:
             return Resolution(candidate, holder, alias, rejected)
         rejected[candidate.version] = problems
     details = "; ".join(f"v{v}: {', '.join(p)}" for v, p in rejected.items())
     raise NoCompatibleVersionError(
         f"model {name!r}: alias {alias!r} points at v{holder.version} and no version up to it "
-        f"fits the validated feature schema ({details})"
+        f"fits the validated feature schema and passes the smoke test ({details})"
     )
 
 
 __all__ = [
     "ModelNotFoundError",
     "NoCompatibleVersionError",
+    "Probe",
     "Resolution",
     "resolve_serving_version",
 ]
