@@ -98,6 +98,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 def mlflow_server(root: Path) -> Iterator[str]:
     """A real MLflow tracking server with a SQL backend (webhooks need one) that may deliver
     webhooks to loopback receivers; yields its URL."""
+    root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     command = [
         sys.executable,
@@ -153,3 +154,29 @@ def dagster_dev(dagster_home: Path, env: Mapping[str, str]) -> Iterator[str]:
         timeout=180,
     ):
         yield url
+
+
+POSTGRES_URL = os.environ.get("BIP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+"""The PostgreSQL server the tests use (started by .ci/services; INFRA.md)."""
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A new, empty database on the test PostgreSQL server; yields its SQLAlchemy URL and
+    drops it afterwards."""
+    import uuid
+
+    import psycopg
+    from psycopg import sql
+
+    name = f"bip_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    base, _, _ = POSTGRES_URL.rpartition("/")
+    try:
+        yield f"{base.replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
 import lightgbm as lgb
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 from mlflow.models.signature import ModelSignature
+from mlflow.pyfunc.model import PythonModel
 from mlflow.types.schema import ColSpec, Schema
 
 from batch_inference_platform.defs.models.assets import REFUSED_TAG
@@ -78,10 +80,10 @@ def _register(platform: Platform, name: str, signature: ModelSignature) -> int:
     return int(version)
 
 
-class NanScores(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
+class NanScores(PythonModel):
     """A model that loads and fits the schema but scores every row as NaN."""
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input, params=None) -> Any:
         return np.full(len(model_input), np.nan)
 
 

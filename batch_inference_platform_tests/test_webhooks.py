@@ -11,6 +11,8 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from batch_inference_platform.api.app import create_app
 from batch_inference_platform.lib.inbox.signatures import sign_mlflow
 from batch_inference_platform.lib.inbox.store import WebhookInbox
 
-from .servers import served
+from .servers import postgres_database, served
 
 MLFLOW_SECRET = "mlflow-test-secret"
 DATABRICKS_SECRET = "databricks-test-secret"
@@ -73,15 +75,24 @@ class Receiver:
         )
 
 
-@pytest.fixture(scope="module")
-def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
-    inbox_url = f"sqlite:///{tmp_path_factory.mktemp('inbox') / 'inbox.db'}"
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("MLFLOW_WEBHOOK_SECRET", MLFLOW_SECRET)
-        env.setenv("DATABRICKS_WEBHOOK_SECRET", DATABRICKS_SECRET)
-        app = create_app(inbox_url)
-    with served(app) as url:
-        yield Receiver(url, WebhookInbox(inbox_url))
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def receiver(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Receiver]:
+    """The receiver with its inbox in sqlite (local) and in PostgreSQL (production)."""
+    with ExitStack() as stack:
+        if request.param == "postgresql":
+            inbox_url = stack.enter_context(postgres_database())
+        else:
+            inbox_url = f"sqlite:///{tmp_path_factory.mktemp('inbox') / 'inbox.db'}"
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("MLFLOW_WEBHOOK_SECRET", MLFLOW_SECRET)
+            env.setenv("DATABRICKS_WEBHOOK_SECRET", DATABRICKS_SECRET)
+            app = create_app(inbox_url)
+        url = stack.enter_context(served(app))
+        inbox = WebhookInbox(inbox_url)
+        yield Receiver(url, inbox)
+        inbox.engine.dispose()
 
 
 def _entries(receiver: Receiver) -> int:
@@ -203,3 +214,17 @@ def test_an_unconfigured_receiver_refuses_everything(tmp_path: Path) -> None:
         status, _ = unconfigured.post("/api/v1/webhooks/databricks", body, {})
         assert status == 503
         assert unconfigured.inbox.read_after(0) == []
+
+
+def test_concurrent_retries_store_each_delivery_once(receiver: Receiver) -> None:
+    """MLflow retries while the first attempt is still in flight: 10 deliveries each sent 4
+    times at once are stored exactly once each; every attempt gets a 2xx."""
+    before = _entries(receiver)
+    deliveries = [str(uuid.uuid4()) for _ in range(10)]
+    attempts = [d for d in deliveries for _ in range(4)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(lambda d: receiver.mlflow(ALIAS_SET, delivery_id=d)[0], attempts))
+    assert set(statuses) <= {200, 202}
+    stored = [e.delivery_id for e in receiver.inbox.read_after(0)]
+    assert _entries(receiver) == before + 10
+    assert sorted(d for d in stored if d in deliveries) == sorted(deliveries)

@@ -4,6 +4,10 @@ A delivery is committed before the receiver answers 2xx, so an acknowledged even
 lost; its delivery id is unique, so a re-sent delivery (MLflow retries with the same id) adds
 nothing. Readers page through it with a cursor (the last id they processed). SQLAlchemy keeps
 one implementation for sqlite (local) and PostgreSQL (production).
+
+On PostgreSQL concurrent inserts may commit out of id order, so a reader can move its cursor
+past an id that commits a moment later. The model-update sensor tolerates that by design: an
+inbox event only makes it look at the registry sooner, and it asks the registry every tick.
 """
 
 from __future__ import annotations

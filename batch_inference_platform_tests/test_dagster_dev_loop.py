@@ -1,0 +1,213 @@
+"""The whole loop as users run it, over real servers on loopback: ``dagster dev`` (webserver and
+daemon) on the repo's workspace, a real ``mlflow server`` and the platform's webhook receiver.
+
+A backfill of three partitions is launched through the GraphQL API and completes; then a data
+scientist registers a new version and moves the alias in MLflow, MLflow delivers the webhook
+to the receiver, the daemon's ``mlflow_model_update_sensor`` launches the re-scoring run on its
+own, and the prediction tables end up carrying the new version.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from batch_inference_platform.api.app import create_app
+from batch_inference_platform.config import load_settings
+from batch_inference_platform.definitions import build_definitions
+from batch_inference_platform.lib.inbox.store import WebhookInbox
+from batch_inference_platform.lib.lake.layout import LakeLayout
+from batch_inference_platform.lib.registry.webhooks import register_webhook
+
+from .conftest import ENV, read_day
+from .servers import dagster_dev, mlflow_server, served
+
+MODEL = "credit_risk_loop"
+SECRET = "loop-secret"
+DAYS = [dt.date(2026, 11, d) for d in (2, 3, 4)]
+SCORING_ASSETS = ["validated_features", "model_versions", "predictions", "catalog_entries"]
+SENSOR = "mlflow_model_update_sensor"
+
+pytestmark = pytest.mark.timeout(600)
+
+
+class GraphQL:
+    """A minimal client of the Dagster webserver's GraphQL API."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url + "/graphql"
+
+    def __call__(self, query: str, **variables: Any) -> dict[str, Any]:
+        body = json.dumps({"query": query, "variables": variables}).encode()
+        request = urllib.request.Request(
+            self.url, body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = json.load(response)
+        assert not answer.get("errors"), answer["errors"]
+        return answer["data"]
+
+    def wait(self, what: str, until: Any, timeout: float, every: float = 2) -> Any:
+        """Poll ``until()`` until it returns something truthy."""
+        deadline = time.monotonic() + timeout
+        while not (found := until()):
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(every)
+        return found
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    root = tmp_path_factory.mktemp("dagster_dev_loop")
+    with mlflow_server(root / "mlflow") as tracking:
+        data = root / "data"
+        data.mkdir()
+        env = {
+            ENV + "DATA_DIR": str(data),
+            ENV + "LAKE__ROOT": str(data / "lake"),
+            ENV + "MLFLOW__TRACKING_URI": tracking,
+            ENV + "MLFLOW__REGISTRY_URI": "",
+            ENV + "MLFLOW__ARTIFACT_ROOT": str(data / "artifacts"),
+            ENV + "MODEL__NAME": MODEL,
+            ENV + "API__INBOX_URL": f"sqlite:///{data / 'inbox.db'}",
+            "MLFLOW_WEBHOOK_SECRET": SECRET,
+        }
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in env.items():
+                patch.setenv(key, value)
+            settings = load_settings()
+            app = create_app(settings.application.api.inbox_url)
+        with served(app) as receiver, dagster_dev(root / "dagster_home", env) as webserver:
+            register_webhook(tracking, url=receiver + "/api/v1/webhooks/mlflow", secret=SECRET)
+            yield {
+                "settings": settings,
+                "defs": build_definitions(settings),
+                "graphql": GraphQL(webserver),
+                "instance": dg.DagsterInstance.ephemeral(tempdir=str(root / "local_runs")),
+                "inbox": WebhookInbox(settings.application.api.inbox_url),
+            }
+
+
+def _train(loop: dict[str, Any], num_boost_round: int) -> None:
+    """What a data scientist does outside Dagster: train, register, move the alias."""
+    defs: dg.Definitions = loop["defs"]
+    result = defs.resolve_job_def("train_demo_model_job").execute_in_process(
+        instance=loop["instance"],
+        run_config={"ops": {"demo_model": {"config": {"num_boost_round": num_boost_round}}}},
+    )
+    assert result.success
+
+
+def _location(graphql: GraphQL) -> tuple[str, str]:
+    data = graphql(
+        "{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } } }"
+        " ... on PythonError { message } } }"
+    )["repositoriesOrError"]
+    assert "nodes" in data, data
+    (repo,) = data["nodes"]
+    return repo["location"]["name"], repo["name"]
+
+
+def _runs(graphql: GraphQL, tags: dict[str, str]) -> list[dict[str, Any]]:
+    data = graphql(
+        "query($filter: RunsFilter) { runsOrError(filter: $filter) { ... on Runs { results {"
+        " runId status tags { key value } } } } }",
+        filter={"tags": [{"key": k, "value": v} for k, v in tags.items()]},
+    )
+    return data["runsOrError"]["results"]
+
+
+def test_backfill_then_promotion_rescored_by_the_daemon(loop: dict[str, Any]) -> None:
+    graphql: GraphQL = loop["graphql"]
+    defs: dg.Definitions = loop["defs"]
+    lake = LakeLayout(loop["settings"].application.lake.root)
+
+    # Features for three days, then v1 of the model in the MLflow server.
+    for day in DAYS:
+        generated = defs.resolve_job_def("generate_features_job").execute_in_process(
+            partition_key=day.isoformat(),
+            instance=loop["instance"],
+            run_config={"ops": {"feature_tables": {"config": {"rows": 3000}}}},
+        )
+        assert generated.success
+    _train(loop, num_boost_round=20)
+
+    # A backfill of three partitions through the GraphQL API, as the UI launches it.
+    launched = graphql(
+        "mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams:"
+        " $params) { __typename ... on LaunchBackfillSuccess { backfillId }"
+        " ... on PythonError { message } ... on InvalidSubsetError { message } } }",
+        params={
+            "partitionNames": [day.isoformat() for day in DAYS],
+            "assetSelection": [{"path": [key]} for key in SCORING_ASSETS],
+        },
+    )["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    backfill_id = launched["backfillId"]
+
+    def backfill_done() -> str | None:
+        status = graphql(
+            "query($id: String!) { partitionBackfillOrError(backfillId: $id) {"
+            " ... on PartitionBackfill { status } } }",
+            id=backfill_id,
+        )["partitionBackfillOrError"]["status"]
+        return status if status not in ("REQUESTED", "CANCELING", "FAILING") else None
+
+    assert graphql.wait("the backfill", backfill_done, timeout=300) in (
+        "COMPLETED",
+        "COMPLETED_SUCCESS",
+    )
+    for day in DAYS:
+        assert set(read_day(lake.predictions(MODEL), day).column("model_version").to_pylist()) == {
+            1
+        }
+
+    # The sensor is switched on in the UI; its first tick finds nothing to re-score.
+    location, repository = _location(graphql)
+    started = graphql(
+        "mutation($selector: SensorSelector!) { startSensor(sensorSelector: $selector) {"
+        " __typename ... on Sensor { sensorState { status } } ... on PythonError { message } } }",
+        selector={
+            "repositoryLocationName": location,
+            "repositoryName": repository,
+            "sensorName": SENSOR,
+        },
+    )["startSensor"]
+    assert started["__typename"] == "Sensor", started
+
+    # A new version takes the alias in MLflow; the webhook reaches the inbox.
+    _train(loop, num_boost_round=30)
+    inbox: WebhookInbox = loop["inbox"]
+    graphql.wait(
+        "the alias webhook",
+        lambda: [
+            e
+            for e in inbox.read_after(0)
+            if e.event == "model_version_alias.created" and e.payload["data"]["version"] == "2"
+        ],
+        timeout=60,
+        every=0.5,
+    )
+
+    # The daemon's sensor launches the re-scoring on its own; it completes with v2.
+    def rescored() -> list[dict[str, Any]] | None:
+        runs = _runs(graphql, {"model_version": "2"})
+        done = [r for r in runs if r["status"] in ("SUCCESS", "FAILURE", "CANCELED")]
+        return runs if runs and len(done) == len(runs) else None
+
+    runs = graphql.wait("the re-scoring run", rescored, timeout=240)
+    assert [r["status"] for r in runs] == ["SUCCESS"]
+    tags = {t["key"]: t["value"] for t in runs[0]["tags"]}
+    assert tags["dagster/sensor_name"] == SENSOR
+    assert tags["dagster/run_key"] == f"{MODEL}:v2:2026-11-02..2026-11-04"
+    for day in DAYS:
+        assert set(read_day(lake.predictions(MODEL), day).column("model_version").to_pylist()) == {
+            2
+        }
