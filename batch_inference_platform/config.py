@@ -145,6 +145,11 @@ class ClusterSettings(_Section):
 class SparkSettings(_Section):
     """Spark engine settings."""
 
+    connect_url: str = Field(
+        default="",
+        description="Spark Connect URL for engine 'spark' (sc://host:port); empty: the job "
+        "starts an embedded Sail engine.",
+    )
     cluster: ClusterSettings
 
 

@@ -8,6 +8,11 @@ from batch_inference_platform.config import Settings, SettingsError, load_settin
 from batch_inference_platform.defs.catalog.assets import catalog_entries
 from batch_inference_platform.defs.features.assets import feature_tables, observed_feature_tables
 from batch_inference_platform.defs.inference.assets import predictions
+from batch_inference_platform.defs.inference.engines import (
+    LocalEngineResource,
+    ScoringEngineResource,
+    SparkEngineResource,
+)
 from batch_inference_platform.defs.inference.schedules import (
     build_scoring_schedule,
     generate_features_job,
@@ -50,17 +55,26 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             psi_threshold=app.drift.psi_threshold,
             drift_bins=app.drift.bins,
         ),
+        "engine": build_engine(settings),
     }
+
+
+def build_engine(settings: Settings) -> ScoringEngineResource:
+    """The scoring engine ``batch-inference.engine`` names."""
+    app = settings.application
+    if app.engine == "spark":
+        return SparkEngineResource(connect_url=app.spark.connect_url)
+    if app.engine == "databricks":
+        raise SettingsError(
+            "application.yml: batch-inference.engine: 'databricks' is not available in this "
+            "build yet; use 'local' or 'spark'"
+        )
+    return LocalEngineResource()
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     """The asset graph for ``settings``: local generates features and trains a demo model;
     staging and prod observe the external feature table and serve registered models."""
-    if settings.application.engine != "local":
-        raise SettingsError(
-            f"application.yml: batch-inference.engine: {settings.application.engine!r} is not "
-            "available in this build; use 'local' (in-process scoring)"
-        )
     local = settings.application.environment == "local"
     assets: list = [
         validated_features,

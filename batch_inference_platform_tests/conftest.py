@@ -87,6 +87,19 @@ class Platform:
             asset_selection=asset_selection,
         )
 
+    def score_range(
+        self, first: dt.date, last: dt.date, job: str = "score_partition_job"
+    ) -> dg.ExecuteInProcessResult:
+        """One run of ``job`` over the days ``first``..``last``, as a single-run backfill."""
+        return self.defs.resolve_job_def(job).execute_in_process(
+            tags={
+                "dagster/asset_partition_range_start": first.isoformat(),
+                "dagster/asset_partition_range_end": last.isoformat(),
+            },
+            instance=self.instance,
+            raise_on_error=False,
+        )
+
 
 PlatformFactory = Callable[..., Platform]
 

@@ -48,14 +48,7 @@ JOB = "score_partition_job"
 
 def _backfill(platform: Platform) -> dg.ExecuteInProcessResult:
     """One run of the scoring job over DAYS, as a single-run backfill launches it."""
-    return platform.defs.resolve_job_def(JOB).execute_in_process(
-        tags={
-            "dagster/asset_partition_range_start": DAYS[0].isoformat(),
-            "dagster/asset_partition_range_end": DAYS[-1].isoformat(),
-        },
-        instance=platform.instance,
-        raise_on_error=False,
-    )
+    return platform.score_range(DAYS[0], DAYS[-1], JOB)
 
 
 def _partition_materializations(

@@ -3,7 +3,9 @@
 import datetime as dt
 
 import dagster as dg
+import pyarrow as pa
 
+from batch_inference_platform.defs.inference.engines import ScoringEngineResource
 from batch_inference_platform.defs.models.assets import MODEL_VERSIONS_KEY
 from batch_inference_platform.defs.models.serving import ServingModel
 from batch_inference_platform.defs.partitions import (
@@ -22,16 +24,12 @@ from batch_inference_platform.defs.resources import (
 from batch_inference_platform.defs.validation.assets import VALIDATED_KEY
 from batch_inference_platform.lib.lake.layout import LakeLayout
 from batch_inference_platform.lib.lake.lineage import latest_commit
-from batch_inference_platform.lib.lake.tables import DeltaLocation, snapshot
+from batch_inference_platform.lib.lake.tables import DeltaLocation, Snapshot, snapshot
 from batch_inference_platform.lib.quality.drift import ScoreHistogram, population_stability_index
 from batch_inference_platform.lib.registry.compatibility import input_names
 from batch_inference_platform.lib.registry.usage import log_scoring_run
-from batch_inference_platform.lib.scoring.engine import PartitionScored, score_partition
-from batch_inference_platform.lib.scoring.kernel import (
-    SCORE_COLUMN,
-    ScoringStamp,
-    sample_features,
-)
+from batch_inference_platform.lib.scoring.kernel import SCORE_COLUMN
+from batch_inference_platform.lib.scoring.request import EngineResult, ModelRef, ScoringRequest
 
 PREDICTIONS_KEY = dg.AssetKey("predictions")
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
@@ -66,45 +64,48 @@ def predictions(
     lake: LakeResource,
     registry: ModelRegistryResource,
     policy: QualityPolicyResource,
+    engine: ScoringEngineResource,
 ) -> dg.MaterializeResult:
     days = partition_days(context)
     watch = Stopwatch()
     layout = lake.layout
     validated = snapshot(layout.validated)
-    empty = [day.isoformat() for day in days if validated.count(day) == 0]
+    empty = [day.isoformat() for day in days if _validated_rows(validated, day) == 0]
     if empty:
         raise dg.Failure(
             f"no validated rows for {', '.join(empty)} at {layout.validated.uri}: these "
             "partitions failed validation or were never validated (see validated_features)"
         )
-    inputs = serving_inputs(registry, serving)
-    scorer = registry.fast_scorer(
-        serving.version, lambda: sample_features(validated.batches(days[0]), inputs)
-    )
-    load_seconds = watch.seconds
-    stamp = ScoringStamp(run_id=context.run_id, scored_at=dt.datetime.now(dt.UTC))
-    target = layout.predictions(serving.version.name)
-    scored: dict[dt.date, PartitionScored] = {}
-    for day in days:
-        scored[day] = score_partition(
-            scorer,
-            validated,
-            target,
-            day,
-            stamp,
-            batch_rows=scorer.batch_rows,
-            commit_metadata={
+    request = ScoringRequest(
+        days=[day.isoformat() for day in days],
+        validated_uri=layout.validated.uri,
+        predictions_uri=layout.predictions(serving.version.name).uri,
+        model=ModelRef(
+            name=serving.version.name,
+            version=serving.version.version,
+            tracking_uri=registry.tracking_uri,
+            registry_uri=registry.registry_uri,
+        ),
+        feature_names=serving_inputs(registry, serving),
+        dagster_run_id=context.run_id,
+        model_cache_dir=registry.model_cache_dir,
+        commit_metadata={
+            day.isoformat(): {
                 "dagster_run_id": context.run_id,
                 "partition": day.isoformat(),
                 "validated_version": str(_validated_commit(layout, day, validated.version)),
                 "model_name": serving.version.name,
                 "model_version": str(serving.version.version),
-            },
-        )
-        context.log.info(
-            f"{day}: {scored[day].rows} rows scored at {scored[day].rows_per_second:,.0f} "
-            f"rows/s (Delta v{scored[day].delta_version})"
-        )
+            }
+            for day in days
+        },
+        storage_options=dict(lake.storage_options),
+    )
+    outcome = engine.score(context, request, lake=lake, registry=registry)
+    target = layout.predictions(serving.version.name)
+    scored = outcome.scored
+    if outcome.errors:
+        _fail_with_error_report(context, outcome, serving)
     references: dict[dt.date, ScoreHistogram] = {}
     drift = {
         day: _drift(target, day, result.stats.histogram, policy.drift_bins, references)
@@ -116,7 +117,6 @@ def predictions(
     rows = sum(r.rows for r in scored.values())
     metadata = {
         **watch.metadata(rows),
-        "model_load_seconds": round(load_seconds, 3),
         "delta_version": max(r.delta_version for r in scored.values()),
         "validated_version": validated.version,
         "validated_rows": sum(r.input_rows for r in scored.values()),
@@ -124,7 +124,8 @@ def predictions(
         "model_name": serving.version.name,
         "model_version": serving.version.version,
         "model_uri": dg.MetadataValue.url(registry.link(serving.version)),
-        "scoring_engine": scorer.engine,
+        "engine": engine.name,
+        **outcome.metadata,
         "partitions": per_partition(
             {
                 day: {
@@ -196,6 +197,56 @@ def predictions(
             ),
         ],
     )
+
+
+def _validated_rows(validated: Snapshot, day: dt.date) -> int | None:
+    """Rows validated for ``day``; None if its files cannot be read (the engine reports it)."""
+    try:
+        return validated.count(day)
+    except (OSError, pa.ArrowException):
+        return None
+
+
+def _fail_with_error_report(
+    context: dg.AssetExecutionContext, outcome: EngineResult, serving: ServingModel
+) -> None:
+    """Record the days that committed, then fail the step with the error report (partition,
+    files to blame, error) so the failed days can be retried."""
+    for day, report in outcome.scored.items():
+        context.log_event(
+            dg.AssetMaterialization(
+                asset_key=PREDICTIONS_KEY,
+                partition=day.isoformat(),
+                metadata={
+                    "rows": report.rows,
+                    "delta_version": report.delta_version,
+                    "model_version": serving.version.version,
+                    "partial_run": True,
+                },
+            )
+        )
+    lines = [
+        f"{error.day}: {', '.join(error.files) or '(no unreadable file found)'}: {error.error}"
+        for error in outcome.errors
+    ]
+    failed = ", ".join(str(error.day) for error in outcome.errors)
+    raise dg.Failure(
+        description=f"{len(outcome.errors)} of {len(outcome.errors) + len(outcome.scored)} "
+        f"partitions failed ({failed}); the others were scored and committed.\n" + "\n".join(lines),
+        metadata={
+            "failed_partitions": [str(error.day) for error in outcome.errors],
+            "scored_partitions": [str(day) for day in outcome.scored],
+            "error_report": dg.MetadataValue.md(_error_table(outcome)),
+        },
+    )
+
+
+def _error_table(outcome: EngineResult) -> str:
+    rows = [
+        f"| {e.day} | {'<br>'.join(e.files) or '-'} | {e.error.replace('|', '/')} |"
+        for e in outcome.errors
+    ]
+    return "\n".join(["| partition | file | error |", "|---|---|---|", *rows])
 
 
 def _validated_commit(layout: LakeLayout, day: dt.date, as_of: int) -> int:

@@ -1,12 +1,14 @@
 """Lineage read back from the Delta log: which commit last wrote a partition, and from what.
 
 Every platform write stamps its commit with ``partition``, ``dagster_run_id`` and the versions
-it was made from; this module finds the newest such commit for a partition.
+it was made from (delta-rs as commit fields, Spark as ``userMetadata`` JSON); this module finds
+the newest such commit for a partition.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,15 +39,30 @@ def latest_commit(
     None if the table never had the partition written."""
     if not location.exists():
         return None
-    for commit in location.open().history(limit=HISTORY_LIMIT):
-        if as_of is not None and int(commit["version"]) > as_of:
+    for raw in location.open().history(limit=HISTORY_LIMIT):
+        if as_of is not None and int(raw["version"]) > as_of:
             continue
+        commit = _stamped(raw)
         if commit.get("partition") == day.isoformat():
             metrics = commit.get("operationMetrics") or {}
+            rows = metrics.get("num_added_rows", metrics.get("numOutputRows", 0))
             return PartitionCommit(
                 version=int(commit["version"]),
-                rows=int(metrics.get("num_added_rows", 0)),
+                rows=int(rows),
                 run_id=str(commit.get("dagster_run_id", "")),
                 info=commit,
             )
     return None
+
+
+def _stamped(commit: dict[str, Any]) -> dict[str, Any]:
+    """The commit info with its stamp at the top level: delta-rs writes custom metadata there,
+    Spark writers put it in ``userMetadata`` as a JSON string."""
+    user = commit.get("userMetadata")
+    if not isinstance(user, str) or not user.startswith("{"):
+        return commit
+    try:
+        stamp = json.loads(user)
+    except ValueError:
+        return commit
+    return {**commit, **stamp} if isinstance(stamp, dict) else commit

@@ -150,6 +150,18 @@ class Snapshot:
         """Data files holding the ``day`` partition (1 for a compacted partition)."""
         return sum(1 for _ in self.dataset.get_fragments(filter=_day_filter(day)))
 
+    def unreadable_files(self, day: dt.date) -> dict[str, str]:
+        """Data files (full URIs) of the ``day`` partition whose Parquet footer cannot be read,
+        each with the reader's error (to name the file to blame when a partition fails)."""
+        broken = {}
+        root = self.location.uri.rstrip("/")
+        for fragment in self.dataset.get_fragments(filter=_day_filter(day)):
+            try:
+                fragment.ensure_complete_metadata()  # type: ignore[attr-defined]
+            except (OSError, pa.ArrowException) as error:
+                broken[f"{root}/{fragment.path}"] = str(error)
+        return broken
+
     def days(self) -> list[dt.date]:
         """The partitions that hold data, oldest first."""
         values = {p[DATE_COLUMN] for p in self.table.partitions()}

@@ -54,6 +54,16 @@ class ModelRegistry:
                 f"{self.registry_uri}: {error.message}"
             ) from error
 
+    def version(self, name: str, number: int) -> ModelVersionInfo:
+        """One version of ``name`` by number."""
+        try:
+            return _info(self.client.get_model_version(name, str(number)))
+        except MlflowException as error:
+            raise ModelNotFoundError(
+                f"model {name!r} has no version {number} in the registry at "
+                f"{self.registry_uri}: {error.message}"
+            ) from error
+
     def versions(self, name: str) -> list[ModelVersionInfo]:
         """All versions of ``name``, newest first."""
         found = self.client.search_model_versions(f"name = '{name}'")

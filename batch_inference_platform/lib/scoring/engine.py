@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
-import numpy as np
 import pyarrow as pa
 
 from batch_inference_platform.lib.features.contract import DATE_COLUMN, KEY_COLUMN
 from batch_inference_platform.lib.lake.prefetch import prefetch
 from batch_inference_platform.lib.lake.tables import DeltaLocation, Snapshot, replace_partition
-from batch_inference_platform.lib.quality.drift import ScoreHistogram
 from batch_inference_platform.lib.scoring.kernel import (
     PREDICTION_SCHEMA,
     SCORE_COLUMN,
@@ -28,47 +25,15 @@ from batch_inference_platform.lib.scoring.kernel import (
     feature_matrix,
     score_features,
 )
+from batch_inference_platform.lib.scoring.request import (
+    EngineResult,
+    PartitionError,
+    PartitionReport,
+    ScoreStats,
+    ScoringRequest,
+)
 
 DEFAULT_BATCH_ROWS = 65_536
-
-
-@dataclass
-class ScoreStats:
-    """What the scores looked like on their way to the table."""
-
-    histogram: ScoreHistogram = field(default_factory=ScoreHistogram)
-    non_finite: int = 0
-    out_of_range: int = 0
-    min_score: float = float("inf")
-    max_score: float = float("-inf")
-
-    def watch(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            scores = batch.column(SCORE_COLUMN).to_numpy(zero_copy_only=False)
-            finite = scores[np.isfinite(scores)]
-            self.non_finite += len(scores) - len(finite)  # nulls arrive as NaN
-            self.out_of_range += int(((finite < 0) | (finite > 1)).sum())
-            if finite.size:
-                self.min_score = min(self.min_score, float(finite.min()))
-                self.max_score = max(self.max_score, float(finite.max()))
-            self.histogram.add(finite)
-            yield batch
-
-
-@dataclass(frozen=True)
-class PartitionScored:
-    """One committed prediction partition and how it went."""
-
-    day: dt.date
-    input_rows: int
-    rows: int
-    delta_version: int
-    seconds: float
-    stats: ScoreStats
-
-    @property
-    def rows_per_second(self) -> float:
-        return self.rows / self.seconds if self.seconds else 0.0
 
 
 def score_partition(
@@ -80,7 +45,7 @@ def score_partition(
     *,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     commit_metadata: Mapping[str, str] | None = None,
-) -> PartitionScored:
+) -> PartitionReport:
     """Score the ``day`` partition of ``source`` into ``target`` (one transaction)."""
     started = time.perf_counter()
     stats = ScoreStats()
@@ -96,11 +61,11 @@ def score_partition(
     commit = replace_partition(
         target,
         day,
-        stats.watch(scored),
+        _watched(scored, stats),
         PREDICTION_SCHEMA,
         commit_metadata=commit_metadata,
     )
-    return PartitionScored(
+    return PartitionReport(
         day=day,
         input_rows=source.count(day),
         rows=commit.rows,
@@ -108,3 +73,43 @@ def score_partition(
         seconds=time.perf_counter() - started,
         stats=stats,
     )
+
+
+def score_request(
+    scorer: Scorer,
+    source: Snapshot,
+    target: DeltaLocation,
+    request: ScoringRequest,
+    stamp: ScoringStamp,
+    *,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    on_scored: Callable[[PartitionReport], None] = lambda report: None,
+) -> EngineResult:
+    """Score every day of ``request``; a day that fails (an unreadable file, say) is reported
+    with the files to blame and the other days still commit."""
+    result = EngineResult()
+    for day in request.dates:
+        try:
+            report = score_partition(
+                scorer,
+                source,
+                target,
+                day,
+                stamp,
+                batch_rows=batch_rows,
+                commit_metadata=request.commit_metadata.get(day.isoformat()),
+            )
+        except Exception as error:  # reported with the files to blame; the step still fails
+            broken = source.unreadable_files(day)
+            result.errors.append(PartitionError(day, str(error), sorted(broken)))
+            continue
+        result.scored[day] = report
+        on_scored(report)
+    return result
+
+
+def _watched(batches: Iterable[pa.RecordBatch], stats: ScoreStats) -> Iterator[pa.RecordBatch]:
+    """Pass batches through, accounting for their scores in ``stats``."""
+    for batch in batches:
+        stats.add(batch.column(SCORE_COLUMN).to_numpy(zero_copy_only=False))
+        yield batch
