@@ -246,6 +246,24 @@ class ApiSettings(_Section):
     inbox_url: str = Field(min_length=1, description="SQLAlchemy URL of the webhook inbox.")
 
 
+class DatabricksSettings(_Section):
+    """Engine ``databricks``: the workspace and the job cluster beyond its size."""
+
+    host: str = Field(description="Workspace URL, https://adb-<id>.<n>.azuredatabricks.net.")
+    token_env: str = Field(
+        description="Environment variable holding a personal access token; unset: the SDK's "
+        "default authentication (managed identity, Azure CLI, ARM_* service principal)."
+    )
+    spark_version: str = Field(min_length=1, description="Databricks runtime of job clusters.")
+    spark_conf: dict[str, str] = Field(description="Spark conf of job clusters.")
+    artifacts_dir: str = Field(description="DBFS folder the platform's wheel is uploaded to.")
+    log_dir: str = Field(description="DBFS folder job clusters deliver driver logs to.")
+    wheel: str = Field(description="A built wheel to install; empty: build from the repo.")
+    cluster_model_cache_dir: str = Field(description="Compiled-model cache on cluster nodes.")
+    target_minutes: float = Field(gt=0, description="Sizing: a run should finish within this.")
+    poll_seconds: float = Field(gt=0, description="How often the run's state is polled.")
+
+
 class ApplicationSettings(_Section):
     """Everything under ``batch-inference:`` in application.yml."""
 
@@ -260,6 +278,7 @@ class ApplicationSettings(_Section):
     drift: DriftSettings
     api: ApiSettings
     spark: SparkSettings
+    databricks: DatabricksSettings
     kafka: KafkaSettings
     scheduling: SchedulingSettings
 

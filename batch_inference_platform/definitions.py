@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
 from batch_inference_platform.config import Settings, SettingsError, load_settings
 from batch_inference_platform.defs.catalog.assets import catalog_entries
 from batch_inference_platform.defs.features.assets import feature_tables, observed_feature_tables
 from batch_inference_platform.defs.inference.assets import predictions
+from batch_inference_platform.defs.inference.databricks_engine import DatabricksEngineResource
 from batch_inference_platform.defs.inference.engines import (
     LocalEngineResource,
     ScoringEngineResource,
@@ -65,11 +68,36 @@ def build_engine(settings: Settings) -> ScoringEngineResource:
     if app.engine == "spark":
         return SparkEngineResource(connect_url=app.spark.connect_url)
     if app.engine == "databricks":
-        raise SettingsError(
-            "application.yml: batch-inference.engine: 'databricks' is not available in this "
-            "build yet; use 'local' or 'spark'"
-        )
+        return build_databricks_engine(settings)
     return LocalEngineResource()
+
+
+def build_databricks_engine(settings: Settings) -> DatabricksEngineResource:
+    """Engine ``databricks`` from settings; the token only ever as an environment variable."""
+    app = settings.application
+    cfg, cluster = app.databricks, app.spark.cluster
+    if not cfg.host:
+        raise SettingsError(
+            "application.yml: batch-inference.databricks.host: engine 'databricks' needs the "
+            "workspace URL (or BIP__BATCH_INFERENCE__DATABRICKS__HOST)"
+        )
+    token = dg.EnvVar(cfg.token_env) if cfg.token_env and os.environ.get(cfg.token_env) else ""
+    return DatabricksEngineResource(
+        host=cfg.host,
+        token=token,
+        spark_version=cfg.spark_version,
+        node_type=cluster.node_type,
+        min_workers=cluster.min_workers,
+        max_workers=cluster.max_workers,
+        auto_scale=cluster.auto_scale,
+        spark_conf=dict(cfg.spark_conf),
+        artifacts_dir=cfg.artifacts_dir,
+        log_dir=cfg.log_dir,
+        wheel=cfg.wheel,
+        cluster_model_cache_dir=cfg.cluster_model_cache_dir,
+        target_minutes=cfg.target_minutes,
+        poll_seconds=cfg.poll_seconds,
+    )
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:

@@ -201,3 +201,10 @@ def commit_info(location: DeltaLocation, version: int) -> dict[str, Any]:
         if commit["version"] == version:
             return commit
     raise AssertionError(f"no version {version} in the history of {location.uri}")
+
+
+def scores_by_key(table: pa.Table) -> dict[int, float]:
+    """A prediction table's scores by customer id (to compare engines row by row)."""
+    keys, scores = table.column("customer_id").to_pylist(), table.column("score").to_pylist()
+    pairs = zip(keys, scores, strict=True)
+    return {int(k): float(v) for k, v in pairs if k is not None and v is not None}

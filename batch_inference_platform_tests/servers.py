@@ -180,3 +180,37 @@ def postgres_database() -> Iterator[str]:
             admin.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+@contextmanager
+def sail_server(log_dir: Path) -> Iterator[str]:
+    """A Sail Spark Connect server (``sail spark server``, INFRA.md); yields its sc:// URL."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    command = [
+        str(Path(sys.executable).with_name("sail")),
+        "spark",
+        "server",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    with (log_dir / "sail.log").open("wb") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    tail = (log_dir / "sail.log").read_text(errors="replace")[-3000:]
+                    raise AssertionError(f"sail did not start:\n{tail}") from None
+                time.sleep(0.1)
+        yield f"sc://127.0.0.1:{port}"
+    finally:
+        _stop(process)

@@ -20,6 +20,7 @@ from .conftest import (
     materializations,
     read_all,
     read_day,
+    scores_by_key,
 )
 
 
@@ -29,15 +30,6 @@ class Engines:
     spark: Platform
     local_scores: dict[dt.date, pa.Table]
     result: dg.ExecuteInProcessResult
-
-
-def _by_key(table: pa.Table) -> dict[int, float]:
-    keys, scores = table.column("customer_id").to_pylist(), table.column("score").to_pylist()
-    return {
-        int(k): float(v)
-        for k, v in zip(keys, scores, strict=True)
-        if k is not None and v is not None
-    }
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +49,7 @@ def test_the_spark_job_scores_like_the_in_process_engine(engines: Engines) -> No
     for day, before in engines.local_scores.items():
         after = read_day(engines.spark.predictions, day)
         assert after.num_rows == before.num_rows > 0
-        local, spark = _by_key(before), _by_key(after)
+        local, spark = scores_by_key(before), scores_by_key(after)
         assert local.keys() == spark.keys()
         assert max(abs(local[k] - spark[k]) for k in local) <= 1e-12
         assert set(after.column("model_version").to_pylist()) == {1}

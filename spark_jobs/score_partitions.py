@@ -17,6 +17,7 @@ from dagster_pipes import (
     PipesDbfsMessageWriter,
     PipesDefaultContextLoader,
     PipesDefaultMessageWriter,
+    PipesExtras,
     PipesMessageWriter,
     open_dagster_pipes,
 )
@@ -26,9 +27,21 @@ from spark_jobs.scoring import score_on_spark
 from spark_jobs.session import spark_session
 
 
+class ClusterMessageWriter(PipesDbfsMessageWriter):
+    """Pipes messages through DBFS; the cluster's log folder is reported where the Spark
+    conf names it (Databricks sets it when log delivery is on) and skipped where it does not -
+    the driver's stdout and stderr also travel as Pipes messages when Dagster asks for them."""
+
+    def get_opened_extras(self) -> PipesExtras:
+        try:
+            return super().get_opened_extras()
+        except Exception:  # a session without Databricks' usage tags: no log folder to report
+            return {}
+
+
 def _pipes_io(kind: str) -> tuple[PipesContextLoader, PipesMessageWriter]:
     if kind == "dbfs":
-        return PipesDbfsContextLoader(), PipesDbfsMessageWriter()
+        return PipesDbfsContextLoader(), ClusterMessageWriter()
     return PipesDefaultContextLoader(), PipesDefaultMessageWriter()
 
 
@@ -37,13 +50,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pipes", choices=["subprocess", "dbfs"], default="subprocess")
     args = parser.parse_args(argv if argv is not None else sys.argv[1:])
     loader, writer = _pipes_io(args.pipes)
-    with open_dagster_pipes(context_loader=loader, message_writer=writer) as pipes:
+    # The session first: on Databricks the DBFS message writer looks it up when Pipes opens.
+    with (
+        spark_session() as spark,
+        open_dagster_pipes(context_loader=loader, message_writer=writer) as pipes,
+    ):
         request = ScoringRequest.from_json(pipes.get_extra(REQUEST_EXTRA))
         pipes.log.info(
             f"scoring {', '.join(request.days)} with {request.model.name} v{request.model.version}"
         )
-        with spark_session() as spark:
-            result = score_on_spark(spark, request, pipes.log.info)
+        result = score_on_spark(spark, request, pipes.log.info)
         pipes.report_custom_message(result.to_json())
     return 0
 
