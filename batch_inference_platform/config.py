@@ -153,9 +153,30 @@ class SparkSettings(_Section):
     cluster: ClusterSettings
 
 
-class KafkaSettings(_Section):
-    """Producer tuning for publishing prediction events."""
+class KafkaTopics(_Section):
+    """The seed's topics."""
 
+    input: str = Field(min_length=1, description="Accepted client requests.")
+    output: str = Field(min_length=1, description="Results: table, partitions, rows, model.")
+    status: str = Field(min_length=1, description="Every status change of a client job.")
+    errors: str = Field(min_length=1, description="Error details and metrics of failed jobs.")
+
+
+class KafkaSettings(_Section):
+    """The Kafka cluster (or Event Hubs' Kafka endpoint), its topics and producer tuning."""
+
+    bootstrap_servers: str = Field(
+        description="host:port[,host:port]; empty: client requests are kept in the outbox "
+        "until a broker is configured."
+    )
+    client_config: dict[str, str] = Field(
+        description="Extra librdkafka settings (security.protocol, sasl.mechanism, ...)."
+    )
+    sasl_password_env: str = Field(
+        description="Environment variable holding sasl.password (e.g. an Event Hubs "
+        "connection string); empty: none."
+    )
+    topics: KafkaTopics
     batch_size: int = Field(gt=0, description="Max bytes per producer batch.")
     linger_ms: int = Field(ge=0, description="Wait time to fill a batch before sending.")
     buffer_memory: int = Field(gt=0, description="Producer send-buffer size in bytes.")
