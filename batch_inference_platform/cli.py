@@ -10,6 +10,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from batch_inference_platform.config import Settings, SettingsError, load_settings
 
@@ -51,7 +52,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=200,
         help="LightGBM boosting rounds of the demo model (200)",
     )
-    commands.add_parser("api", help="serve the webhook receivers (port from application.yml)")
+    commands.add_parser(
+        "api", help="serve the client API and the webhook receivers (port from application.yml)"
+    )
+    hash_key = commands.add_parser(
+        "hash-key", help="print the SHA-256 of a tenant's API key, for the tenants file"
+    )
+    hash_key.add_argument("key", help="the API key (give it to the tenant, store only the hash)")
+    commands.add_parser(
+        "dagster-yaml",
+        help="print the production dagster.yaml (PostgreSQL storage, run queue, tenant limits)",
+    )
     hook = commands.add_parser(
         "register-webhook",
         help="register the receiver as a webhook on the MLflow server (secret from "
@@ -70,6 +81,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "api":
         return serve_api(settings)
+    if args.command == "hash-key":
+        from batch_inference_platform.lib.tenants import hash_api_key
+
+        print(hash_api_key(args.key))
+        return 0
+    if args.command == "dagster-yaml":
+        return print_instance_yaml(settings)
     if args.command == "register-webhook":
         secret = os.environ.get("MLFLOW_WEBHOOK_SECRET")
         if not secret:
@@ -98,10 +116,43 @@ def serve_api(settings: Settings) -> int:
     import uvicorn
 
     from batch_inference_platform.api.app import create_app
+    from batch_inference_platform.api.jobs import JobsService
+    from batch_inference_platform.lib.inbox.jobs import JobStore
+    from batch_inference_platform.lib.inbox.relay import OutboxRelay
+    from batch_inference_platform.lib.messaging.kafka import KafkaPublisher
+    from batch_inference_platform.lib.messaging.topics import Topics
+    from batch_inference_platform.lib.tenants import load_tenants
 
-    api = settings.application.api
+    app = settings.application
+    api, kafka = app.api, app.kafka
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    uvicorn.run(create_app(api.inbox_url), host=api.host, port=api.port)
+    store = JobStore(api.jobs_url, Topics.from_settings(kafka))
+    service = JobsService(
+        store=store,
+        tenants=load_tenants(Path(api.tenants_file), app.lake.root),
+        max_days=api.max_days_per_request,
+    )
+    relay = OutboxRelay(store, lambda: KafkaPublisher(kafka)) if kafka.bootstrap_servers else None
+    if relay is None:
+        print(
+            "batch-inference.kafka.bootstrap-servers is not set: accepted jobs wait in the outbox",
+            file=sys.stderr,
+        )
+    uvicorn.run(create_app(api.inbox_url, jobs=service, relay=relay), host=api.host, port=api.port)
+    return 0
+
+
+def print_instance_yaml(settings: Settings) -> int:
+    """The production dagster.yaml on stdout."""
+    from batch_inference_platform.lib.instance_yaml import instance_yaml
+    from batch_inference_platform.lib.tenants import load_tenants
+
+    app = settings.application
+    tenants = load_tenants(Path(app.api.tenants_file), app.lake.root)
+    print(
+        instance_yaml(max_concurrent_runs=app.scheduling.max_concurrent_jobs, tenants=tenants),
+        end="",
+    )
     return 0
 
 

@@ -260,11 +260,16 @@ class DriftSettings(_Section):
 
 
 class ApiSettings(_Section):
-    """The HTTP service (webhook receivers) and its durable inbox."""
+    """The HTTP service (client requests, webhook receivers) and its durable stores."""
 
     host: str = Field(min_length=1, description="Interface to listen on.")
     port: int = Field(ge=1, le=65535, description="TCP port.")
     inbox_url: str = Field(min_length=1, description="SQLAlchemy URL of the webhook inbox.")
+    jobs_url: str = Field(
+        min_length=1, description="SQLAlchemy URL of the client job store and its outbox."
+    )
+    tenants_file: str = Field(min_length=1, description="YAML file of the API's tenants.")
+    max_days_per_request: int = Field(ge=1, description="Longest date range one job may ask.")
 
 
 class DatabricksSettings(_Section):
@@ -518,7 +523,11 @@ def _resolve_paths(app: ApplicationSettings, base: Path) -> ApplicationSettings:
                 update={**uris, "artifact_root": _resolve(mlflow.artifact_root, base)}
             ),
             "api": app.api.model_copy(
-                update={"inbox_url": _resolve_sqlite(app.api.inbox_url, base)}
+                update={
+                    "inbox_url": _resolve_sqlite(app.api.inbox_url, base),
+                    "jobs_url": _resolve_sqlite(app.api.jobs_url, base),
+                    "tenants_file": _resolve(app.api.tenants_file, base),
+                }
             ),
         }
     )

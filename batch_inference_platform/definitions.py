@@ -10,12 +10,14 @@ from batch_inference_platform.config import Settings, SettingsError, load_settin
 from batch_inference_platform.defs.catalog.assets import catalog_entries
 from batch_inference_platform.defs.features.assets import feature_tables, observed_feature_tables
 from batch_inference_platform.defs.inference.assets import predictions
+from batch_inference_platform.defs.inference.client_jobs import client_inference_job
 from batch_inference_platform.defs.inference.databricks_engine import DatabricksEngineResource
 from batch_inference_platform.defs.inference.engines import (
     LocalEngineResource,
     ScoringEngineResource,
     SparkEngineResource,
 )
+from batch_inference_platform.defs.inference.request_sensor import client_request_sensor
 from batch_inference_platform.defs.inference.schedules import (
     build_scoring_schedule,
     generate_features_job,
@@ -25,7 +27,9 @@ from batch_inference_platform.defs.inference.schedules import (
 )
 from batch_inference_platform.defs.models.assets import build_model_versions, demo_model
 from batch_inference_platform.defs.models.sensors import build_model_update_sensor
+from batch_inference_platform.defs.ops.job_status import JOB_STATUS_SENSORS
 from batch_inference_platform.defs.resources import (
+    ClientRequestsResource,
     InboxResource,
     LakeResource,
     ModelRegistryResource,
@@ -59,6 +63,12 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             drift_bins=app.drift.bins,
         ),
         "engine": build_engine(settings),
+        "client_requests": ClientRequestsResource(
+            jobs_url=app.api.jobs_url,
+            tenants_file=app.api.tenants_file,
+            lake_root=app.lake.root,
+            kafka_settings=app.kafka.model_dump(),
+        ),
     }
 
 
@@ -110,7 +120,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         predictions,
         catalog_entries,
     ]
-    jobs: list = [score_partition_job, rescore_job]
+    jobs: list = [score_partition_job, rescore_job, client_inference_job]
     if local:
         assets += [feature_tables, demo_model]
         jobs += [generate_features_job, train_demo_model_job]
@@ -120,7 +130,11 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         assets=assets,
         jobs=jobs,
         schedules=[build_scoring_schedule(settings.application.scheduling.cron)],
-        sensors=[build_model_update_sensor(settings.application.model.rescore_partitions)],
+        sensors=[
+            build_model_update_sensor(settings.application.model.rescore_partitions),
+            client_request_sensor,
+            *JOB_STATUS_SENSORS,
+        ],
         resources=build_resources(settings),
     )
 

@@ -10,9 +10,6 @@ own, and the prediction tables end up carrying the new version.
 from __future__ import annotations
 
 import datetime as dt
-import json
-import time
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,6 +24,7 @@ from batch_inference_platform.lib.lake.layout import LakeLayout
 from batch_inference_platform.lib.registry.webhooks import register_webhook
 
 from .conftest import ENV, read_day
+from .graphql import GraphQL
 from .servers import dagster_dev, mlflow_server, served
 
 MODEL = "credit_risk_loop"
@@ -36,31 +34,6 @@ SCORING_ASSETS = ["validated_features", "model_versions", "predictions", "catalo
 SENSOR = "mlflow_model_update_sensor"
 
 pytestmark = pytest.mark.timeout(600)
-
-
-class GraphQL:
-    """A minimal client of the Dagster webserver's GraphQL API."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url + "/graphql"
-
-    def __call__(self, query: str, **variables: Any) -> dict[str, Any]:
-        body = json.dumps({"query": query, "variables": variables}).encode()
-        request = urllib.request.Request(
-            self.url, body, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            answer = json.load(response)
-        assert not answer.get("errors"), answer["errors"]
-        return answer["data"]
-
-    def wait(self, what: str, until: Any, timeout: float, every: float = 2) -> Any:
-        """Poll ``until()`` until it returns something truthy."""
-        deadline = time.monotonic() + timeout
-        while not (found := until()):
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            time.sleep(every)
-        return found
 
 
 @pytest.fixture(scope="module")
@@ -113,15 +86,6 @@ def _location(graphql: GraphQL) -> tuple[str, str]:
     assert "nodes" in data, data
     (repo,) = data["nodes"]
     return repo["location"]["name"], repo["name"]
-
-
-def _runs(graphql: GraphQL, tags: dict[str, str]) -> list[dict[str, Any]]:
-    data = graphql(
-        "query($filter: RunsFilter) { runsOrError(filter: $filter) { ... on Runs { results {"
-        " runId status tags { key value } } } } }",
-        filter={"tags": [{"key": k, "value": v} for k, v in tags.items()]},
-    )
-    return data["runsOrError"]["results"]
 
 
 def test_backfill_then_promotion_rescored_by_the_daemon(loop: dict[str, Any]) -> None:
@@ -198,7 +162,7 @@ def test_backfill_then_promotion_rescored_by_the_daemon(loop: dict[str, Any]) ->
 
     # The daemon's sensor launches the re-scoring on its own; it completes with v2.
     def rescored() -> list[dict[str, Any]] | None:
-        runs = _runs(graphql, {"model_version": "2"})
+        runs = graphql.runs({"model_version": "2"})
         done = [r for r in runs if r["status"] in ("SUCCESS", "FAILURE", "CANCELED")]
         return runs if runs and len(done) == len(runs) else None
 

@@ -123,6 +123,6 @@ def test_prod_observes_features_and_trains_nothing(monkeypatch: pytest.MonkeyPat
         dg.AssetKey("validated_features")
     }
     jobs = {j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__")}
-    assert jobs == {"score_partition_job", "rescore_job"}
+    assert jobs == {"score_partition_job", "rescore_job", "client_inference_job"}
     local = describe(build_definitions(load_settings(environ={})))
     assert describe(defs)["schedules"] == local["schedules"]

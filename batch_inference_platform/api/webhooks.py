@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from batch_inference_platform.api.problems import problem
 from batch_inference_platform.lib.inbox.signatures import (
     SignatureError,
     verify_databricks,
@@ -37,15 +38,6 @@ DATABRICKS_EVENTS = {
     "TRANSITION_REQUEST_CREATED",
     "REGISTERED_MODEL_ALIAS_SET",
 }
-
-
-def problem(status: int, title: str, detail: str) -> JSONResponse:
-    """An RFC 9457 problem document."""
-    return JSONResponse(
-        {"type": "about:blank", "title": title, "status": status, "detail": detail},
-        status_code=status,
-        media_type="application/problem+json",
-    )
 
 
 def webhook_router(

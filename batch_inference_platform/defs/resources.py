@@ -2,16 +2,23 @@
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import numpy as np
 import pydantic
 
+from batch_inference_platform.config import KafkaSettings
+from batch_inference_platform.lib.inbox.jobs import JobStore
+from batch_inference_platform.lib.inbox.relay import OutboxRelay
 from batch_inference_platform.lib.inbox.store import WebhookInbox
 from batch_inference_platform.lib.lake.layout import LakeLayout
+from batch_inference_platform.lib.messaging.kafka import KafkaPublisher
+from batch_inference_platform.lib.messaging.topics import Topics
 from batch_inference_platform.lib.quality.validation import ValidationPolicy
 from batch_inference_platform.lib.registry.client import ModelRegistry, ModelVersionInfo
 from batch_inference_platform.lib.registry.loader import FastScorer, load_fast_scorer
+from batch_inference_platform.lib.tenants import TenantDirectory, load_tenants
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -87,3 +94,35 @@ class InboxResource(dg.ConfigurableResource):
     @property
     def store(self) -> WebhookInbox:
         return WebhookInbox(self.url)
+
+
+class ClientRequestsResource(dg.ConfigurableResource):
+    """What serves client requests: the tenants, the job store (with its outbox) and Kafka."""
+
+    jobs_url: str
+    tenants_file: str
+    lake_root: str
+    kafka_settings: dict[str, Any]
+    """``batch-inference.kafka`` as loaded from application.yml (no secrets: those stay in
+    the environment variable it names)."""
+
+    @property
+    def kafka(self) -> KafkaSettings:
+        return KafkaSettings.model_validate(self.kafka_settings)
+
+    @property
+    def topics(self) -> Topics:
+        return Topics.from_settings(self.kafka)
+
+    @property
+    def store(self) -> JobStore:
+        return JobStore(self.jobs_url, self.topics)
+
+    @property
+    def tenants(self) -> TenantDirectory:
+        return load_tenants(Path(self.tenants_file), self.lake_root)
+
+    def relay(self) -> OutboxRelay:
+        """Publishes the outbox to Kafka (a no-op while no broker is configured)."""
+        kafka = self.kafka
+        return OutboxRelay(self.store, lambda: KafkaPublisher(kafka))

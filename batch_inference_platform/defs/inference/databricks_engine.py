@@ -26,12 +26,13 @@ from batch_inference_platform.lib.databricks.cluster import (
     is_capacity_error,
 )
 from batch_inference_platform.lib.databricks.sizing import PastRun, recommend_workers
-from batch_inference_platform.lib.lake.tables import snapshot
+from batch_inference_platform.lib.lake.tables import DeltaLocation, snapshot
 from batch_inference_platform.lib.scoring.request import REQUEST_EXTRA, EngineResult, ScoringRequest
 
 PACKAGE = "batch_inference_platform"
 ENTRY_POINT = "score-partitions"
 HISTORY_RUNS = 20
+HISTORY_ASSET = dg.AssetKey("predictions")
 
 
 class DatabricksEngineResource(ScoringEngineResource):
@@ -58,7 +59,7 @@ class DatabricksEngineResource(ScoringEngineResource):
 
     def score(
         self,
-        context: dg.AssetExecutionContext,
+        context: dg.AssetExecutionContext | dg.OpExecutionContext,
         request: ScoringRequest,
         *,
         lake: LakeResource,
@@ -67,7 +68,7 @@ class DatabricksEngineResource(ScoringEngineResource):
         client = WorkspaceClient(host=self.host, token=self.token or None)
         library = prepared_wheel(client, self.artifacts_dir, self.wheel)
         context.log.info(f"cluster installs {library}")
-        rows = _validated_rows(lake, request)
+        rows = _validated_rows(request)
         advice = recommend_workers(
             _history(context),
             rows,
@@ -116,7 +117,7 @@ class DatabricksEngineResource(ScoringEngineResource):
 
     def _run(
         self,
-        context: dg.AssetExecutionContext,
+        context: dg.AssetExecutionContext | dg.OpExecutionContext,
         client: WorkspaceClient,
         request: ScoringRequest,
         size: ClusterSize,
@@ -171,9 +172,9 @@ def _cluster_id(run: jobs.Run) -> str:
     return ""
 
 
-def _validated_rows(lake: LakeResource, request: ScoringRequest) -> int:
+def _validated_rows(request: ScoringRequest) -> int:
     """Rows to score (from file statistics; an unreadable day counts as none)."""
-    validated = snapshot(lake.layout.validated)
+    validated = snapshot(DeltaLocation(request.validated_uri, request.storage_options or None))
     total = 0
     for day in request.dates:
         try:
@@ -183,10 +184,10 @@ def _validated_rows(lake: LakeResource, request: ScoringRequest) -> int:
     return total
 
 
-def _history(context: dg.AssetExecutionContext) -> list[PastRun]:
-    """Earlier Databricks runs of this asset (one entry per run): rows, scoring seconds and
-    workers."""
-    records = context.instance.fetch_materializations(context.asset_key, limit=HISTORY_RUNS)
+def _history(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> list[PastRun]:
+    """Earlier Databricks runs of ``predictions`` (one entry per run): rows, scoring seconds
+    and workers - the platform's throughput per worker, shared by client jobs too."""
+    records = context.instance.fetch_materializations(HISTORY_ASSET, limit=HISTORY_RUNS)
     past, seen = [], set()
     for record in records.records:
         materialization = record.asset_materialization

@@ -16,7 +16,7 @@ from typing import Any
 import dagster as dg
 
 from batch_inference_platform.defs.resources import LakeResource, ModelRegistryResource
-from batch_inference_platform.lib.lake.tables import snapshot
+from batch_inference_platform.lib.lake.tables import DeltaLocation, snapshot
 from batch_inference_platform.lib.scoring.engine import score_request
 from batch_inference_platform.lib.scoring.kernel import ScoringStamp, sample_features
 from batch_inference_platform.lib.scoring.request import (
@@ -34,7 +34,7 @@ class ScoringEngineResource(dg.ConfigurableResource, ABC):
     @abstractmethod
     def score(
         self,
-        context: dg.AssetExecutionContext,
+        context: dg.AssetExecutionContext | dg.OpExecutionContext,
         request: ScoringRequest,
         *,
         lake: LakeResource,
@@ -51,14 +51,13 @@ class LocalEngineResource(ScoringEngineResource):
 
     def score(
         self,
-        context: dg.AssetExecutionContext,
+        context: dg.AssetExecutionContext | dg.OpExecutionContext,
         request: ScoringRequest,
         *,
         lake: LakeResource,
         registry: ModelRegistryResource,
     ) -> EngineResult:
-        layout = lake.layout
-        validated = snapshot(layout.validated)
+        validated = snapshot(DeltaLocation(request.validated_uri, request.storage_options or None))
         version = registry.registry.version(request.model.name, request.model.version)
         started = time.perf_counter()
         scorer = registry.fast_scorer(
@@ -70,7 +69,7 @@ class LocalEngineResource(ScoringEngineResource):
         result = score_request(
             scorer,
             validated,
-            layout.predictions(request.model.name),
+            DeltaLocation(request.predictions_uri, request.storage_options or None),
             request,
             stamp,
             batch_rows=scorer.batch_rows,
@@ -93,7 +92,7 @@ class SparkEngineResource(ScoringEngineResource):
 
     def score(
         self,
-        context: dg.AssetExecutionContext,
+        context: dg.AssetExecutionContext | dg.OpExecutionContext,
         request: ScoringRequest,
         *,
         lake: LakeResource,

@@ -1,0 +1,1 @@
+"""Operations: run-status publishing (and, later, alerts and SLA reports)."""

@@ -1,0 +1,172 @@
+"""Client jobs' status changes back to the client: the job store (what GET shows) and, through
+its outbox, the status, output and error topics - so a client learns of completion without
+polling. Deliveries are idempotent: a status already recorded adds nothing."""
+
+import datetime as dt
+from collections.abc import Sequence
+
+import dagster as dg
+
+from batch_inference_platform.defs.inference.client_jobs import client_inference_job
+from batch_inference_platform.defs.resources import ClientRequestsResource
+from batch_inference_platform.lib.inbox.jobs import InvalidTransition
+from batch_inference_platform.lib.messaging.schemas import (
+    ErrorMessage,
+    JobStatus,
+    OutputMessage,
+    encode,
+)
+
+STATUS_SENSOR_INTERVAL = 5
+
+
+def _record(
+    context: dg.RunStatusSensorContext,
+    client_requests: ClientRequestsResource,
+    status: JobStatus,
+    *,
+    detail: str | None = None,
+    extra: Sequence[tuple[str, str, bytes]] = (),
+) -> None:
+    run = context.dagster_run
+    job_id = run.tags.get("job_id")
+    if not job_id:
+        return
+    try:
+        client_requests.store.update_status(
+            job_id,
+            status,
+            dagster_run_id=run.run_id,
+            detail=detail,
+            extra=extra,  # type: ignore[arg-type]
+        )
+    except InvalidTransition as error:
+        context.log.warning(f"job {job_id}: {error}")
+        return
+    published = client_requests.relay().publish_pending()
+    context.log.info(f"job {job_id}: {status} ({published} messages published)")
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dg.run_status_sensor(
+    name="client_job_started",
+    run_status=dg.DagsterRunStatus.STARTED,
+    monitored_jobs=[client_inference_job],
+    minimum_interval_seconds=STATUS_SENSOR_INTERVAL,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="A client job's run started: status 'started' to the job store and Kafka.",
+)
+def client_job_started(
+    context: dg.RunStatusSensorContext, client_requests: ClientRequestsResource
+) -> None:
+    _record(context, client_requests, "started")
+
+
+@dg.run_status_sensor(
+    name="client_job_succeeded",
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[client_inference_job],
+    minimum_interval_seconds=STATUS_SENSOR_INTERVAL,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="A client job succeeded: its results to batch-inference-output.",
+)
+def client_job_succeeded(
+    context: dg.RunStatusSensorContext, client_requests: ClientRequestsResource
+) -> None:
+    run = context.dagster_run
+    summary = _summary(context)
+    output = OutputMessage(
+        job_id=run.tags["job_id"],
+        tenant=run.tags["tenant"],
+        table=str(summary.get("table", "")),
+        partitions=list(summary.get("partitions", [])),  # type: ignore[arg-type]
+        rows=int(summary.get("rows", 0)),  # type: ignore[arg-type]
+        model_name=str(summary.get("model_name", "")),
+        model_version=int(summary.get("model_version", 0)),  # type: ignore[arg-type]
+        dagster_run_id=run.run_id,
+        finished_at=_now(),
+    )
+    topic = client_requests.topics.output
+    _record(
+        context,
+        client_requests,
+        "succeeded",
+        detail=f"{output.rows} rows in {output.table}",
+        extra=[(topic, output.job_id, encode(output))],
+    )
+
+
+@dg.run_failure_sensor(
+    name="client_job_failed",
+    monitored_jobs=[client_inference_job],
+    minimum_interval_seconds=STATUS_SENSOR_INTERVAL,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="A client job failed: the error and its metrics to batch-inference-errors.",
+)
+def client_job_failed(
+    context: dg.RunFailureSensorContext, client_requests: ClientRequestsResource
+) -> None:
+    run = context.dagster_run
+    step_failures = context.get_step_failure_events()
+    failed_step = step_failures[0].step_key if step_failures else None
+    message = (
+        step_failures[0].step_failure_data.user_failure_data.description
+        if step_failures and step_failures[0].step_failure_data.user_failure_data
+        else None
+    ) or (context.failure_event.message or "the run failed")
+    stats = context.instance.get_run_stats(run.run_id)
+    seconds = (stats.end_time or 0) - (stats.start_time or 0)
+    error = ErrorMessage(
+        job_id=run.tags["job_id"],
+        tenant=run.tags["tenant"],
+        dagster_run_id=run.run_id,
+        error=message,
+        failed_step=failed_step,
+        metrics={"run_seconds": round(max(seconds, 0.0), 3), "steps_failed": stats.steps_failed},
+        at=_now(),
+    )
+    _record(
+        context,
+        client_requests,
+        "failed",
+        detail=message[:2000],
+        extra=[(client_requests.topics.errors, error.job_id, encode(error))],
+    )
+
+
+@dg.run_status_sensor(
+    name="client_job_canceled",
+    run_status=dg.DagsterRunStatus.CANCELED,
+    monitored_jobs=[client_inference_job],
+    minimum_interval_seconds=STATUS_SENSOR_INTERVAL,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="A client job's run was cancelled: status 'canceled'.",
+)
+def client_job_canceled(
+    context: dg.RunStatusSensorContext, client_requests: ClientRequestsResource
+) -> None:
+    _record(context, client_requests, "canceled", detail="the run was cancelled")
+
+
+def _summary(context: dg.RunStatusSensorContext) -> dict[str, object]:
+    """What the run's output-table materialization recorded (table, partitions, rows, model)."""
+    records = context.instance.get_records_for_run(
+        context.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+    ).records
+    for record in reversed(records):
+        event = record.event_log_entry.dagster_event
+        materialization = event.event_specific_data.materialization if event else None  # type: ignore[union-attr]
+        if materialization is not None:
+            return {key: value.value for key, value in materialization.metadata.items()}
+    return {}
+
+
+JOB_STATUS_SENSORS = [
+    client_job_started,
+    client_job_succeeded,
+    client_job_failed,
+    client_job_canceled,
+]

@@ -1,0 +1,215 @@
+"""Client jobs end to end, over real servers on loopback: the API under uvicorn, a
+Kafka-protocol broker, `dagster dev` on a PostgreSQL-backed instance whose run queue allows
+one run at a time and limits each tenant (the production dagster.yaml, generated).
+
+Two tenants submit; the urgent job starts first; both finish; the status and output topics
+carry each job's changes and results. A redelivered input message starts nothing new.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+from batch_inference_platform.lib.inbox.jobs import JobStore
+from batch_inference_platform.lib.inbox.relay import OutboxRelay
+
+from batch_inference_platform.api.app import create_app
+from batch_inference_platform.api.jobs import JobsService
+from batch_inference_platform.config import KafkaSettings, load_settings
+from batch_inference_platform.definitions import build_definitions
+from batch_inference_platform.lib.instance_yaml import instance_yaml
+from batch_inference_platform.lib.lake.tables import DeltaLocation
+from batch_inference_platform.lib.messaging.kafka import KafkaPublisher, ensure_topics, read_batch
+from batch_inference_platform.lib.messaging.schemas import OutputMessage, StatusMessage, decode
+from batch_inference_platform.lib.messaging.topics import Topics
+from batch_inference_platform.lib.tenants import load_tenants
+
+from .conftest import ENV, read_day
+from .graphql import GraphQL
+from .kafka_broker import KafkaBroker
+from .servers import dagster_dev, postgres_database, served
+from .test_client_api import ACME_KEY, GLOBEX_KEY, Service, job_body, write_tenants
+
+DAYS = ["2026-11-02", "2026-11-03"]
+pytestmark = pytest.mark.timeout(900)
+
+
+@dataclass
+class Deployment:
+    api: Service
+    graphql: GraphQL
+    kafka: KafkaSettings
+    topics: Topics
+    lake_root: str
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    root = tmp_path_factory.mktemp("client_jobs")
+    tenants_file = write_tenants(root / "tenants.yml")
+    data = root / "data"
+    with (
+        KafkaBroker(root / "broker") as broker,
+        postgres_database() as jobs_url,
+        postgres_database() as dagster_db,
+    ):
+        env = {
+            ENV + "DATA_DIR": str(data),
+            ENV + "LAKE__ROOT": str(data / "lake"),
+            ENV + "MLFLOW__TRACKING_URI": f"sqlite:///{data}/mlflow.db",
+            ENV + "MLFLOW__REGISTRY_URI": "",
+            ENV + "MLFLOW__ARTIFACT_ROOT": str(data / "artifacts"),
+            ENV + "KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
+            ENV + "API__JOBS_URL": jobs_url,
+            ENV + "API__TENANTS_FILE": str(tenants_file),
+            ENV + "API__INBOX_URL": f"sqlite:///{data}/inbox.db",
+            "DAGSTER_POSTGRES_URL": dagster_db.replace("postgresql+psycopg://", "postgresql://"),
+        }
+        data.mkdir()
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in env.items():
+                patch.setenv(key, value)
+            settings = load_settings()
+        app = settings.application
+        _prepare_lake(build_definitions(settings), root)
+        topics = Topics.from_settings(app.kafka)
+        ensure_topics(app.kafka, topics.all())
+        tenants = load_tenants(tenants_file, app.lake.root)
+        home = root / "dagster_home"
+        home.mkdir()
+        (home / "dagster.yaml").write_text(instance_yaml(max_concurrent_runs=1, tenants=tenants))
+        store = JobStore(jobs_url, topics)
+        api = create_app(
+            app.api.inbox_url,
+            jobs=JobsService(store, tenants, max_days=31),
+            relay=OutboxRelay(store, lambda: KafkaPublisher(app.kafka, timeout_seconds=3)),
+        )
+        with served(api) as url, dagster_dev(home, env) as webserver:
+            yield Deployment(
+                Service(url, store, broker, app.kafka, topics),
+                GraphQL(webserver),
+                app.kafka,
+                topics,
+                app.lake.root,
+            )
+
+
+def _prepare_lake(defs: dg.Definitions, root: Path) -> None:
+    """Two validated days and a registered champion, as the platform's own runs leave them."""
+    with dg.DagsterInstance.ephemeral(tempdir=str(root / "prep")) as instance:
+        for day in DAYS:
+            assert (
+                defs.resolve_job_def("generate_features_job")
+                .execute_in_process(
+                    partition_key=day,
+                    instance=instance,
+                    run_config={"ops": {"feature_tables": {"config": {"rows": 2000}}}},
+                )
+                .success
+            )
+        assert (
+            defs.resolve_job_def("train_demo_model_job")
+            .execute_in_process(
+                instance=instance,
+                run_config={"ops": {"demo_model": {"config": {"num_boost_round": 20}}}},
+            )
+            .success
+        )
+        for day in DAYS:
+            assert (
+                defs.resolve_job_def("score_partition_job")
+                .execute_in_process(partition_key=day, instance=instance)
+                .success
+            )
+
+
+def _messages(deployment: Deployment, topic: str) -> list[bytes]:
+    records, _ = read_batch(deployment.kafka, topic, {}, max_messages=10_000, timeout_seconds=3)
+    return [record.value for record in records]
+
+
+def _finished(deployment: Deployment, jobs: list[tuple[str, str]]) -> list[dict[str, Any]] | None:
+    """The jobs' views once all are finished (each read with its tenant's key), else None."""
+    views = []
+    for job_id, key in jobs:
+        status, view = deployment.api.call("GET", f"/api/v1/batch/inference/{job_id}", key=key)
+        assert status == 200, view
+        views.append(view)
+    done = all(v["status"] in ("succeeded", "failed", "canceled") for v in views)
+    return views if done else None
+
+
+def test_two_tenants_urgent_first_both_finish_and_clients_hear_of_it(
+    deployment: Deployment,
+) -> None:
+    api = deployment.api
+    status, normal = api.call(
+        "POST",
+        "/api/v1/batch/inference",
+        job_body(partition=None, start_date=DAYS[0], end_date=DAYS[1], priority="normal"),
+    )
+    assert status == 202, normal
+    status, urgent = api.call(
+        "POST", "/api/v1/batch/inference", job_body(priority="urgent"), key=GLOBEX_KEY
+    )
+    assert status == 202, urgent
+    jobs = [(normal["job_id"], ACME_KEY), (urgent["job_id"], GLOBEX_KEY)]
+    views = deployment.graphql.wait(
+        "both jobs to finish", lambda: _finished(deployment, jobs), timeout=420, every=3
+    )
+    assert [v["status"] for v in views] == ["succeeded", "succeeded"], views
+
+    # One run each, tagged with tenant and priority; the urgent one started first.
+    runs = {}
+    for job_id, _ in jobs:
+        (run,) = deployment.graphql.runs({"job_id": job_id})
+        runs[job_id] = run
+        tags = {t["key"]: t["value"] for t in run["tags"]}
+        assert tags["dagster/run_key"] == job_id
+    assert runs[urgent["job_id"]]["startTime"] < runs[normal["job_id"]]["startTime"]
+    assert {t["value"] for t in runs[urgent["job_id"]]["tags"] if t["key"] == "tenant"} == {
+        "globex"
+    }
+
+    # The clients learn of it from Kafka: every status change, then the results.
+    statuses = [decode(StatusMessage, v) for v in _messages(deployment, deployment.topics.status)]
+    for job_id, _ in jobs:
+        seen = [s.status for s in statuses if s.job_id == job_id]
+        assert seen == ["accepted", "queued", "started", "succeeded"], (job_id, seen)
+    outputs = {
+        o.job_id: o
+        for o in (decode(OutputMessage, v) for v in _messages(deployment, deployment.topics.output))
+    }
+    assert outputs[normal["job_id"]].partitions == DAYS
+    assert outputs[urgent["job_id"]].partitions == DAYS[:1]
+    assert outputs[normal["job_id"]].table.endswith("tenants/acme/predictions/credit_risk_default")
+    assert outputs[urgent["job_id"]].tenant == "globex" and outputs[urgent["job_id"]].rows > 0
+    # Each tenant's scores are under its own root.
+    scored = read_day(
+        DeltaLocation(outputs[normal["job_id"]].table), dt.date.fromisoformat(DAYS[1])
+    )
+    assert scored.num_rows > 0
+
+
+def test_a_redelivered_input_message_starts_nothing_new(deployment: Deployment) -> None:
+    api = deployment.api
+    status, job = api.call("POST", "/api/v1/batch/inference", job_body())
+    assert status == 202
+    deployment.graphql.wait(
+        "the job's run", lambda: deployment.graphql.runs({"job_id": job["job_id"]}), timeout=120
+    )
+    # The broker delivers the same request again (a producer retry, a replayed partition).
+    (original,) = [
+        v for v in _messages(deployment, deployment.topics.input) if job["job_id"].encode() in v
+    ]
+    with KafkaPublisher(deployment.kafka) as publisher:
+        publisher.publish([(deployment.topics.input, job["job_id"], original)])
+    time.sleep(15)  # several sensor ticks
+    assert len(deployment.graphql.runs({"job_id": job["job_id"]})) == 1

@@ -1,0 +1,259 @@
+"""The client job store and its outbox on sqlite and a real PostgreSQL, and the relay that
+publishes the outbox to a real broker (noida-db), through a broker outage."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from batch_inference_platform.lib.inbox.jobs import (
+    IdempotencyConflict,
+    InvalidTransition,
+    JobNotFound,
+    JobStore,
+    StoreUnavailable,
+)
+from batch_inference_platform.lib.inbox.relay import OutboxRelay
+from batch_inference_platform.lib.messaging.kafka import (
+    KafkaPublisher,
+    ensure_topics,
+    read_batch,
+)
+from batch_inference_platform.lib.messaging.schemas import (
+    InferenceRequestMessage,
+    OutputMessage,
+    StatusMessage,
+    decode,
+    encode,
+)
+from batch_inference_platform.lib.messaging.topics import Topics
+from batch_inference_platform_tests.kafka_broker import KafkaBroker
+from batch_inference_platform_tests.servers import postgres_database
+from batch_inference_platform_tests.test_messaging import NOW, kafka_settings, request
+
+TOPICS = Topics.from_settings(kafka_settings("unused:9092"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
+    if request.param == "sqlite":
+        jobs = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}", TOPICS)
+        yield jobs
+        jobs.engine.dispose()
+    else:
+        with postgres_database() as url:
+            jobs = JobStore(url, TOPICS)
+            yield jobs
+            jobs.engine.dispose()
+
+
+def test_submit_stores_the_job_and_its_two_messages(store: JobStore) -> None:
+    result = store.submit(request("job-1"), "key-1")
+    assert result.created
+    job = result.job
+    assert (job.job_id, job.tenant, job.status, job.priority) == (
+        "job-1",
+        "acme",
+        "accepted",
+        "high",
+    )
+    assert job.request == request("job-1")
+    assert store.get("acme", "job-1") == job
+
+    pending = store.pending()
+    assert [(row.topic, row.message_key) for row in pending] == [
+        (TOPICS.input, "job-1"),
+        (TOPICS.status, "job-1"),
+    ]
+    assert decode(InferenceRequestMessage, pending[0].payload) == request("job-1")
+    status = decode(StatusMessage, pending[1].payload)
+    assert (status.job_id, status.tenant, status.status) == ("job-1", "acme", "accepted")
+    assert pending[0].id < pending[1].id and pending[0].attempts == 0
+
+
+def test_replaying_a_key_returns_the_job_and_a_changed_request_conflicts(store: JobStore) -> None:
+    first = store.submit(request("job-1"), "key-1").job
+    replay = store.submit(request("job-2", submitted_at=NOW.replace(hour=11)), "key-1")
+    assert (replay.created, replay.job) == (False, first)
+    assert len(store.pending()) == 2, "a replay adds nothing to the outbox"
+
+    with pytest.raises(IdempotencyConflict, match="idempotency key 'key-1' was already used"):
+        store.submit(request("job-3", priority="urgent"), "key-1")
+    # Keys are per tenant; no key means no deduplication.
+    assert store.submit(request("job-4", tenant="globex"), "key-1").created
+    assert store.submit(request("job-5"), None).created
+    assert store.submit(request("job-6"), None).created
+    with pytest.raises(IdempotencyConflict, match="job id 'job-6' is already used"):
+        store.submit(request("job-6", tenant="globex"), None)
+    assert len(store.pending()) == 8
+
+
+def test_tenants_see_and_cancel_only_their_jobs(store: JobStore) -> None:
+    for n in range(3):
+        store.submit(request(f"acme-{n}"), None)
+    store.submit(request("globex-0", tenant="globex"), None)
+
+    assert store.get("globex", "acme-0") is None
+    assert [job.job_id for job in store.list("globex")] == ["globex-0"]
+    assert [job.job_id for job in store.list("acme")] == ["acme-2", "acme-1", "acme-0"]
+    assert len(store.list("acme", limit=2)) == 2
+    with pytest.raises(JobNotFound):
+        store.cancel("globex", "acme-0")
+    with pytest.raises(JobNotFound):
+        store.cancel("acme", "nope")
+    assert store.get("acme", "acme-0").status == "accepted"  # type: ignore[union-attr]
+
+    canceled = store.cancel("acme", "acme-1")
+    assert canceled.status == "canceled"
+    assert [job.job_id for job in store.list("acme", status="canceled")] == ["acme-1"]
+    assert [job.job_id for job in store.list("acme", status="accepted")] == ["acme-2", "acme-0"]
+
+
+def test_terminal_statuses_are_final_and_repeats_change_nothing(store: JobStore) -> None:
+    store.submit(request("job-1"), None)
+    queued = store.update_status("job-1", "queued")
+    started = store.update_status("job-1", "started", dagster_run_id="run-1", detail="step 1")
+    assert (queued.status, started.status, started.dagster_run_id) == ("queued", "started", "run-1")
+    assert started.updated_at >= started.created_at
+
+    output = OutputMessage(
+        job_id="job-1",
+        tenant="acme",
+        table="scores/daily",
+        partitions=["2026-11-02"],
+        rows=10,
+        model_name="credit_risk_default",
+        model_version=3,
+        dagster_run_id="run-1",
+        finished_at=NOW,
+    )
+    extra = [(TOPICS.output, "job-1", encode(output))]
+    done = store.update_status("job-1", "succeeded", extra=extra)
+    assert (done.status, done.dagster_run_id, done.detail) == ("succeeded", "run-1", None)
+    rows = store.pending()
+    assert [decode(StatusMessage, r.payload).status for r in rows if r.topic == TOPICS.status] == [
+        "accepted",
+        "queued",
+        "started",
+        "succeeded",
+    ]
+    assert [r.payload for r in rows if r.topic == TOPICS.output] == [encode(output)]
+    last = decode(StatusMessage, rows[-2].payload)
+    assert (last.status, last.dagster_run_id) == ("succeeded", "run-1")
+
+    assert store.update_status("job-1", "succeeded", extra=extra) == done  # delivered twice
+    assert len(store.pending()) == len(rows)
+    for status in ("failed", "started", "canceled"):
+        with pytest.raises(InvalidTransition, match="job job-1 is succeeded"):
+            store.update_status("job-1", status)  # type: ignore[arg-type]
+    with pytest.raises(InvalidTransition):
+        store.cancel("acme", "job-1")
+    with pytest.raises(JobNotFound):
+        store.update_status("nope", "queued")
+
+    store.submit(request("job-2"), None)
+    assert store.cancel("acme", "job-2").status == "canceled"
+    assert store.cancel("acme", "job-2").status == "canceled"  # again: no-op
+    with pytest.raises(InvalidTransition, match="job job-2 is canceled; it cannot become started"):
+        store.update_status("job-2", "started")
+
+
+def test_concurrent_submits(store: JobStore) -> None:
+    def submit(n: int) -> bool:
+        return store.submit(request(f"job-{n}"), f"key-{n}").created
+
+    with ThreadPoolExecutor(16) as pool:
+        assert all(pool.map(submit, range(200)))
+    assert len(store.list("acme", limit=1000)) == 200
+    pending = store.pending(limit=1000)
+    assert len(pending) == 400
+    assert Counter(row.topic for row in pending) == {TOPICS.input: 200, TOPICS.status: 200}
+
+    def same_key(n: int) -> tuple[bool, str]:
+        result = store.submit(request(f"dup-{n}", tenant="globex"), "same-key")
+        return result.created, result.job.job_id
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(same_key, range(20)))
+    assert sum(created for created, _ in results) == 1
+    assert len({job_id for _, job_id in results}) == 1
+    assert len(store.list("globex")) == 1
+    assert len(store.pending(limit=1000)) == 402
+
+
+def test_an_unreachable_database_is_reported_as_unavailable() -> None:
+    store = JobStore("postgresql+psycopg://postgres@127.0.0.1:9/nowhere", TOPICS)
+    with pytest.raises(StoreUnavailable, match="job store unavailable: connection"):
+        store.submit(request(), None)
+    with pytest.raises(StoreUnavailable):
+        store.get("acme", "job-1")
+
+
+# ---------------------------------------------------------------------- relay
+
+
+def test_relay_keeps_messages_through_a_broker_outage(tmp_path: Path) -> None:
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}", TOPICS)
+    with KafkaBroker(tmp_path / "kafka") as broker:
+        kafka = kafka_settings(broker.bootstrap)
+        ensure_topics(kafka, TOPICS.all())
+        broker.stop()
+
+        for n in range(5):
+            assert store.submit(request(f"job-{n}"), f"key-{n}").created
+        relay = OutboxRelay(store, lambda: KafkaPublisher(kafka, timeout_seconds=1.5))
+        assert relay.publish_pending() == 0
+        pending = store.pending()
+        assert len(pending) == 10
+        assert all(r.attempts == 1 and "not published" in (r.last_error or "") for r in pending)
+
+        broker.start()
+        assert relay.publish_pending() == 10
+        assert store.pending() == []
+        assert relay.publish_pending() == 0
+        relay.close()
+
+        records, _ = read_batch(kafka, TOPICS.input, {}, max_messages=100, timeout_seconds=10)
+        job_ids = [decode(InferenceRequestMessage, r.value).job_id for r in records]
+        assert sorted(job_ids) == [f"job-{n}" for n in range(5)]  # each exactly once
+        assert [r.key for r in records] == job_ids
+        statuses, _ = read_batch(kafka, TOPICS.status, {}, max_messages=100, timeout_seconds=10)
+        assert len(statuses) == 5
+
+
+def test_relay_loop_publishes_in_the_background(tmp_path: Path) -> None:
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}", TOPICS)
+    with KafkaBroker(tmp_path / "kafka") as broker:
+        kafka = kafka_settings(broker.bootstrap)
+        ensure_topics(kafka, TOPICS.all())
+        stop = threading.Event()
+        relay = OutboxRelay(store, lambda: KafkaPublisher(kafka))
+        loop = threading.Thread(target=relay.run, args=(stop, 0.05), daemon=True)
+        loop.start()
+        try:
+            store.submit(request("job-1"), None)
+            store.update_status("job-1", "queued")
+            deadline = time.monotonic() + 15
+            while store.pending() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert store.pending() == []
+        finally:
+            stop.set()
+            loop.join(timeout=10)
+        assert not loop.is_alive()
+        records, _ = read_batch(kafka, TOPICS.status, {}, max_messages=10, timeout_seconds=10)
+        assert [decode(StatusMessage, r.value).status for r in records] == ["accepted", "queued"]
+
+
+def test_relay_without_a_broker_configured_keeps_everything(tmp_path: Path) -> None:
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}", TOPICS)
+    store.submit(request("job-1"), None)
+    relay = OutboxRelay(store, lambda: KafkaPublisher(kafka_settings("")))
+    assert relay.publish_pending() == 0
+    assert [row.attempts for row in store.pending()] == [0, 0]

@@ -1,0 +1,310 @@
+"""Messages and plain Kafka against a real broker (noida-db): schemas, client settings,
+publish with acknowledgements, offset-based reads, and a broker outage."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from batch_inference_platform.config import KafkaSettings
+from batch_inference_platform.lib.messaging.kafka import (
+    KafkaConfigError,
+    KafkaNotConfigured,
+    KafkaPublisher,
+    PublishError,
+    client_config,
+    ensure_topics,
+    producer_config,
+    read_batch,
+)
+from batch_inference_platform.lib.messaging.schemas import (
+    ErrorMessage,
+    InferenceRequestMessage,
+    MessageSchemaError,
+    OutputMessage,
+    StatusMessage,
+    decode,
+    encode,
+)
+from batch_inference_platform.lib.messaging.topics import Topics
+from batch_inference_platform_tests.kafka_broker import KafkaBroker
+
+NOW = dt.datetime(2026, 11, 28, 9, 30, tzinfo=dt.UTC)
+
+
+def kafka_settings(bootstrap: str, **overrides: object) -> KafkaSettings:
+    """The seed's Kafka settings pointed at ``bootstrap``."""
+    doc = {
+        "bootstrap-servers": bootstrap,
+        "client-config": {},
+        "sasl-password-env": "",
+        "topics": {
+            "input": "batch-inference-input",
+            "output": "batch-inference-output",
+            "status": "batch-inference-status",
+            "errors": "batch-inference-errors",
+        },
+        "batch-size": 10000,
+        "linger-ms": 5,
+        "buffer-memory": 33554432,
+        **overrides,
+    }
+    return KafkaSettings.model_validate(doc)
+
+
+def request(job_id: str = "job-1", **changes: object) -> InferenceRequestMessage:
+    fields = {
+        "job_id": job_id,
+        "tenant": "acme",
+        "model": "credit_risk_default@champion",
+        "feature_table": "credit_risk/features",
+        "start_date": dt.date(2026, 11, 2),
+        "end_date": dt.date(2026, 11, 3),
+        "priority": "high",
+        "output_table": "scores/daily",
+        "submitted_at": NOW,
+        **changes,
+    }
+    return InferenceRequestMessage.model_validate(fields)
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    with KafkaBroker(tmp_path_factory.mktemp("kafka") / "data") as running:
+        yield running
+
+
+# ---------------------------------------------------------------------- schemas
+
+
+def test_every_message_round_trips_as_compact_json() -> None:
+    messages = [
+        request(),
+        StatusMessage(job_id="j", tenant="acme", status="started", at=NOW, dagster_run_id="r1"),
+        OutputMessage(
+            job_id="j",
+            tenant="acme",
+            table="scores/daily",
+            partitions=["2026-11-02", "2026-11-03"],
+            rows=1200,
+            model_name="credit_risk_default",
+            model_version=3,
+            dagster_run_id="r1",
+            finished_at=NOW,
+        ),
+        ErrorMessage(
+            job_id="j",
+            tenant="acme",
+            dagster_run_id=None,
+            error="boom",
+            failed_step="predictions",
+            metrics={"rows": 10.0},
+            at=NOW,
+        ),
+    ]
+    for message in messages:
+        data = encode(message)
+        assert b'", "' not in data and b'": ' not in data  # compact
+        assert json.loads(data)["schema_version"] == 1
+        assert decode(type(message), data) == message
+
+
+def test_timestamps_are_utc_and_naive_ones_are_refused() -> None:
+    cet = dt.timezone(dt.timedelta(hours=1))
+    message = request(submitted_at=dt.datetime(2026, 11, 28, 10, 30, tzinfo=cet))
+    assert message.submitted_at == NOW and message.submitted_at.tzinfo == dt.UTC
+    data = encode(request()).replace(b"2026-11-28T09:30:00Z", b"2026-11-28T09:30:00")
+    with pytest.raises(MessageSchemaError, match=r"submitted_at: .*timezone"):
+        decode(InferenceRequestMessage, data)
+
+
+def _request_doc() -> dict[str, object]:
+    return json.loads(encode(request()))
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"{not json", r"InferenceRequestMessage: invalid JSON"),
+        (b"\xff\xfe", r"invalid JSON"),
+        (b"[1, 2]", r"expected a JSON object, got list"),
+        ({"schema_version": 2}, r"unsupported schema_version 2 \(supported: 1\)"),
+        ({"schema_version": "1"}, r"unsupported schema_version '1'"),
+        ({"schema_version": None}, r"unsupported schema_version None"),
+        ({"end_date": None}, r"end_date: Input should be a valid date"),
+        ({"priority": "asap"}, r"priority: Input should be 'normal', 'high' or 'urgent'"),
+        ({"end_date": "2026-11-01"}, r"end_date 2026-11-01 is before start_date 2026-11-02"),
+        ({"colour": "blue"}, r"colour: unknown field"),
+    ],
+)
+def test_bad_messages_are_refused_with_what_is_wrong(
+    data: bytes | dict[str, object], expected: str
+) -> None:
+    if isinstance(data, dict):
+        data = json.dumps({**_request_doc(), **data}).encode()
+    with pytest.raises(MessageSchemaError, match=expected) as caught:
+        decode(InferenceRequestMessage, data)
+    assert "pydantic" not in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_missing_fields_and_version_are_named() -> None:
+    doc = _request_doc()
+    del doc["end_date"], doc["tenant"]
+    with pytest.raises(MessageSchemaError) as caught:
+        decode(InferenceRequestMessage, json.dumps(doc).encode())
+    assert str(caught.value) == (
+        "InferenceRequestMessage: tenant: required field is missing; "
+        "end_date: required field is missing"
+    )
+    del doc["schema_version"]
+    with pytest.raises(MessageSchemaError, match="schema_version is missing"):
+        decode(InferenceRequestMessage, json.dumps(doc).encode())
+    status = StatusMessage(job_id="j", tenant="t", status="queued", at=NOW)
+    nested = ErrorMessage(
+        job_id="j", tenant="t", dagster_run_id=None, error="e", failed_step=None, metrics={}, at=NOW
+    )
+    bad = {**json.loads(encode(nested)), "metrics": {"rows": "many"}}
+    with pytest.raises(MessageSchemaError, match=r"metrics\.rows: Input should be a valid number"):
+        decode(ErrorMessage, json.dumps(bad).encode())
+    with pytest.raises(MessageSchemaError, match="unknown field"):
+        decode(OutputMessage, encode(status))
+
+
+# ---------------------------------------------------------------------- settings
+
+
+def test_topics_come_from_the_settings() -> None:
+    topics = Topics.from_settings(kafka_settings("h:9092"))
+    assert topics.input == "batch-inference-input"
+    assert topics.all() == [
+        "batch-inference-input",
+        "batch-inference-output",
+        "batch-inference-status",
+        "batch-inference-errors",
+    ]
+
+
+def test_producer_config_carries_the_settings() -> None:
+    kafka = kafka_settings(
+        "broker-1:9093,broker-2:9093",
+        **{"client-config": {"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN"}},
+        **{"batch-size": 20000, "linger-ms": 50, "buffer-memory": 8 * 1024 * 1024},
+    )
+    config = producer_config(kafka)
+    assert config["bootstrap.servers"] == "broker-1:9093,broker-2:9093"
+    assert config["security.protocol"] == "SASL_SSL" and config["sasl.mechanism"] == "PLAIN"
+    assert config["enable.idempotence"] is True and config["acks"] == "all"
+    assert config["batch.size"] == 20000 and config["linger.ms"] == 50
+    assert config["queue.buffering.max.kbytes"] == 8192
+    assert 0 < int(config["message.timeout.ms"]) <= 60_000
+    assert "sasl.password" not in config
+
+
+def test_sasl_password_comes_from_the_named_environment_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kafka = kafka_settings("ns.servicebus.windows.net:9093", **{"sasl-password-env": "EH_CONN"})
+    monkeypatch.setenv("EH_CONN", "Endpoint=sb://ns/;SharedAccessKey=s3cret")
+    assert client_config(kafka)["sasl.password"] == "Endpoint=sb://ns/;SharedAccessKey=s3cret"
+    assert producer_config(kafka)["sasl.password"] == "Endpoint=sb://ns/;SharedAccessKey=s3cret"
+    monkeypatch.delenv("EH_CONN")
+    with pytest.raises(KafkaConfigError, match="sasl-password-env names EH_CONN, but that"):
+        client_config(kafka)
+    with pytest.raises(KafkaNotConfigured, match="bootstrap-servers is empty"):
+        client_config(kafka_settings(""))
+
+
+# ---------------------------------------------------------------------- broker
+
+
+def test_publish_then_read_by_offsets(broker: KafkaBroker) -> None:
+    kafka = kafka_settings(broker.bootstrap)
+    ensure_topics(kafka, ["roundtrip"], partitions=3)
+    ensure_topics(kafka, ["roundtrip"], partitions=3)  # exists: fine
+    sent = [("roundtrip", f"job-{n % 5}", f"{n}".encode()) for n in range(30)]
+    with KafkaPublisher(kafka) as publisher:
+        publisher.publish(sent)
+
+    records, offsets = read_batch(kafka, "roundtrip", {}, max_messages=100, timeout_seconds=10)
+    assert sorted(r.value for r in records) == sorted(v for _, _, v in sent)
+    assert {r.partition for r in records} == {0, 1, 2}  # keys spread over the partitions
+    assert offsets == {p: max(r.offset for r in records if r.partition == p) + 1 for p in range(3)}
+    for key in {k for _, k, _ in sent}:  # one key: one partition, in publish order
+        mine = [r for r in records if r.key == key]
+        assert len({r.partition for r in mine}) == 1
+        assert [r.value for r in mine] == [v for _, k, v in sent if k == key]
+        assert [r.offset for r in mine] == sorted(r.offset for r in mine)
+
+    started = time.monotonic()
+    again, same = read_batch(kafka, "roundtrip", offsets, max_messages=100, timeout_seconds=10)
+    assert (again, same) == ([], offsets)
+    assert time.monotonic() - started < 2, "nothing new must return at once, not at the timeout"
+    replay, _ = read_batch(kafka, "roundtrip", {}, max_messages=100, timeout_seconds=10)
+    assert sorted(replay, key=str) == sorted(records, key=str)
+
+
+def test_reading_in_small_batches_is_deterministic_and_complete(broker: KafkaBroker) -> None:
+    kafka = kafka_settings(broker.bootstrap)
+    ensure_topics(kafka, ["paged"], partitions=3)
+    with KafkaPublisher(kafka) as publisher:
+        publisher.publish([("paged", f"k{n}", f"{n}".encode()) for n in range(25)])
+    offsets: dict[int, int] = {}
+    seen = []
+    while True:
+        page, after = read_batch(kafka, "paged", offsets, max_messages=7, timeout_seconds=10)
+        assert read_batch(kafka, "paged", offsets, max_messages=7, timeout_seconds=10) == (
+            page,
+            after,
+        )
+        if not page:
+            break
+        assert len(page) <= 7
+        seen += page
+        offsets = after
+    assert sorted(int(r.value) for r in seen) == list(range(25))
+    missing, unchanged = read_batch(
+        kafka, "no-such-topic", {0: 4}, max_messages=5, timeout_seconds=5
+    )
+    assert (missing, unchanged) == ([], {0: 4})
+
+
+def test_broker_outage_fails_publishing_within_the_timeout(tmp_path: Path) -> None:
+    with KafkaBroker(tmp_path / "kafka") as outage:
+        kafka = kafka_settings(outage.bootstrap)
+        ensure_topics(kafka, ["durable"], partitions=3)
+        with KafkaPublisher(kafka) as publisher:
+            publisher.publish([("durable", f"k{n}", b"before") for n in range(6)])
+        outage.stop()
+
+        started = time.monotonic()
+        with (
+            KafkaPublisher(kafka, timeout_seconds=1.5) as publisher,
+            pytest.raises(PublishError, match="durable: ") as caught,
+        ):
+            publisher.publish([("durable", "k1", b"during"), ("durable", "k2", b"during")])
+        assert time.monotonic() - started < 1.5 + 3, "a broker outage must not hang publishing"
+        assert "2 of 2 messages not published" in str(caught.value)
+
+        outage.start()  # same port, same data: what was acknowledged before is still there
+        records, _ = read_batch(kafka, "durable", {}, max_messages=50, timeout_seconds=10)
+        assert [r.value for r in records] == [b"before"] * 6
+        with KafkaPublisher(kafka) as publisher:
+            publisher.publish([("durable", "k1", b"after")])
+        records, _ = read_batch(kafka, "durable", {}, max_messages=50, timeout_seconds=10)
+        assert sorted(r.value for r in records) == [b"after"] + [b"before"] * 6
+
+
+def test_a_refused_message_fails_the_publish_with_its_topic(broker: KafkaBroker) -> None:
+    kafka = kafka_settings(broker.bootstrap)
+    ensure_topics(kafka, ["refused"], partitions=1)
+    with KafkaPublisher(kafka, timeout_seconds=5) as publisher:
+        with pytest.raises(PublishError, match=r"refused: .*too large"):
+            publisher.publish([("refused", "k", b"ok"), ("refused", "k", b"x" * 2_000_000)])
+        publisher.publish([("refused", "k", b"next")])  # the publisher stays usable
+    records, _ = read_batch(kafka, "refused", {}, max_messages=10, timeout_seconds=10)
+    assert [r.value for r in records] in ([b"next"], [b"ok", b"next"])  # "ok" may have gone out

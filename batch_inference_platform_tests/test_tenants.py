@@ -1,0 +1,88 @@
+"""The tenants file and what is derived from it: authentication by key hash, table access,
+output roots, and the production dagster.yaml's run queue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from batch_inference_platform.config import load_settings
+from batch_inference_platform.lib.instance_yaml import instance_config, instance_yaml
+from batch_inference_platform.lib.tenants import (
+    AccessDenied,
+    TenantsError,
+    hash_api_key,
+    load_tenants,
+)
+
+from .test_client_api import ACME_KEY, GLOBEX_KEY, write_tenants
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_keys_authenticate_their_tenant_only(tmp_path: Path) -> None:
+    tenants = load_tenants(write_tenants(tmp_path / "t.yml"), "/lake")
+    assert (tenants.authenticate(ACME_KEY) or object()).id == "acme"  # type: ignore[attr-defined]
+    assert (tenants.authenticate(GLOBEX_KEY) or object()).id == "globex"  # type: ignore[attr-defined]
+    assert tenants.authenticate("acme") is None
+    assert tenants.authenticate(hash_api_key(ACME_KEY)) is None  # the hash is not a key
+
+
+def test_tables_and_output_roots(tmp_path: Path) -> None:
+    acme = load_tenants(write_tenants(tmp_path / "t.yml"), "/lake").get("acme")
+    assert acme is not None
+    assert acme.output_uri("scores/daily") == "/lake/tenants/acme/scores/daily"
+    assert acme.input_table("validated/credit_risk") == "validated/credit_risk"
+    with pytest.raises(AccessDenied, match="may not read table 'globex/private_features'"):
+        acme.input_table("globex/private_features")
+    for escape in ("../globex/x", "/etc/passwd", "abfss://c@a.dfs.core.windows.net/x", "a//b"):
+        with pytest.raises(AccessDenied):
+            acme.output_uri(escape)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("tenants: {}", "expected a top-level 'tenants:' list"),
+        ("tenants:\n  - id: x\n", "tenants[0]: id: String should match pattern"),
+        (
+            "tenants:\n  - {id: ab, api-key-sha256: nothex, default-priority: normal, "
+            "max-concurrent-runs: 1, allowed-input-tables: [], output-root: r}\n",
+            "tenants[0]: api-key-sha256",
+        ),
+        ("tenants: [", "not valid YAML"),
+    ],
+)
+def test_a_bad_tenants_file_names_the_problem(tmp_path: Path, text: str, problem: str) -> None:
+    path = tmp_path / "t.yml"
+    path.write_text(text)
+    with pytest.raises(TenantsError, match=problem.replace("[", r"\[").replace("]", r"\]")):
+        load_tenants(path, "/lake")
+
+
+def test_the_run_queue_caps_runs_and_each_tenant(tmp_path: Path) -> None:
+    tenants = load_tenants(write_tenants(tmp_path / "t.yml"), "/lake")
+    config = instance_config(max_concurrent_runs=5, tenants=tenants)
+    runs = config["concurrency"]["runs"]
+    assert runs["max_concurrent_runs"] == 5
+    assert runs["tag_concurrency_limits"] == [
+        {"key": "tenant", "value": "acme", "limit": 1},
+        {"key": "tenant", "value": "globex", "limit": 1},
+    ]
+    assert config["storage"]["postgres"]["postgres_url"] == {"env": "DAGSTER_POSTGRES_URL"}
+    assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
+
+
+def test_the_committed_production_dagster_yaml_is_current() -> None:
+    """deploy/dagster.yaml is `batch-inference dagster-yaml` of the committed settings."""
+    settings = load_settings(environ={})
+    app = settings.application
+    expected = instance_yaml(
+        max_concurrent_runs=app.scheduling.max_concurrent_jobs,
+        tenants=load_tenants(Path(app.api.tenants_file), app.lake.root),
+    )
+    committed = (REPO / "deploy" / "dagster.yaml").read_text()
+    assert committed == expected, "regenerate: batch-inference dagster-yaml > deploy/dagster.yaml"
+    assert yaml.safe_load(committed)["concurrency"]["runs"]["max_concurrent_runs"] == 5
