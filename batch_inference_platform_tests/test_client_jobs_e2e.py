@@ -17,13 +17,13 @@ from typing import Any
 
 import dagster as dg
 import pytest
-from batch_inference_platform.lib.inbox.jobs import JobStore
-from batch_inference_platform.lib.inbox.relay import OutboxRelay
 
 from batch_inference_platform.api.app import create_app
 from batch_inference_platform.api.jobs import JobsService
 from batch_inference_platform.config import KafkaSettings, load_settings
 from batch_inference_platform.definitions import build_definitions
+from batch_inference_platform.lib.inbox.jobs import JobStore
+from batch_inference_platform.lib.inbox.relay import OutboxRelay
 from batch_inference_platform.lib.instance_yaml import instance_yaml
 from batch_inference_platform.lib.lake.tables import DeltaLocation
 from batch_inference_platform.lib.messaging.kafka import KafkaPublisher, ensure_topics, read_batch
@@ -70,7 +70,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             ENV + "API__JOBS_URL": jobs_url,
             ENV + "API__TENANTS_FILE": str(tenants_file),
             ENV + "API__INBOX_URL": f"sqlite:///{data}/inbox.db",
-            "DAGSTER_POSTGRES_URL": dagster_db.replace("postgresql+psycopg://", "postgresql://"),
+            "DAGSTER_POSTGRES_URL": dagster_db.replace("+psycopg://", "+psycopg2://"),
         }
         data.mkdir()
         with pytest.MonkeyPatch.context() as patch:

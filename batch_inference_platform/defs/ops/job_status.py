@@ -11,6 +11,7 @@ from batch_inference_platform.defs.inference.client_jobs import client_inference
 from batch_inference_platform.defs.resources import ClientRequestsResource
 from batch_inference_platform.lib.inbox.jobs import InvalidTransition
 from batch_inference_platform.lib.messaging.schemas import (
+    TERMINAL_STATUSES,
     ErrorMessage,
     JobStatus,
     OutputMessage,
@@ -28,22 +29,30 @@ def _record(
     detail: str | None = None,
     extra: Sequence[tuple[str, str, bytes]] = (),
 ) -> None:
+    """Record ``status`` for the run's job; a terminal status seen before 'started' (the
+    sensors run independently) records 'started' first, so clients always see the sequence
+    accepted, queued, started, then the outcome."""
     run = context.dagster_run
-    job_id = run.tags.get("job_id")
+    job_id, tenant = run.tags.get("job_id"), run.tags.get("tenant", "")
     if not job_id:
         return
-    try:
-        client_requests.store.update_status(
-            job_id,
-            status,
-            dagster_run_id=run.run_id,
-            detail=detail,
-            extra=extra,  # type: ignore[arg-type]
-        )
-    except InvalidTransition as error:
-        context.log.warning(f"job {job_id}: {error}")
+    store = client_requests.store
+    job = store.get(tenant, job_id)
+    if job is None:
+        context.log.warning(f"run {run.run_id}: job {job_id} of {tenant!r} is not in the store")
         return
-    published = client_requests.relay().publish_pending()
+    if job.status in TERMINAL_STATUSES:
+        context.log.info(f"job {job_id} is already {job.status}; {status} not recorded")
+        return
+    if status in TERMINAL_STATUSES and job.status in ("accepted", "queued"):
+        store.update_status(job_id, "started", dagster_run_id=run.run_id)
+    try:
+        store.update_status(job_id, status, dagster_run_id=run.run_id, detail=detail, extra=extra)
+    except InvalidTransition as error:  # finished meanwhile: the later sensor recorded it
+        context.log.info(f"job {job_id}: {error}")
+        return
+    with client_requests.relay() as relay:
+        published = relay.publish_pending()
     context.log.info(f"job {job_id}: {status} ({published} messages published)")
 
 

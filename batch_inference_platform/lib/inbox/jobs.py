@@ -66,6 +66,17 @@ OUTBOX = sa.Table(
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Index("ix_outbox_unpublished", "published_at", "id"),
 )
+RELAY_LEASE = sa.Table(
+    "outbox_relay_lease",
+    _metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(64), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+)
+"""Which relay may publish the outbox right now: one at a time keeps the outbox's order and
+publishes each row once, however many processes (API, Dagster sensors) run a relay."""
+_LEASE = "outbox"
+
 _STATUSES = frozenset(get_args(JobStatus))
 
 
@@ -306,6 +317,46 @@ class JobStore:
             )
             for row in rows
         ]
+
+    def try_relay_lease(self, holder: str, seconds: float) -> bool:
+        """Take or renew the publishing lease for ``seconds``; False while another relay
+        holds an unexpired lease (a crashed holder's lease simply expires)."""
+        now = _now()
+        until = now + dt.timedelta(seconds=seconds)
+        with self._transaction() as connection:
+            taken = connection.execute(
+                RELAY_LEASE.update()
+                .where(RELAY_LEASE.c.name == _LEASE)
+                .where((RELAY_LEASE.c.holder == holder) | (RELAY_LEASE.c.expires_at < now))
+                .values(holder=holder, expires_at=until)
+            ).rowcount
+            if taken:
+                return True
+            exists = connection.execute(
+                sa.select(RELAY_LEASE.c.name).where(RELAY_LEASE.c.name == _LEASE)
+            ).first()
+            if exists is None:
+                try:
+                    with connection.begin_nested():
+                        connection.execute(
+                            RELAY_LEASE.insert().values(
+                                name=_LEASE, holder=holder, expires_at=until
+                            )
+                        )
+                    return True
+                except IntegrityError:  # another relay created it first
+                    return False
+        return False
+
+    def release_relay_lease(self, holder: str) -> None:
+        """Give the lease up (on shutdown), so another relay need not wait for it to expire."""
+        with self._transaction() as connection:
+            connection.execute(
+                RELAY_LEASE.update()
+                .where(RELAY_LEASE.c.name == _LEASE)
+                .where(RELAY_LEASE.c.holder == holder)
+                .values(expires_at=_now() - dt.timedelta(seconds=1))
+            )
 
     def mark_published(self, ids: Sequence[int]) -> None:
         """The broker acknowledged these messages."""

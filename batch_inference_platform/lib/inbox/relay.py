@@ -8,8 +8,10 @@ status). Run one relay per database: two would publish the same rows twice.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+import uuid
 from collections.abc import Callable
 from types import TracebackType
 
@@ -21,6 +23,8 @@ from batch_inference_platform.lib.messaging.kafka import (
 )
 
 _log = logging.getLogger(__name__)
+LEASE_SECONDS = 30.0
+"""How long a relay keeps the publishing lease without renewing it (it renews every round)."""
 
 
 class OutboxRelay:
@@ -31,6 +35,7 @@ class OutboxRelay:
         self._factory = publisher_factory
         self._publisher: KafkaPublisher | None = None
         self._lock = threading.Lock()
+        self._id = uuid.uuid4().hex
 
     def publish_pending(self, limit: int = 500) -> int:
         """Publish up to ``limit`` pending messages in outbox order; how many were published.
@@ -38,6 +43,8 @@ class OutboxRelay:
         A failure to publish (broker down, messages refused) is recorded on the rows, which
         stay pending, and gives 0; so does a missing Kafka configuration."""
         with self._lock:
+            if not self.store.try_relay_lease(self._id, LEASE_SECONDS):
+                return 0  # another relay is publishing; it keeps the order
             rows = self.store.pending(limit)
             if not rows:
                 return 0
@@ -82,9 +89,11 @@ class OutboxRelay:
             publisher.close()
 
     def close(self) -> None:
-        """Release the Kafka producer."""
+        """Release the Kafka producer and the publishing lease."""
         with self._lock:
             self._discard_publisher()
+            with contextlib.suppress(StoreUnavailable):  # else it expires on its own
+                self.store.release_relay_lease(self._id)
 
     def __enter__(self) -> OutboxRelay:
         return self
