@@ -257,3 +257,26 @@ def test_relay_without_a_broker_configured_keeps_everything(tmp_path: Path) -> N
     relay = OutboxRelay(store, lambda: KafkaPublisher(kafka_settings("")))
     assert relay.publish_pending() == 0
     assert [row.attempts for row in store.pending()] == [0, 0]
+
+
+def test_one_relay_publishes_at_a_time_so_every_message_goes_out_once(
+    store: JobStore, tmp_path: Path
+) -> None:
+    """The API and the Dagster sensors each run a relay; the lease lets one publish at a time
+    (each row once, in order), and a released lease passes to the other at once."""
+    with KafkaBroker(tmp_path / "kafka-lease") as broker:
+        kafka = kafka_settings(broker.bootstrap)
+        ensure_topics(kafka, TOPICS.all())
+        for n in range(20):
+            store.submit(request(f"job-{n}"), None)
+        api, sensor = (OutboxRelay(store, lambda: KafkaPublisher(kafka)) for _ in range(2))
+        assert api.publish_pending() == 40
+        store.update_status("job-0", "queued")
+        assert sensor.publish_pending() == 0  # the API relay holds the lease
+        api.close()  # releases it
+        assert sensor.publish_pending() == 1
+        sensor.close()
+        records, _ = read_batch(kafka, TOPICS.input, {}, max_messages=100, timeout_seconds=10)
+        assert Counter(decode(InferenceRequestMessage, r.value).job_id for r in records) == {
+            f"job-{n}": 1 for n in range(20)
+        }
