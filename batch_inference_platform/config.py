@@ -334,11 +334,46 @@ class ResourceUsageAlert(_Section):
     memory_threshold: Fraction
 
 
+class SlackChannel(_Section):
+    """Slack incoming webhook; its URL is a secret, read from the environment."""
+
+    webhook_url_env: str = Field(min_length=1, description="Env var with the webhook URL.")
+
+
+class EmailChannel(_Section):
+    """SMTP delivery; credentials from the environment."""
+
+    smtp_host: str = Field(min_length=1)
+    smtp_port: int = Field(ge=1, le=65535)
+    starttls: bool
+    sender: str = Field(min_length=3)
+    recipients: list[str] = Field(min_length=1)
+    username_env: str = Field(description="Env var with the SMTP user; empty: no login.")
+    password_env: str = Field(description="Env var with the SMTP password.")
+
+
+class WebhookChannel(_Section):
+    """A generic JSON webhook, signed with HMAC-SHA256 when a secret is set."""
+
+    url_env: str = Field(min_length=1, description="Env var with the webhook URL.")
+    secret_env: str = Field(description="Env var with the signing secret; empty: unsigned.")
+
+
+class AlertChannels(_Section):
+    """Where alerts go."""
+
+    slack: SlackChannel
+    email: EmailChannel
+    webhook: WebhookChannel
+
+
 class AlertSettings(_Section):
     """Alerting rules."""
 
     job_failure: JobFailureAlert
     resource_usage: ResourceUsageAlert
+    channels: AlertChannels
+    dagster_url: str = Field(min_length=1, description="Base URL of the Dagster UI (links).")
 
 
 class JobCompletionTarget(_Section):

@@ -79,7 +79,7 @@ def test_shipped_files_give_seed_values() -> None:
     assert mon.metrics.collection_interval == dt.timedelta(seconds=30)
     assert mon.metrics.retention_period == dt.timedelta(days=30)
     assert mon.alerts.job_failure.threshold == 1
-    assert mon.alerts.job_failure.notification == ["slack", "email"]
+    assert mon.alerts.job_failure.notification == ["slack", "email", "webhook"]
     assert mon.alerts.resource_usage.cpu_threshold == pytest.approx(0.8)
     assert mon.alerts.resource_usage.memory_threshold == pytest.approx(0.85)
     sla = mon.performance.sla_targets
