@@ -59,6 +59,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "hash-key", help="print the SHA-256 of a tenant's API key, for the tenants file"
     )
     hash_key.add_argument("key", help="the API key (give it to the tenant, store only the hash)")
+    traffic = commands.add_parser(
+        "produce-events",
+        help="publish demo journey/transaction/decision events to the real-time topics",
+    )
+    traffic.add_argument("--customers", type=int, default=1000)
+    traffic.add_argument("--hours", type=float, default=3.0, help="time span of the events")
+    traffic.add_argument("--seed", type=int, default=7)
     commands.add_parser(
         "dagster-yaml",
         help="print the production dagster.yaml (PostgreSQL storage, run queue, tenant limits)",
@@ -88,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "dagster-yaml":
         return print_instance_yaml(settings)
+    if args.command == "produce-events":
+        return produce_events(settings, customers=args.customers, hours=args.hours, seed=args.seed)
     if args.command == "register-webhook":
         secret = os.environ.get("MLFLOW_WEBHOOK_SECRET")
         if not secret:
@@ -139,6 +148,31 @@ def serve_api(settings: Settings) -> int:
             file=sys.stderr,
         )
     uvicorn.run(create_app(api.inbox_url, jobs=service, relay=relay), host=api.host, port=api.port)
+    return 0
+
+
+def produce_events(settings: Settings, *, customers: int, hours: float, seed: int) -> int:
+    """Publish demo traffic ending now, keyed by customer id."""
+    from batch_inference_platform.lib.messaging.kafka import KafkaPublisher, ensure_topics
+    from batch_inference_platform.lib.realtime.traffic import demo_events
+
+    app = settings.application
+    topics = app.realtime.topics
+    by_kind = {
+        "journey": topics.journey_events,
+        "transaction": topics.transactions,
+        "decision": topics.credit_decisions,
+    }
+    ensure_topics(app.kafka, [*by_kind.values(), topics.insights, topics.dead_letter])
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=hours)
+    messages = [
+        (by_kind[kind], str(event.customer_id), event.model_dump_json().encode())
+        for kind, event in demo_events(customers=customers, start=start, hours=hours, seed=seed)
+    ]
+    with KafkaPublisher(app.kafka, timeout_seconds=60) as publisher:
+        for first in range(0, len(messages), 10_000):
+            publisher.publish(messages[first : first + 10_000])
+    print(f"{len(messages)} events published to {', '.join(by_kind.values())}")
     return 0
 
 

@@ -21,6 +21,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     ValidationError,
     field_validator,
     model_validator,
@@ -107,7 +108,11 @@ def _stringify_options(value: Any) -> Any:
     return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
 
 
-Duration = Annotated[dt.timedelta, BeforeValidator(_parse_duration)]
+Duration = Annotated[
+    dt.timedelta,
+    BeforeValidator(_parse_duration),
+    PlainSerializer(lambda value: f"{value.total_seconds():g}s", when_used="json"),
+]
 Fraction = Annotated[float, BeforeValidator(_parse_percentage), Field(ge=0, le=1)]
 
 
@@ -180,6 +185,39 @@ class KafkaSettings(_Section):
     batch_size: int = Field(gt=0, description="Max bytes per producer batch.")
     linger_ms: int = Field(ge=0, description="Wait time to fill a batch before sending.")
     buffer_memory: int = Field(gt=0, description="Producer send-buffer size in bytes.")
+
+
+class RealtimeTopics(_Section):
+    """Topics of the real-time integration (events in, insights and dead letters out)."""
+
+    journey_events: str = Field(min_length=1)
+    transactions: str = Field(min_length=1)
+    credit_decisions: str = Field(min_length=1)
+    insights: str = Field(min_length=1)
+    dead_letter: str = Field(min_length=1)
+
+
+class RealtimeSettings(_Section):
+    """Event aggregation, batch insights and the Redis cache of recommendations."""
+
+    topics: RealtimeTopics
+    window: Duration = Field(description="Tumbling window length (hourly by default).")
+    grace: Duration = Field(description="Late events within this still land in their window.")
+    max_batch_messages: int = Field(gt=0, description="Events read per run at most.")
+    schedule: str = Field(description="Quartz expression of the aggregation schedule.")
+    redis_url: str = Field(min_length=1, description="Redis URL (password via REDIS_PASSWORD).")
+    redis_prefix: str = Field(min_length=1, description="Key prefix of the cache.")
+    cache_ttl: Duration = Field(description="How long precomputed recommendations live.")
+
+    @field_validator("schedule")
+    @classmethod
+    def _quartz(cls, value: str) -> str:
+        quartz_to_cron(value)
+        return value
+
+    @property
+    def cron(self) -> str:
+        return quartz_to_cron(self.schedule)
 
 
 class SchedulingSettings(_Section):
@@ -306,6 +344,7 @@ class ApplicationSettings(_Section):
     spark: SparkSettings
     databricks: DatabricksSettings
     kafka: KafkaSettings
+    realtime: RealtimeSettings
     scheduling: SchedulingSettings
 
 

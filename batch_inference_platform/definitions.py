@@ -28,6 +28,13 @@ from batch_inference_platform.defs.inference.schedules import (
 from batch_inference_platform.defs.models.assets import build_model_versions, demo_model
 from batch_inference_platform.defs.models.sensors import build_model_update_sensor
 from batch_inference_platform.defs.ops.job_status import JOB_STATUS_SENSORS
+from batch_inference_platform.defs.realtime.assets import (
+    build_realtime_schedule,
+    customer_activity_windows,
+    customer_insights,
+    realtime_job,
+)
+from batch_inference_platform.defs.realtime.resources import RealtimeResource
 from batch_inference_platform.defs.resources import (
     ClientRequestsResource,
     InboxResource,
@@ -63,6 +70,10 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             drift_bins=app.drift.bins,
         ),
         "engine": build_engine(settings),
+        "realtime": RealtimeResource(
+            realtime_settings=app.realtime.model_dump(mode="json"),
+            kafka_settings=app.kafka.model_dump(),
+        ),
         "client_requests": ClientRequestsResource(
             jobs_url=app.api.jobs_url,
             tenants_file=app.api.tenants_file,
@@ -119,8 +130,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         build_model_versions(trained_locally=local),
         predictions,
         catalog_entries,
+        customer_activity_windows,
+        customer_insights,
     ]
-    jobs: list = [score_partition_job, rescore_job, client_inference_job]
+    jobs: list = [score_partition_job, rescore_job, client_inference_job, realtime_job]
     if local:
         assets += [feature_tables, demo_model]
         jobs += [generate_features_job, train_demo_model_job]
@@ -129,7 +142,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=assets,
         jobs=jobs,
-        schedules=[build_scoring_schedule(settings.application.scheduling.cron)],
+        schedules=[
+            build_scoring_schedule(settings.application.scheduling.cron),
+            build_realtime_schedule(settings.application.realtime.cron),
+        ],
         sensors=[
             build_model_update_sensor(settings.application.model.rescore_partitions),
             client_request_sensor,

@@ -115,6 +115,8 @@ def test_prod_observes_features_and_trains_nothing(monkeypatch: pytest.MonkeyPat
         "model_versions",
         "predictions",
         "catalog_entries",
+        "customer_activity_windows",
+        "customer_insights",
     }
     features = graph.get(dg.AssetKey("feature_tables"))
     assert features.is_observable
@@ -123,6 +125,11 @@ def test_prod_observes_features_and_trains_nothing(monkeypatch: pytest.MonkeyPat
         dg.AssetKey("validated_features")
     }
     jobs = {j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__")}
-    assert jobs == {"score_partition_job", "rescore_job", "client_inference_job"}
+    assert jobs == {
+        "score_partition_job",
+        "rescore_job",
+        "client_inference_job",
+        "realtime_insights_job",
+    }
     local = describe(build_definitions(load_settings(environ={})))
     assert describe(defs)["schedules"] == local["schedules"]

@@ -11,15 +11,21 @@ from fastapi import FastAPI
 
 from batch_inference_platform.api.jobs import JobsService, jobs_router
 from batch_inference_platform.api.problems import install_problem_handlers
+from batch_inference_platform.api.recommendations import recommendations_router
 from batch_inference_platform.api.webhooks import webhook_router
 from batch_inference_platform.lib.inbox.relay import OutboxRelay
 from batch_inference_platform.lib.inbox.store import WebhookInbox
+from batch_inference_platform.lib.realtime.cache import RecommendationCache
 
 RELAY_INTERVAL_SECONDS = 0.5
 
 
 def create_app(
-    inbox_url: str, *, jobs: JobsService | None = None, relay: OutboxRelay | None = None
+    inbox_url: str,
+    *,
+    jobs: JobsService | None = None,
+    relay: OutboxRelay | None = None,
+    recommendations: RecommendationCache | None = None,
 ) -> FastAPI:
     """The service. Webhook secrets come from the environment, never from files. With
     ``jobs`` it also serves the client API; with ``relay`` a background thread publishes the
@@ -55,4 +61,6 @@ def create_app(
     )
     if jobs is not None:
         app.include_router(jobs_router(jobs))
+        if recommendations is not None:
+            app.include_router(recommendations_router(recommendations, jobs.tenants))
     return app

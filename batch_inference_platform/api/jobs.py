@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Response, status
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from batch_inference_platform.api.auth import tenant_dependency
 from batch_inference_platform.api.problems import Problem
 from batch_inference_platform.lib.inbox.jobs import (
     IdempotencyConflict,
@@ -32,8 +32,6 @@ from batch_inference_platform.lib.registry.references import (
 from batch_inference_platform.lib.tenants import AccessDenied, Priority, Tenant, TenantDirectory
 
 PREFIX = "/api/v1/batch/inference"
-_bearer = HTTPBearer(auto_error=False, description="The tenant's API key as a bearer token.")
-_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="The tenant's API key.")
 
 
 class InferenceRequest(BaseModel):
@@ -120,22 +118,7 @@ def jobs_router(service: JobsService) -> APIRouter:
     """Routes under ``/api/v1/batch/inference``."""
     router = APIRouter(prefix=PREFIX, tags=["batch inference"])
 
-    def tenant_of(
-        bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-        api_key: Annotated[str | None, Depends(_api_key)],
-    ) -> Tenant:
-        key = bearer.credentials if bearer else api_key
-        if not key:
-            raise Problem(
-                401,
-                "Unauthorized",
-                "send the API key as 'Authorization: Bearer <key>' or 'X-API-Key'",
-                {"WWW-Authenticate": "Bearer"},
-            )
-        tenant = service.tenants.authenticate(key)
-        if tenant is None:
-            raise Problem(401, "Unauthorized", "unknown API key", {"WWW-Authenticate": "Bearer"})
-        return tenant
+    tenant_of = tenant_dependency(service.tenants)
 
     @router.post(
         "",

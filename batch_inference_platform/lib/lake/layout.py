@@ -38,6 +38,21 @@ class LakeLayout:
         return self._at(f"predictions/{model_name}")
 
     @property
+    def realtime_events(self) -> DeltaLocation:
+        """Journey, transaction and decision events, deduplicated, by tumbling window."""
+        return self._at("realtime/events")
+
+    @property
+    def realtime_aggregates(self) -> DeltaLocation:
+        """Per-customer activity in each window."""
+        return self._at("realtime/customer_windows")
+
+    @property
+    def realtime_insights(self) -> DeltaLocation:
+        """Per-customer insight and next best action for each window."""
+        return self._at("realtime/insights")
+
+    @property
     def catalog(self) -> DeltaLocation:
         """One row per dataset version produced, with lineage."""
         return self._at("catalog/datasets")

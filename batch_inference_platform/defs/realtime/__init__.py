@@ -1,0 +1,1 @@
+"""Real-time integration: event windows, batch insights, the Redis recommendation cache."""

@@ -1,0 +1,231 @@
+"""The real-time assets, on the schedule in ``batch-inference.realtime.schedule``.
+
+``customer_activity_windows`` consumes the event topics in bounded batches and keeps each
+tumbling window's events (deduplicated) and per-customer aggregates in Delta; the consumed
+offsets are part of the events commit, so they advance exactly when events land.
+``customer_insights`` scores the customers of the changed windows with the registered model,
+chooses the next best action, publishes the insights and swaps the Redis cache atomically.
+"""
+
+import base64
+import datetime as dt
+import json
+
+import dagster as dg
+
+from batch_inference_platform.defs.realtime.resources import RealtimeResource
+from batch_inference_platform.defs.resources import LakeResource, ModelRegistryResource
+from batch_inference_platform.lib.messaging.kafka import KafkaPublisher, read_batch
+from batch_inference_platform.lib.realtime.aggregates import aggregate
+from batch_inference_platform.lib.realtime.ingest import Ingested, ingest, merge_events
+from batch_inference_platform.lib.realtime.insights import (
+    build_insights,
+    insights_table,
+    latest_per_customer,
+)
+from batch_inference_platform.lib.realtime.tables import (
+    EVENTS_SCHEMA,
+    EVENTS_VERSION_KEY,
+    OFFSETS_KEY,
+    WATERMARK_KEY,
+    WINDOWS_KEY,
+    consumer_state,
+    latest_metadata,
+    read_windows,
+    replace_windows,
+    windows_written_since,
+)
+
+WINDOWS_KEY_ASSET = dg.AssetKey("customer_activity_windows")
+AGGREGATES_VERSION_KEY = "bip.aggregates_version"
+
+
+@dg.asset(
+    key=WINDOWS_KEY_ASSET,
+    group_name="realtime",
+    kinds={"kafka", "deltalake"},
+    description="Journey, transaction and credit-decision events aggregated per customer in "
+    "tumbling windows (Delta, partitioned by window); malformed events go to the dead letter "
+    "topic, events later than the grace period are counted.",
+    check_specs=[
+        dg.AssetCheckSpec(
+            "no_events_too_late",
+            asset=WINDOWS_KEY_ASSET,
+            description="Events that arrived after their window closed (window + grace).",
+        )
+    ],
+)
+def customer_activity_windows(
+    context: dg.AssetExecutionContext, realtime: RealtimeResource, lake: LakeResource
+) -> dg.MaterializeResult:
+    settings, kafka = realtime.settings, realtime.kafka
+    events, aggregates = lake.layout.realtime_events, lake.layout.realtime_aggregates
+    state = consumer_state(events)
+    records, offsets = {}, {}
+    budget = settings.max_batch_messages
+    for kind, topic in realtime.event_topics().items():
+        batch, offsets[topic] = read_batch(
+            kafka, topic, state.offsets.get(topic, {}), max_messages=budget, timeout_seconds=5
+        )
+        records[kind] = batch
+        budget = max(1, budget - len(batch))
+    consumed = sum(len(batch) for batch in records.values())
+    got = ingest(records, watermark=state.watermark, window=settings.window, grace=settings.grace)
+    if got.dead_letters:
+        _dead_letter(realtime, got)
+    events_version = state.events_version
+    if consumed:
+        touched = got.windows
+        merged = merge_events(read_windows(events, touched), got.rows)
+        events_version = replace_windows(
+            events,
+            touched,
+            merged if touched else EVENTS_SCHEMA.empty_table(),
+            {
+                OFFSETS_KEY: json.dumps(offsets),
+                WATERMARK_KEY: got.watermark.isoformat() if got.watermark else "",
+                WINDOWS_KEY: json.dumps(sorted(touched)),
+            },
+        )
+    seen = latest_metadata(aggregates, EVENTS_VERSION_KEY)
+    pending = windows_written_since(events, int(seen) if seen is not None else None)
+    aggregates_version = None
+    if pending:
+        aggregates_version = replace_windows(
+            aggregates,
+            pending,
+            aggregate(read_windows(events, pending), settings.window),
+            {EVENTS_VERSION_KEY: str(events_version), WINDOWS_KEY: json.dumps(sorted(pending))},
+        )
+    context.log.info(
+        f"{consumed} events read, {len(got.rows)} in time, {len(got.dead_letters)} dead "
+        f"letters, {got.too_late} too late; windows re-aggregated: {sorted(pending)}"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "events_read": consumed,
+            "events_in_windows": len(got.rows),
+            "dead_lettered": len(got.dead_letters),
+            "too_late": got.too_late,
+            "late_within_grace": got.late_within_grace,
+            "windows_updated": sorted(pending),
+            "watermark": got.watermark.isoformat() if got.watermark else "",
+            "offsets": dg.MetadataValue.json(offsets),
+            "events_version": events_version if events_version is not None else -1,
+            "aggregates_version": aggregates_version if aggregates_version is not None else -1,
+            "table_uri": dg.MetadataValue.path(aggregates.uri),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="no_events_too_late",
+                passed=got.too_late == 0,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=f"{got.too_late} events arrived after their window closed "
+                f"(grace {settings.grace})",
+                metadata={"too_late": got.too_late},
+            )
+        ],
+    )
+
+
+def _dead_letter(realtime: RealtimeResource, got: Ingested) -> None:
+    """Publish unusable records with the reason before their offsets are committed."""
+    topic = realtime.settings.topics.dead_letter
+    messages = [
+        (
+            topic,
+            letter.key or letter.source,
+            json.dumps(
+                {
+                    "schema_version": 1,
+                    "source": letter.source,
+                    "reason": letter.reason,
+                    "value_base64": base64.b64encode(letter.value).decode(),
+                    "at": dt.datetime.now(dt.UTC).isoformat(),
+                }
+            ).encode(),
+        )
+        for letter in got.dead_letters
+    ]
+    with KafkaPublisher(realtime.kafka) as publisher:
+        publisher.publish(messages)
+
+
+@dg.asset(
+    deps=[WINDOWS_KEY_ASSET],
+    group_name="realtime",
+    kinds={"mlflow", "redis", "kafka"},
+    description="Per-customer insights of the changed windows: risk from the registered "
+    "model, activity, next best action; published to the insights topic and swapped "
+    "atomically into the Redis cache.",
+)
+def customer_insights(
+    context: dg.AssetExecutionContext,
+    realtime: RealtimeResource,
+    lake: LakeResource,
+    registry: ModelRegistryResource,
+) -> dg.MaterializeResult:
+    layout, settings = lake.layout, realtime.settings
+    seen = latest_metadata(layout.realtime_insights, AGGREGATES_VERSION_KEY)
+    pending = windows_written_since(
+        layout.realtime_aggregates, int(seen) if seen is not None else None
+    )
+    aggregates_version = (
+        layout.realtime_aggregates.open().version() if layout.realtime_aggregates.exists() else -1
+    )
+    if not pending:
+        return dg.MaterializeResult(metadata={"windows": [], "insights": 0})
+    version = registry.registry.by_alias(registry.model_name, registry.alias)
+    insights = build_insights(
+        read_windows(layout.realtime_aggregates, pending),
+        registry=registry.registry,
+        version=version,
+        validated=layout.validated,
+        generated_at=dt.datetime.now(dt.UTC),
+    )
+    replace_windows(
+        layout.realtime_insights,
+        pending,
+        insights_table(insights),
+        {AGGREGATES_VERSION_KEY: str(aggregates_version), WINDOWS_KEY: json.dumps(sorted(pending))},
+    )
+    topic = settings.topics.insights
+    with KafkaPublisher(realtime.kafka) as publisher:
+        publisher.publish(
+            [(topic, str(i.customer_id), i.model_dump_json().encode()) for i in insights]
+        )
+    current = latest_per_customer(layout.realtime_insights, settings.cache_ttl)
+    cached = realtime.cache().publish(current, version=context.run_id)
+    actions: dict[str, int] = {}
+    for insight in insights:
+        actions[insight.next_best_action] = actions.get(insight.next_best_action, 0) + 1
+    return dg.MaterializeResult(
+        metadata={
+            "windows": sorted(pending),
+            "insights": len(insights),
+            "next_best_actions": dg.MetadataValue.json(actions),
+            "model_name": version.name,
+            "model_version": version.version,
+            "cache_version": context.run_id,
+            "cached_customers": cached,
+            "table_uri": dg.MetadataValue.path(layout.realtime_insights.uri),
+        }
+    )
+
+
+realtime_job = dg.define_asset_job(
+    "realtime_insights_job",
+    selection=dg.AssetSelection.assets(WINDOWS_KEY_ASSET, customer_insights),
+    description="Consume the event topics, update the windows, publish insights and the cache.",
+)
+
+
+def build_realtime_schedule(cron: str) -> dg.ScheduleDefinition:
+    """``realtime_insights_job`` on ``batch-inference.realtime.schedule``."""
+    return dg.ScheduleDefinition(
+        name="realtime_insights_schedule",
+        job=realtime_job,
+        cron_schedule=cron,
+        execution_timezone="UTC",
+        description="Aggregates new events and refreshes insights and the Redis cache.",
+    )

@@ -1,0 +1,140 @@
+"""Batch insights: each active customer's risk from the registered model (scored on their
+latest validated credit features), their window activity, and the next best action."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from batch_inference_platform.lib.features.contract import KEY_COLUMN
+from batch_inference_platform.lib.lake.tables import DeltaLocation, snapshot
+from batch_inference_platform.lib.realtime.actions import next_best_action
+from batch_inference_platform.lib.realtime.aggregates import ACTIVITY
+from batch_inference_platform.lib.realtime.events import InsightMessage
+from batch_inference_platform.lib.realtime.tables import WINDOW_COLUMN, window_id
+from batch_inference_platform.lib.registry.client import ModelRegistry, ModelVersionInfo
+from batch_inference_platform.lib.registry.compatibility import input_names
+from batch_inference_platform.lib.registry.loader import load_scorer
+from batch_inference_platform.lib.scoring.kernel import feature_matrix
+
+_UTC = pa.timestamp("us", tz="UTC")
+INSIGHTS_SCHEMA = pa.schema(
+    [
+        pa.field(WINDOW_COLUMN, pa.string(), nullable=False),
+        pa.field("customer_id", pa.int64(), nullable=False),
+        pa.field("window_start", _UTC, nullable=False),
+        pa.field("window_end", _UTC, nullable=False),
+        pa.field("risk_score", pa.float64()),
+        pa.field("model_name", pa.string(), nullable=False),
+        pa.field("model_version", pa.int64(), nullable=False),
+        pa.field("next_best_action", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("activity", pa.string(), nullable=False),
+        pa.field("generated_at", _UTC, nullable=False),
+    ]
+)
+
+
+def risk_scores(
+    registry: ModelRegistry,
+    version: ModelVersionInfo,
+    validated: DeltaLocation,
+    customers: list[int],
+) -> dict[int, float]:
+    """The model's score of each customer's row in the latest validated partition (customers
+    without one get no score)."""
+    if not customers or not validated.exists():
+        return {}
+    signature = registry.signature(version)
+    if signature is None:
+        raise ValueError(f"{version.uri} has no input signature")
+    names = input_names(signature)
+    source = snapshot(validated)
+    days = source.days()
+    if not days:
+        return {}
+    wanted = ds.field(KEY_COLUMN).isin(customers)
+    batches = [b.filter(wanted) for b in source.batches(days[-1], columns=[KEY_COLUMN, *names])]
+    rows = pa.Table.from_batches(
+        [b for b in batches if b.num_rows], schema=batches[0].schema if batches else None
+    )
+    if rows.num_rows == 0:
+        return {}
+    batch = rows.combine_chunks().to_batches()[0]
+    scores = np.asarray(load_scorer(registry, version).predict(feature_matrix(batch, names)))
+    keys = batch.column(KEY_COLUMN).to_pylist()
+    return {int(k): float(v) for k, v in zip(keys, scores.tolist(), strict=True) if k is not None}
+
+
+def build_insights(
+    aggregates: pa.Table,
+    *,
+    registry: ModelRegistry,
+    version: ModelVersionInfo,
+    validated: DeltaLocation,
+    generated_at: dt.datetime,
+) -> list[InsightMessage]:
+    """One insight per (window, customer) of ``aggregates``."""
+    rows = aggregates.to_pylist()
+    risks = risk_scores(registry, version, validated, sorted({r["customer_id"] for r in rows}))
+    insights = []
+    for row in rows:
+        activity = {name: float(row[name]) for name in ACTIVITY}
+        risk = risks.get(row["customer_id"])
+        action, reason = next_best_action(activity, risk)
+        insights.append(
+            InsightMessage(
+                customer_id=row["customer_id"],
+                window_start=row["window_start"],
+                window_end=row["window_end"],
+                risk_score=risk,
+                model_name=version.name,
+                model_version=version.version,
+                next_best_action=action,
+                reason=reason,
+                activity=activity,
+                generated_at=generated_at,
+            )
+        )
+    return insights
+
+
+def insights_table(insights: list[InsightMessage]) -> pa.Table:
+    return pa.Table.from_pylist(
+        [
+            {
+                WINDOW_COLUMN: window_id(i.window_start),
+                **i.model_dump(exclude={"schema_version", "activity"}),
+                "activity": json.dumps(i.activity, sort_keys=True),
+            }
+            for i in insights
+        ],
+        schema=INSIGHTS_SCHEMA,
+    )
+
+
+def latest_per_customer(location: DeltaLocation, ttl: dt.timedelta) -> list[InsightMessage]:
+    """Each customer's newest insight among windows ending within ``ttl`` of the newest."""
+    if not location.exists():
+        return []
+    dataset = location.open().to_pyarrow_dataset()
+    table = pa.Table.from_batches(list(dataset.to_batches()), schema=dataset.schema)
+    if table.num_rows == 0:
+        return []
+    rows = sorted(table.to_pylist(), key=lambda r: (r["window_end"], r["generated_at"]))
+    horizon = rows[-1]["window_end"] - ttl
+    latest: dict[int, dict] = {}
+    for row in rows:
+        if row["window_end"] > horizon:
+            latest[row["customer_id"]] = row
+    return [
+        InsightMessage(
+            **{k: v for k, v in row.items() if k not in (WINDOW_COLUMN, "activity")},
+            activity=json.loads(row["activity"]),
+        )
+        for row in latest.values()
+    ]
