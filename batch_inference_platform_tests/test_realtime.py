@@ -11,12 +11,17 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
 import pytest
 import redis
 
+from batch_inference_platform.api.app import create_app
+from batch_inference_platform.api.jobs import JobsService
+from batch_inference_platform.lib.inbox.jobs import JobStore
 from batch_inference_platform.lib.messaging.kafka import KafkaPublisher, ensure_topics, read_batch
+from batch_inference_platform.lib.messaging.topics import Topics
 from batch_inference_platform.lib.realtime.actions import next_best_action
 from batch_inference_platform.lib.realtime.cache import RecommendationCache
 from batch_inference_platform.lib.realtime.events import (
@@ -26,9 +31,12 @@ from batch_inference_platform.lib.realtime.events import (
     TransactionEvent,
 )
 from batch_inference_platform.lib.realtime.tables import WINDOW_COLUMN
+from batch_inference_platform.lib.tenants import load_tenants
 
 from .conftest import DAY_A, Platform, PlatformFactory, check_evaluations, materializations
 from .kafka_broker import KafkaBroker
+from .servers import served
+from .test_client_api import Service, write_tenants
 
 C1, C2, C3 = 1_000_001, 1_000_002, 1_000_003
 H9 = dt.datetime(2026, 11, 28, 9, tzinfo=dt.UTC)
@@ -275,3 +283,26 @@ def test_a_reader_during_a_swap_sees_one_whole_set(realtime: Realtime) -> None:
     for thread in threads:
         thread.join()
     assert reads[0] > 0 and mixed == []
+
+
+def test_the_read_path_serves_the_current_recommendation(
+    realtime: Realtime, tmp_path: Path
+) -> None:
+    tenants = load_tenants(write_tenants(tmp_path / "tenants.yml"), "/lake")
+    store = JobStore(
+        f"sqlite:///{tmp_path / 'jobs.db'}",
+        Topics.from_settings(realtime.platform.settings.application.kafka),
+    )
+    app = create_app(
+        f"sqlite:///{tmp_path / 'inbox.db'}",
+        jobs=JobsService(store, tenants, max_days=31),
+        recommendations=realtime.cache,
+    )
+    with served(app) as url:
+        service = Service(url, store, None, None, None)  # type: ignore[arg-type]
+        status, view = service.call("GET", f"/api/v1/customers/{C3}/recommendation")
+        assert status == 200, view
+        assert view["next_best_action"] == realtime.cache.current(C3).insight.next_best_action  # type: ignore[union-attr]
+        assert view["model_version"] == 1 and view["age_seconds"] >= 0
+        assert service.call("GET", "/api/v1/customers/42/recommendation")[0] == 404
+        assert service.call("GET", f"/api/v1/customers/{C3}/recommendation", key=None)[0] == 401
