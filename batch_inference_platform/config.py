@@ -244,8 +244,15 @@ class LakeSettings(_Section):
 
     root: str = Field(min_length=1, description="Local path or az:// / abfss:// URI.")
     storage_options: Annotated[dict[str, str], BeforeValidator(_stringify_options)] = Field(
-        default_factory=dict, description="Passed verbatim to delta-rs."
+        default_factory=dict, description="Passed to delta-rs (no secrets: see azure-auth)."
     )
+    azure_auth: Literal["none", "account-key", "sas", "service-principal", "default-credential"] = (
+        Field(default="none", description="Where Azure credentials come from (environment).")
+    )
+    archive_root: str = Field(
+        default="", description="Where processed input is archived; empty: <root>/archive."
+    )
+    archive_retention: Duration = Field(description="Archived partitions older than this go.")
 
 
 class MlflowSettings(_Section):

@@ -8,6 +8,7 @@ import dagster as dg
 
 from batch_inference_platform.config import Settings, SettingsError, load_settings
 from batch_inference_platform.defs.catalog.assets import catalog_entries
+from batch_inference_platform.defs.features.archive import archived_features
 from batch_inference_platform.defs.features.assets import feature_tables, observed_feature_tables
 from batch_inference_platform.defs.inference.assets import predictions
 from batch_inference_platform.defs.inference.client_jobs import client_inference_job
@@ -27,7 +28,19 @@ from batch_inference_platform.defs.inference.schedules import (
 )
 from batch_inference_platform.defs.models.assets import build_model_versions, demo_model
 from batch_inference_platform.defs.models.sensors import build_model_update_sensor
+from batch_inference_platform.defs.ops.alerts import AlertsResource, job_failure_alerts
 from batch_inference_platform.defs.ops.job_status import JOB_STATUS_SENSORS
+from batch_inference_platform.defs.ops.run_metrics import (
+    TelemetryResource,
+    run_metrics_on_failure,
+    run_metrics_on_success,
+)
+from batch_inference_platform.defs.ops.sla import (
+    SlaTargetsResource,
+    sla_report,
+    sla_report_job,
+    sla_report_schedule,
+)
 from batch_inference_platform.defs.realtime.assets import (
     build_realtime_schedule,
     customer_activity_windows,
@@ -49,7 +62,13 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     """Resources under the same keys in every environment, configured from settings."""
     app = settings.application
     return {
-        "lake": LakeResource(root=app.lake.root, storage_options=dict(app.lake.storage_options)),
+        "lake": LakeResource(
+            root=app.lake.root,
+            storage_options=dict(app.lake.storage_options),
+            azure_auth=app.lake.azure_auth,
+            archive_root=app.lake.archive_root,
+            archive_retention_days=app.lake.archive_retention.total_seconds() / 86400,
+        ),
         "registry": ModelRegistryResource(
             tracking_uri=app.mlflow.tracking_uri,
             registry_uri=app.mlflow.registry_uri,
@@ -70,6 +89,12 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             drift_bins=app.drift.bins,
         ),
         "engine": build_engine(settings),
+        "telemetry": TelemetryResource(
+            collection_interval_seconds=settings.monitoring.metrics.collection_interval.total_seconds(),
+            local_dir=str(settings.data_dir / "telemetry"),
+        ),
+        "alerts": AlertsResource.from_settings(settings.monitoring),
+        "sla_targets": SlaTargetsResource.from_settings(settings.monitoring),
         "realtime": RealtimeResource(
             realtime_settings=app.realtime.model_dump(mode="json"),
             kafka_settings=app.kafka.model_dump(),
@@ -132,8 +157,16 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         catalog_entries,
         customer_activity_windows,
         customer_insights,
+        archived_features,
+        sla_report,
     ]
-    jobs: list = [score_partition_job, rescore_job, client_inference_job, realtime_job]
+    jobs: list = [
+        score_partition_job,
+        rescore_job,
+        client_inference_job,
+        realtime_job,
+        sla_report_job,
+    ]
     if local:
         assets += [feature_tables, demo_model]
         jobs += [generate_features_job, train_demo_model_job]
@@ -145,11 +178,15 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         schedules=[
             build_scoring_schedule(settings.application.scheduling.cron),
             build_realtime_schedule(settings.application.realtime.cron),
+            sla_report_schedule,
         ],
         sensors=[
             build_model_update_sensor(settings.application.model.rescore_partitions),
             client_request_sensor,
             *JOB_STATUS_SENSORS,
+            run_metrics_on_success,
+            run_metrics_on_failure,
+            job_failure_alerts,
         ],
         resources=build_resources(settings),
     )

@@ -142,6 +142,7 @@ def test_one_run_covers_the_range(backfill: Backfill) -> None:
         str(e.step_key) for e in backfill.result.all_events if e.event_type_value == "STEP_START"
     ]
     assert sorted(started) == [
+        "archived_features",
         "catalog_entries",
         "model_versions",
         "predictions",

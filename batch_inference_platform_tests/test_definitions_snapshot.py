@@ -93,6 +93,7 @@ def test_snapshot_pins_the_scoring_contract() -> None:
     assert validated["partitions"]["start_date"] == "2026-11-01"
     assert snapshot["assets"]["predictions"]["deps"] == ["model_versions", "validated_features"]
     assert snapshot["jobs"]["score_partition_job"] == [
+        "archived_features",
         "catalog_entries",
         "model_versions",
         "predictions",
@@ -117,6 +118,8 @@ def test_prod_observes_features_and_trains_nothing(monkeypatch: pytest.MonkeyPat
         "catalog_entries",
         "customer_activity_windows",
         "customer_insights",
+        "archived_features",
+        "sla_report",
     }
     features = graph.get(dg.AssetKey("feature_tables"))
     assert features.is_observable
@@ -130,6 +133,7 @@ def test_prod_observes_features_and_trains_nothing(monkeypatch: pytest.MonkeyPat
         "rescore_job",
         "client_inference_job",
         "realtime_insights_job",
+        "sla_report_job",
     }
     local = describe(build_definitions(load_settings(environ={})))
     assert describe(defs)["schedules"] == local["schedules"]

@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 
 from batch_inference_platform.lib.features.contract import DATE_COLUMN, KEY_COLUMN
 from batch_inference_platform.lib.lake.lineage import latest_commit
-from batch_inference_platform.lib.lake.tables import DeltaLocation, snapshot
+from batch_inference_platform.lib.lake.tables import snapshot
 from batch_inference_platform.lib.quality.drift import FINE_BINS, ScoreHistogram
 from batch_inference_platform.lib.scoring.kernel import SCORE_COLUMN
 from batch_inference_platform.lib.scoring.request import (
@@ -70,7 +70,7 @@ def _score_day(
     )
     input_rows = features.count()
     stamp = {"partition": day.isoformat(), **request.commit_metadata.get(day.isoformat(), {})}
-    target = DeltaLocation(request.predictions_uri, request.storage_options)
+    target = request.predictions
     writer = (
         features.mapInArrow(scorer, PREDICTION_DDL)
         .write.format("delta")
@@ -119,7 +119,7 @@ def _score_stats(scored: DataFrame) -> tuple[int, ScoreStats]:
 def _unreadable_files(request: ScoringRequest, day: dt.date) -> list[str]:
     """The validated files of ``day`` whose Parquet footer cannot be read."""
     try:
-        source = snapshot(DeltaLocation(request.validated_uri, request.storage_options))
+        source = snapshot(request.validated)
         return sorted(source.unreadable_files(day))
     except Exception:  # diagnosis must not hide the original error
         return []

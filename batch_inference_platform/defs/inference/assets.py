@@ -100,6 +100,7 @@ def predictions(
             for day in days
         },
         storage_options=dict(lake.storage_options),
+        azure_auth=lake.azure_auth,
     )
     outcome = engine.score(context, request, lake=lake, registry=registry)
     target = layout.predictions(serving.version.name)

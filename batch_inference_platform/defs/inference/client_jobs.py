@@ -61,7 +61,7 @@ def score_client_request(
         version = reference.resolve(registry.registry)
     except (AccessDenied, ModelReferenceError, ModelNotFoundError) as error:
         raise dg.Failure(f"job {config.job_id}: {error}") from error
-    options = dict(lake.storage_options) or None
+    options = lake.options or None
     try:
         features = snapshot(DeltaLocation(source, options))
     except TableNotFoundError as error:
@@ -99,6 +99,7 @@ def score_client_request(
             for day in days
         },
         storage_options=dict(lake.storage_options),
+        azure_auth=lake.azure_auth,
     )
     outcome = engine.score(context, request, lake=lake, registry=registry)
     rows = sum(report.rows for report in outcome.scored.values())

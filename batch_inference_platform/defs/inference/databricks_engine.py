@@ -26,7 +26,7 @@ from batch_inference_platform.lib.databricks.cluster import (
     is_capacity_error,
 )
 from batch_inference_platform.lib.databricks.sizing import PastRun, recommend_workers
-from batch_inference_platform.lib.lake.tables import DeltaLocation, snapshot
+from batch_inference_platform.lib.lake.tables import snapshot
 from batch_inference_platform.lib.scoring.request import REQUEST_EXTRA, EngineResult, ScoringRequest
 
 PACKAGE = "batch_inference_platform"
@@ -174,7 +174,7 @@ def _cluster_id(run: jobs.Run) -> str:
 
 def _validated_rows(request: ScoringRequest) -> int:
     """Rows to score (from file statistics; an unreadable day counts as none)."""
-    validated = snapshot(DeltaLocation(request.validated_uri, request.storage_options or None))
+    validated = snapshot(request.validated)
     total = 0
     for day in request.dates:
         try:

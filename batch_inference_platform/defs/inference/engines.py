@@ -16,7 +16,7 @@ from typing import Any
 import dagster as dg
 
 from batch_inference_platform.defs.resources import LakeResource, ModelRegistryResource
-from batch_inference_platform.lib.lake.tables import DeltaLocation, snapshot
+from batch_inference_platform.lib.lake.tables import snapshot
 from batch_inference_platform.lib.scoring.engine import score_request
 from batch_inference_platform.lib.scoring.kernel import ScoringStamp, sample_features
 from batch_inference_platform.lib.scoring.request import (
@@ -57,7 +57,7 @@ class LocalEngineResource(ScoringEngineResource):
         lake: LakeResource,
         registry: ModelRegistryResource,
     ) -> EngineResult:
-        validated = snapshot(DeltaLocation(request.validated_uri, request.storage_options or None))
+        validated = snapshot(request.validated)
         version = registry.registry.version(request.model.name, request.model.version)
         started = time.perf_counter()
         scorer = registry.fast_scorer(
@@ -69,7 +69,7 @@ class LocalEngineResource(ScoringEngineResource):
         result = score_request(
             scorer,
             validated,
-            DeltaLocation(request.predictions_uri, request.storage_options or None),
+            request.predictions,
             request,
             stamp,
             batch_rows=scorer.batch_rows,

@@ -13,13 +13,15 @@ from batch_inference_platform.defs.models.assets import DEMO_MODEL_KEY, MODEL_VE
 from batch_inference_platform.defs.partitions import DAILY_PARTITIONS
 from batch_inference_platform.defs.validation.assets import VALIDATED_KEY
 
+ARCHIVE_KEY = dg.AssetKey("archived_features")
+
 score_partition_job = dg.define_asset_job(
     "score_partition_job",
     selection=dg.AssetSelection.assets(
-        VALIDATED_KEY, MODEL_VERSIONS_KEY, PREDICTIONS_KEY, CATALOG_KEY
+        VALIDATED_KEY, MODEL_VERSIONS_KEY, PREDICTIONS_KEY, CATALOG_KEY, ARCHIVE_KEY
     ),
     partitions_def=DAILY_PARTITIONS,
-    description="Validate, resolve the serving model, score and catalog one day of features.",
+    description="Validate, resolve the serving model, score, catalog and archive one day.",
 )
 
 rescore_job = dg.define_asset_job(

@@ -1,1 +1,1 @@
-"""Operations: run-status publishing (and, later, alerts and SLA reports)."""
+"""Operations: job status to clients, run metrics and traces, alerts, the SLA report."""

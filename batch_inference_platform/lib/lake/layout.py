@@ -14,6 +14,8 @@ class LakeLayout:
 
     root: str
     storage_options: Mapping[str, str] | None = None
+    archive_root: str = ""
+    """Where processed input is archived (another container or tier); empty: under root."""
 
     def _at(self, path: str) -> DeltaLocation:
         return DeltaLocation(f"{self.root.rstrip('/')}/{path}", self.storage_options)
@@ -36,6 +38,12 @@ class LakeLayout:
     def predictions(self, model_name: str) -> DeltaLocation:
         """Scores of one registered model, partitioned by date."""
         return self._at(f"predictions/{model_name}")
+
+    @property
+    def archived_features(self) -> DeltaLocation:
+        """Raw feature partitions that were scored, kept for ``lake.archive-retention``."""
+        base = self.archive_root or f"{self.root.rstrip('/')}/archive"
+        return DeltaLocation(f"{base.rstrip('/')}/features/credit_risk", self.storage_options)
 
     @property
     def realtime_events(self) -> DeltaLocation:

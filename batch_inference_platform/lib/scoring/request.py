@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from batch_inference_platform.lib.lake.azure import storage_options as azure_storage_options
+from batch_inference_platform.lib.lake.tables import DeltaLocation
 from batch_inference_platform.lib.quality.drift import ScoreHistogram
 
 REQUEST_EXTRA = "scoring_request"
@@ -43,9 +45,25 @@ class ScoringRequest:
     commit_metadata: dict[str, dict[str, str]] = field(default_factory=dict)
     """Per day, what the prediction commit is stamped with (lineage)."""
     storage_options: dict[str, str] = field(default_factory=dict)
+    """Non-secret delta-rs options; credentials are resolved where the request runs."""
+    azure_auth: str = "none"
+    """How that process finds Azure credentials in its own environment (``lib.lake.azure``)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    def location(self, uri: str) -> DeltaLocation:
+        """A table of the request, with credentials from this process's environment."""
+        options = azure_storage_options(self.azure_auth, self.storage_options)  # type: ignore[arg-type]
+        return DeltaLocation(uri, options or None)
+
+    @property
+    def validated(self) -> DeltaLocation:
+        return self.location(self.validated_uri)
+
+    @property
+    def predictions(self) -> DeltaLocation:
+        return self.location(self.predictions_uri)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ScoringRequest:

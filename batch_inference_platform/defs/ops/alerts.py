@@ -1,0 +1,238 @@
+"""Job-failure alerts: when a job of this code location has failed ``threshold`` times in a
+row, the people on call hear about it on every channel ``alerts.job-failure.notification``
+lists (monitoring.yml) - what failed, where, when, and a link to the run."""
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+
+import dagster as dg
+import pydantic
+
+from batch_inference_platform.config import MonitoringSettings
+from batch_inference_platform.lib.alerts import (
+    Alert,
+    Channel,
+    EmailChannel,
+    SlackChannel,
+    WebhookChannel,
+    run_link,
+    send_all,
+)
+
+CHANNEL_NAMES = ("slack", "email", "webhook")
+WHERE_TAGS = {
+    "tenant": "tenant",
+    "job_id": "client_job",
+    "dagster/partition": "partition",
+    "dagster/asset_partition_range_start": "partitions_from",
+    "dagster/asset_partition_range_end": "partitions_to",
+    "dagster/backfill": "backfill",
+}
+"""Run tags that say where a failure happened, and the label each gets in the alert."""
+STREAK_LOOKBACK = 100
+"""Earlier runs of the job read to count a failure streak."""
+_FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]
+
+
+class AlertsResource(dg.ConfigurableResource):
+    """Who is told about failures, how, and when (``alerts`` in monitoring.yml).
+
+    Only the names of environment variables are configured here; their values (webhook URLs,
+    SMTP password, signing secret) are read at send time and never logged."""
+
+    dagster_url: str
+    """Base URL of the Dagster UI; alerts link to ``<dagster_url>/runs/<run id>``."""
+    threshold: int = pydantic.Field(default=1, ge=1)
+    """Alert when a job has failed this many times in a row (1: every failure); each further
+    failure in the same streak alerts again, its title saying how many in a row."""
+    notification: list[str] = pydantic.Field(default_factory=lambda: list(CHANNEL_NAMES))
+    """Channels alerts go to, of slack, email, webhook."""
+    slack_webhook_url_env: str = "SLACK_WEBHOOK_URL"
+    smtp_host: str = "localhost"
+    smtp_port: int = 25
+    smtp_starttls: bool = False
+    email_sender: str = "batch-inference@localhost"
+    email_recipients: list[str] = pydantic.Field(default_factory=list)
+    smtp_username_env: str = ""
+    """Empty, or a variable that is unset: no SMTP login."""
+    smtp_password_env: str = ""
+    webhook_url_env: str = "ALERT_WEBHOOK_URL"
+    webhook_secret_env: str = ""
+    """Empty, or a variable that is unset: the webhook is not signed."""
+    timeout_seconds: float = 10.0
+    """Per channel: connecting and delivering."""
+
+    @classmethod
+    def from_settings(cls, settings: MonitoringSettings) -> "AlertsResource":
+        """The resource ``monitoring.yml`` describes."""
+        alerts = settings.alerts
+        slack, email, webhook = (
+            alerts.channels.slack,
+            alerts.channels.email,
+            alerts.channels.webhook,
+        )
+        return cls(
+            dagster_url=alerts.dagster_url,
+            threshold=alerts.job_failure.threshold,
+            notification=list(alerts.job_failure.notification),
+            slack_webhook_url_env=slack.webhook_url_env,
+            smtp_host=email.smtp_host,
+            smtp_port=email.smtp_port,
+            smtp_starttls=email.starttls,
+            email_sender=email.sender,
+            email_recipients=list(email.recipients),
+            smtp_username_env=email.username_env,
+            smtp_password_env=email.password_env,
+            webhook_url_env=webhook.url_env,
+            webhook_secret_env=webhook.secret_env,
+        )
+
+    def link(self, run_id: str) -> str:
+        """The run's page in the Dagster UI."""
+        return run_link(self.dagster_url, run_id)
+
+    def channel(self, name: str) -> Channel:
+        """The channel called ``name`` (slack, email or webhook)."""
+        timeout = self.timeout_seconds
+        if name == "slack":
+            return SlackChannel(self.slack_webhook_url_env, timeout=timeout)
+        if name == "email":
+            return EmailChannel(
+                smtp_host=self.smtp_host,
+                smtp_port=self.smtp_port,
+                sender=self.email_sender,
+                recipients=list(self.email_recipients),
+                starttls=self.smtp_starttls,
+                username_env=self.smtp_username_env,
+                password_env=self.smtp_password_env,
+                timeout=timeout,
+            )
+        if name == "webhook":
+            return WebhookChannel(self.webhook_url_env, self.webhook_secret_env, timeout=timeout)
+        raise ValueError(f"unknown alert channel {name!r} (use {', '.join(CHANNEL_NAMES)})")
+
+    def alert(self, alert: Alert, *, logger: logging.Logger | None = None) -> dict[str, str | None]:
+        """Send ``alert`` to every channel in ``notification``; each channel's error, or None
+        when it delivered. Never raises for a channel: failures are returned and logged."""
+        log = logger or logging.getLogger(__name__)
+        known = [name for name in dict.fromkeys(self.notification) if name in CHANNEL_NAMES]
+        outcome = send_all(alert, [self.channel(name) for name in known], logger=log)
+        for name in self.notification:
+            if name not in CHANNEL_NAMES:
+                outcome[name] = f"unknown channel (use {', '.join(CHANNEL_NAMES)})"
+                log.error(f"alert {alert.title!r}: {name!r}: {outcome[name]}")
+        return outcome
+
+
+def consecutive_failures(
+    instance: dg.DagsterInstance, record: dg.RunRecord, *, lookback: int = STREAK_LOOKBACK
+) -> int:
+    """How many runs of the failed run's job have failed in a row, ending with it (counted as a
+    failure): earlier runs that finished, newest first, until the first success. Canceled and
+    unfinished runs neither count nor break the streak."""
+    run = record.dagster_run
+    earlier = instance.get_run_records(
+        filters=dg.RunsFilter(
+            job_name=run.job_name, statuses=_FINISHED, created_before=record.create_timestamp
+        ),
+        limit=lookback,
+    )
+    streak = 1
+    for previous in earlier:
+        if previous.dagster_run.status != dg.DagsterRunStatus.FAILURE:
+            break
+        streak += 1
+    return streak
+
+
+def failure_alert(
+    run: dg.DagsterRun,
+    failure_event: dg.DagsterEvent,
+    step_failures: Sequence[dg.DagsterEvent],
+    *,
+    dagster_url: str,
+    at: dt.datetime,
+    streak: int = 1,
+) -> Alert:
+    """The alert for a failed run: its failed steps and their errors, where and when."""
+    steps = tuple(event.step_key for event in step_failures if event.step_key)
+    errors = [(event.step_key, _step_error(event)) for event in step_failures]
+    if len(errors) == 1:
+        error = errors[0][1]
+    elif errors:
+        error = "\n".join(f"{step}: {message}" for step, message in errors)
+    else:
+        error = _run_error(failure_event)
+    where: dict[str, str] = {}
+    if run.remote_job_origin is not None:
+        where["code_location"] = run.remote_job_origin.location_name
+    where |= {label: run.tags[tag] for tag, label in WHERE_TAGS.items() if run.tags.get(tag)}
+    title = f"{run.job_name} failed" + (f" {streak} times in a row" if streak > 1 else "")
+    return Alert(
+        title=title,
+        job_name=run.job_name,
+        run_id=run.run_id,
+        error=error,
+        link=run_link(dagster_url, run.run_id),
+        at=at,
+        failed_steps=steps,
+        where=where,
+        severity="critical" if streak > 1 else "error",
+    )
+
+
+@dg.run_failure_sensor(
+    name="job_failure_alerts",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "A job failed (alerts.job-failure.threshold times in a row): alert the channels in "
+        "alerts.job-failure.notification with the failed steps, error and a link to the run."
+    ),
+)
+def job_failure_alerts(
+    context: dg.RunFailureSensorContext, alerts: AlertsResource
+) -> dg.SkipReason | None:
+    run = context.dagster_run
+    record = context.instance.get_run_record_by_id(run.run_id)
+    streak = consecutive_failures(context.instance, record) if record is not None else 1
+    if streak < alerts.threshold:
+        return dg.SkipReason(
+            f"{run.job_name} failed {streak} time(s) in a row; alerting from {alerts.threshold}"
+        )
+    ended = record.end_time if record is not None else None
+    alert = failure_alert(
+        run,
+        context.failure_event,
+        context.get_step_failure_events(),
+        dagster_url=alerts.dagster_url,
+        at=dt.datetime.fromtimestamp(ended, dt.UTC) if ended else dt.datetime.now(dt.UTC),
+        streak=streak,
+    )
+    outcome = alerts.alert(alert, logger=context.log)
+    if not any(error is None for error in outcome.values()):
+        context.log.error(f"the alert for run {run.run_id} reached no channel: {outcome}")
+    return None
+
+
+def _step_error(event: dg.DagsterEvent) -> str:
+    """What went wrong in a step: a ``dg.Failure``'s description, else the root exception."""
+    data = event.step_failure_data
+    if data.user_failure_data is not None and data.user_failure_data.description:
+        return data.user_failure_data.description
+    if data.error is None:
+        return event.message or "the step failed"
+    error = data.error
+    while error.cause is not None:
+        error = error.cause
+    return error.message.strip()
+
+
+def _run_error(event: dg.DagsterEvent) -> str:
+    """Why a run failed outside any step (e.g. its worker could not start)."""
+    message = event.message or "the run failed"
+    data = event.event_specific_data
+    error = getattr(data, "error", None)
+    while error is not None and error.cause is not None:
+        error = error.cause
+    return f"{message}\n{error.message.strip()}" if error is not None else message

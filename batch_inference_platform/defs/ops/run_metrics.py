@@ -1,0 +1,92 @@
+"""Every finished run's metrics and trace (rows, duration, throughput, records per hour,
+errors) through OpenTelemetry - to Application Insights in Azure, to local files elsewhere."""
+
+import datetime as dt
+import threading
+from pathlib import Path
+
+import dagster as dg
+
+from batch_inference_platform.lib.telemetry import RunFigures, Telemetry, configure
+
+ROW_COUNT = "dagster/row_count"
+_providers: dict[tuple[float, str], Telemetry] = {}
+_lock = threading.Lock()
+
+
+class TelemetryResource(dg.ConfigurableResource):
+    """Where run telemetry goes and how often metrics are collected (monitoring.yml)."""
+
+    collection_interval_seconds: float
+    local_dir: str
+    """JSON-lines destination when APPLICATIONINSIGHTS_CONNECTION_STRING is not set."""
+
+    def telemetry(self) -> Telemetry:
+        """One provider per process (exporters keep threads and connections)."""
+        key = (self.collection_interval_seconds, self.local_dir)
+        with _lock:
+            if key not in _providers:
+                _providers[key] = configure(
+                    interval=dt.timedelta(seconds=self.collection_interval_seconds),
+                    local_dir=Path(self.local_dir),
+                )
+            return _providers[key]
+
+
+def run_figures(context: dg.RunStatusSensorContext, status: str) -> RunFigures:
+    """Rows, timing and errors of the sensor's run, from the instance."""
+    run = context.dagster_run
+    stats = context.instance.get_run_stats(run.run_id)
+    records = context.instance.get_records_for_run(
+        run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+    ).records
+    rows, seen = 0, set()
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        materialization = event.event_specific_data.materialization if event else None  # type: ignore[union-attr]
+        if materialization is None:
+            continue
+        value = materialization.metadata.get(ROW_COUNT)
+        identity = (str(materialization.asset_key), materialization.partition)
+        if value is not None and identity not in seen and "predictions" in identity[0]:
+            seen.add(identity)
+            rows += int(value.value)  # type: ignore[arg-type]
+    now = dt.datetime.now(dt.UTC)
+    start = dt.datetime.fromtimestamp(stats.start_time, dt.UTC) if stats.start_time else now
+    end = dt.datetime.fromtimestamp(stats.end_time, dt.UTC) if stats.end_time else now
+    attributes = {k: v for k, v in run.tags.items() if k in ("tenant", "model", "model_version")}
+    return RunFigures(
+        job=run.job_name,
+        run_id=run.run_id,
+        status=status,
+        start=start,
+        end=end,
+        rows=rows,
+        errors=stats.steps_failed,
+        attributes=attributes,
+    )
+
+
+@dg.run_status_sensor(
+    name="run_metrics_on_success",
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Exports each successful run's metrics and trace (OpenTelemetry).",
+)
+def run_metrics_on_success(
+    context: dg.RunStatusSensorContext, telemetry: TelemetryResource
+) -> None:
+    telemetry.telemetry().record_run(run_figures(context, "success"))
+
+
+@dg.run_failure_sensor(
+    name="run_metrics_on_failure",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Exports each failed run's metrics and trace (OpenTelemetry).",
+)
+def run_metrics_on_failure(
+    context: dg.RunFailureSensorContext, telemetry: TelemetryResource
+) -> None:
+    telemetry.telemetry().record_run(run_figures(context, "failure"))
