@@ -164,12 +164,14 @@ def check_evaluations(result: dg.ExecuteInProcessResult) -> dict[str, AssetCheck
 
 
 def failure_messages(result: dg.ExecuteInProcessResult) -> str:
-    """Every step-failure message and description of ``result``, joined."""
+    """Every step-failure message (with its causes) and description of ``result``, joined."""
     texts = []
     for event in result.get_step_failure_events():
         data = event.step_failure_data
-        if data.error is not None:
-            texts.append(data.error.message)
+        error = data.error
+        while error is not None:  # the exception and what caused it
+            texts.append(error.message)
+            error = error.cause
         if data.user_failure_data is not None and data.user_failure_data.description:
             texts.append(data.user_failure_data.description)
     return "\n".join(texts)

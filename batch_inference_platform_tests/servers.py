@@ -214,3 +214,58 @@ def sail_server(log_dir: Path) -> Iterator[str]:
         yield f"sc://127.0.0.1:{port}"
     finally:
         _stop(process)
+
+
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+"""Azurite's published development account and key (not a secret)."""
+
+
+@contextmanager
+def azurite(root: Path) -> Iterator[str]:
+    """Azurite's Blob service (INFRA.md) on a free port; yields its blob endpoint URL.
+
+    The binary is ``$AZURITE_BLOB`` (set by .ci/run) or ``azurite-blob`` on PATH."""
+    import shutil
+
+    binary = os.environ.get("AZURITE_BLOB") or shutil.which("azurite-blob")
+    local = REPO / ".ci" / "node" / "node_modules" / ".bin" / "azurite-blob"
+    if not binary and local.exists():
+        binary = str(local)
+    if not binary:
+        raise AssertionError("Azurite is not installed: run .ci/run or npm install azurite")
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    command = [
+        binary,
+        "--blobHost",
+        "127.0.0.1",
+        "--blobPort",
+        str(port),
+        "--location",
+        str(root),
+        "--disableTelemetry",
+        "--skipApiVersionCheck",
+        "--loose",
+    ]
+    url = f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
+    with (root / "azurite.log").open("wb") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    tail = (root / "azurite.log").read_text(errors="replace")[-3000:]
+                    raise AssertionError(f"azurite did not start:\n{tail}") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        _stop(process)
