@@ -17,7 +17,8 @@ from batch_inference_platform.config import load_settings
 from batch_inference_platform.defs.ops.alerts import AlertsResource, job_failure_alerts
 from batch_inference_platform.lib.alerts import Alert
 
-from .sinks import HttpSink, SmtpSink, free_port, http_sink, smtp_sink
+from .servers import free_port
+from .sinks import HttpSink, SmtpSink, http_sink, smtp_sink
 
 SLACK_PATH = "/services/T0001/B0001/slack-token-do-not-log"
 WEBHOOK_SECRET = "webhook-secret-do-not-log"
