@@ -84,7 +84,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         tenants = load_tenants(tenants_file, app.lake.root)
         home = root / "dagster_home"
         home.mkdir()
-        (home / "dagster.yaml").write_text(instance_yaml(max_concurrent_runs=1, tenants=tenants))
+        (home / "dagster.yaml").write_text(
+            instance_yaml(max_concurrent_runs=1, tenants=tenants, azure_compute_logs=False)
+        )
         store = JobStore(jobs_url, topics)
         api = create_app(
             app.api.inbox_url,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import yaml
 
@@ -17,6 +18,7 @@ from batch_inference_platform.lib.tenants import (
     load_tenants,
 )
 
+from .servers import postgres_database
 from .test_client_api import ACME_KEY, GLOBEX_KEY, write_tenants
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,3 +88,22 @@ def test_the_committed_production_dagster_yaml_is_current() -> None:
     committed = (REPO / "deploy" / "dagster.yaml").read_text()
     assert committed == expected, "regenerate: batch-inference dagster-yaml > deploy/dagster.yaml"
     assert yaml.safe_load(committed)["concurrency"]["runs"]["max_concurrent_runs"] == 5
+
+
+def test_the_production_dagster_yaml_loads_as_a_dagster_instance(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dagster itself accepts deploy/dagster.yaml: PostgreSQL storage, the queued run
+    coordinator with its limits, and step logs in Azure Blob Storage."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((REPO / "deploy" / "dagster.yaml").read_text())
+    with postgres_database() as url:
+        monkeypatch.setenv("DAGSTER_POSTGRES_URL", url.replace("+psycopg://", "+psycopg2://"))
+        monkeypatch.setenv("DAGSTER_COMPUTE_LOGS_ACCOUNT", "bipstorage")
+        monkeypatch.setenv("DAGSTER_COMPUTE_LOGS_CONTAINER", "dagster-logs")
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+            assert type(instance.compute_log_manager).__name__ == "AzureBlobComputeLogManager"
+            assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+            assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 5

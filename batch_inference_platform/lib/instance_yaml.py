@@ -1,6 +1,7 @@
 """The production Dagster instance (``dagster.yaml``) derived from the platform's settings:
-PostgreSQL storage, and a run queue that caps concurrent runs (``scheduling.max-concurrent-jobs``),
-caps each tenant (``max-concurrent-runs``) and starts higher ``dagster/priority`` first."""
+PostgreSQL storage, step logs in Azure Blob Storage (dagster-azure, managed identity), and a
+run queue that caps concurrent runs (``scheduling.max-concurrent-jobs``), caps each tenant
+(``max-concurrent-runs``) and starts higher ``dagster/priority`` first."""
 
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ def instance_config(
     max_concurrent_runs: int,
     tenants: TenantDirectory,
     postgres_url_env: str = POSTGRES_URL_ENV,
+    azure_compute_logs: bool = True,
 ) -> dict[str, Any]:
-    """The ``dagster.yaml`` content; the database URL stays in the environment."""
-    return {
+    """The ``dagster.yaml`` content; the database URL stays in the environment. Without
+    ``azure_compute_logs`` step logs stay on local disk (Dagster's default)."""
+    config: dict[str, Any] = {
         "storage": {"postgres": {"postgres_url": {"env": postgres_url_env}}},
         "run_coordinator": {
             "module": "dagster.core.run_coordinator",
@@ -35,9 +38,23 @@ def instance_config(
                 ],
             }
         },
+        "compute_logs": {
+            "module": "dagster_azure.blob.compute_log_manager",
+            "class": "AzureBlobComputeLogManager",
+            "config": {
+                "storage_account": {"env": "DAGSTER_COMPUTE_LOGS_ACCOUNT"},
+                "container": {"env": "DAGSTER_COMPUTE_LOGS_CONTAINER"},
+                "default_azure_credential": {},
+                "prefix": "dagster-compute-logs",
+                "upload_interval": 30,
+            },
+        },
         "run_monitoring": {"enabled": True, "max_resume_run_attempts": 0},
         "telemetry": {"enabled": False},
     }
+    if not azure_compute_logs:
+        del config["compute_logs"]
+    return config
 
 
 def instance_yaml(**kwargs: Any) -> str:
