@@ -106,4 +106,5 @@ def test_the_production_dagster_yaml_loads_as_a_dagster_instance(
             assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
             assert type(instance.compute_log_manager).__name__ == "AzureBlobComputeLogManager"
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-            assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 5
+            queue = instance.get_concurrency_config().run_queue_config
+            assert queue is not None and queue.max_concurrent_runs == 5
