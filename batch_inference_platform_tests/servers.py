@@ -81,6 +81,32 @@ def process_serving(
         _stop(process)
 
 
+@contextmanager
+def listening(
+    command: list[str], port: int, *, log: Path, timeout: float
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``command`` (output to ``log``) until it accepts TCP connections on ``port``; stop
+    its process group afterwards. A server that dies or never listens fails with its log."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    tail = log.read_text(errors="replace")[-3000:]
+                    raise AssertionError(f"{command[0]} did not start:\n{tail}") from None
+                time.sleep(0.1)
+        yield process
+    finally:
+        _stop(process)
+
+
 def _stop(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM the process group, SIGKILL it if it lingers."""
     import signal
@@ -196,24 +222,8 @@ def sail_server(log_dir: Path) -> Iterator[str]:
         "--port",
         str(port),
     ]
-    with (log_dir / "sail.log").open("wb") as out:
-        process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    tail = (log_dir / "sail.log").read_text(errors="replace")[-3000:]
-                    raise AssertionError(f"sail did not start:\n{tail}") from None
-                time.sleep(0.1)
+    with listening(command, port, log=log_dir / "sail.log", timeout=30):
         yield f"sc://127.0.0.1:{port}"
-    finally:
-        _stop(process)
 
 
 AZURITE_ACCOUNT = "devstoreaccount1"
@@ -250,22 +260,5 @@ def azurite(root: Path) -> Iterator[str]:
         "--skipApiVersionCheck",
         "--loose",
     ]
-    url = f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
-    with (root / "azurite.log").open("wb") as out:
-        process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    tail = (root / "azurite.log").read_text(errors="replace")[-3000:]
-                    raise AssertionError(f"azurite did not start:\n{tail}") from None
-                time.sleep(0.2)
-        yield url
-    finally:
-        _stop(process)
+    with listening(command, port, log=root / "azurite.log", timeout=60):
+        yield f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
