@@ -5,6 +5,7 @@ saying which model and why."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from .conftest import (
     read_all,
     read_day,
 )
+from .sinks import http_sink
 
 BROKEN_MODEL = "credit_risk_unservable"
 NAN_MODEL = "credit_risk_nan_scores"
@@ -188,14 +190,20 @@ def test_no_compatible_version_fails_the_run(
 
 
 def test_a_champion_that_scores_nan_is_refused(
-    fallback: Fallback, make_platform: PlatformFactory
+    fallback: Fallback, make_platform: PlatformFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """v1 fits and scores; v2 fits the schema but its smoke scores are NaN: v1 keeps serving,
-    the check says why and the registry carries the refusal on v2."""
+    the check says why, the registry carries the refusal on v2 and on-call is alerted."""
     platform = make_platform("unused_nan", share=fallback.platform, MODEL__NAME=NAN_MODEL)
     assert _register(platform, NAN_MODEL, _signature()) == 1
     assert _register_nan_scorer(platform, NAN_MODEL) == 2
-    result = platform.score(DAY_A)
+    with http_sink() as sink:
+        monkeypatch.setenv("ALERT_WEBHOOK_URL", sink.url + "/alerts")
+        result = platform.score(DAY_A)
+    (alert,) = [json.loads(r.body) for r in sink.requests]
+    assert alert["title"] == f"{NAN_MODEL} v2 refused" and alert["severity"] == "warning"
+    assert "1024 of 1024 smoke scores are not finite" in alert["error"]
+    assert alert["link"].endswith(f"/runs/{result.run_id}")
 
     assert result.success
     assert set(read_day(platform.predictions, DAY_A).column("model_version").to_pylist()) == {1}

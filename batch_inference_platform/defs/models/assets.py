@@ -8,9 +8,11 @@ import pyarrow as pa
 
 from batch_inference_platform.defs.features.assets import FEATURES_KEY
 from batch_inference_platform.defs.models.serving import ServingModel
+from batch_inference_platform.defs.ops.alerts import AlertsResource
 from batch_inference_platform.defs.partitions import Stopwatch
 from batch_inference_platform.defs.resources import LakeResource, ModelRegistryResource
 from batch_inference_platform.defs.validation.assets import VALIDATED_KEY
+from batch_inference_platform.lib.alerts import Alert
 from batch_inference_platform.lib.lake.tables import (
     TableNotFoundError,
     read_partition,
@@ -122,7 +124,10 @@ def build_model_versions(*, trained_locally: bool) -> dg.AssetsDefinition:
         check_specs=[dg.AssetCheckSpec(SERVING_CHECK, asset=MODEL_VERSIONS_KEY)],
     )
     def model_versions(
-        context: dg.AssetExecutionContext, lake: LakeResource, registry: ModelRegistryResource
+        context: dg.AssetExecutionContext,
+        lake: LakeResource,
+        registry: ModelRegistryResource,
+        alerts: AlertsResource,
     ):
         watch = Stopwatch()
         try:
@@ -156,9 +161,22 @@ def build_model_versions(*, trained_locally: bool) -> dg.AssetsDefinition:
         for version, problems in resolution.rejected.items():
             client.tag_version(registry.model_name, version, REFUSED_TAG, "; ".join(problems))
         if resolution.fell_back:
-            context.log.error(
+            refusal = (
                 f"refused {registry.model_name}@{registry.alias} = "
                 f"v{resolution.alias_holder.version} ({rejected}); v{serving.version} serves"
+            )
+            context.log.error(refusal)
+            alerts.alert(
+                Alert(
+                    title=f"{registry.model_name} v{resolution.alias_holder.version} refused",
+                    job_name=context.job_name,
+                    run_id=context.run_id,
+                    error=refusal,
+                    link=alerts.link(context.run_id),
+                    at=dt.datetime.now(dt.UTC),
+                    where={"model": registry.model_name, "alias": registry.alias},
+                    severity="warning",
+                )
             )
         signature = client.signature(serving)
         assert signature is not None  # resolution only serves versions whose signature fits
