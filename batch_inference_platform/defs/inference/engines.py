@@ -3,7 +3,7 @@
 - ``local``: in-process, streaming (``lib.scoring.engine``).
 - ``spark``: the ``spark_jobs`` job under ``PipesSubprocessClient`` against a Spark Connect
   engine (an embedded Sail server unless ``connect-url`` names one).
-- ``databricks``: the same job as a one-time run on a new job cluster (``databricks.py``).
+- ``databricks``: the same job as a one-time run on a new job cluster (``databricks_engine.py``).
 """
 
 import datetime as dt
