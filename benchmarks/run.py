@@ -19,7 +19,7 @@ from typing import Any
 
 from benchmarks.workspace import MODELS, prepare
 
-WAYS = ("raw", "naive", "spark_udf", "engine", "dagster")
+WAYS = ("raw", "naive", "spark_udf", "engine", "spark_job", "dagster")
 AGREEMENT = 1e-9
 """Largest score difference tolerated between ways that read float64 features."""
 FLOAT32_WAYS = {"raw"}
