@@ -143,6 +143,7 @@ def build_databricks_engine(settings: Settings) -> DatabricksEngineResource:
         cluster_model_cache_dir=cfg.cluster_model_cache_dir,
         target_minutes=cfg.target_minutes,
         poll_seconds=cfg.poll_seconds,
+        alerts=AlertsResource.from_settings(settings.monitoring),
     )
 
 

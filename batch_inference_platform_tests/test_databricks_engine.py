@@ -10,6 +10,7 @@ is sized from the first one's throughput.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
@@ -37,6 +38,7 @@ from .conftest import (
 )
 from .databricks_fake import FakeDatabricks
 from .servers import sail_server
+from .sinks import http_sink
 
 QUOTA = 8
 """Workers the fake workspace's quota allows; application.yml asks for up to 20."""
@@ -48,6 +50,8 @@ class Databricks:
     platform: Platform
     local_scores: dict[dt.date, pa.Table]
     first: dg.ExecuteInProcessResult
+    alerts: list[dict]
+    """What the alert webhook received during the first run."""
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +69,10 @@ def databricks(
         sail_server(tmp_path_factory.mktemp("sail")) as spark,
         FakeDatabricks(spark_remote=spark, max_workers_quota=QUOTA) as fake,
         pytest.MonkeyPatch.context() as env,
+        http_sink() as alerts,
     ):
         env.setenv("DATABRICKS_TOKEN", fake.token)
+        env.setenv("ALERT_WEBHOOK_URL", alerts.url + "/alerts")
         platform = make_platform(
             "unused",
             share=local,
@@ -77,7 +83,10 @@ def databricks(
             DATABRICKS__POLL_SECONDS="0.5",
             DATABRICKS__CLUSTER_MODEL_CACHE_DIR=str(local.settings.model_cache_dir),
         )
-        yield Databricks(fake, platform, scores, platform.score_range(DAY_A, DAY_B))
+        first = platform.score_range(DAY_A, DAY_B)
+        yield Databricks(
+            fake, platform, scores, first, [json.loads(r.body) for r in alerts.requests]
+        )
 
 
 def _run_logs(databricks: Databricks) -> str:
@@ -108,6 +117,9 @@ def test_quota_errors_retry_on_halved_clusters(databricks: Databricks) -> None:
     assert [a.split(":")[0] for a in meta["cluster_attempts"]] == ["20 workers", "10 workers"]
     logs = _run_logs(databricks)
     assert "ALERT: a job cluster of 20 workers could not start" in logs
+    assert [a["title"] for a in databricks.alerts] == ["Databricks cluster could not start"] * 2
+    assert "QuotaExceeded" in databricks.alerts[0]["error"]
+    assert databricks.alerts[0]["link"].endswith(f"/runs/{databricks.first.run_id}")
 
 
 def test_the_cluster_installs_the_platform_wheel(databricks: Databricks) -> None:

@@ -7,6 +7,7 @@ from earlier runs, retries on a smaller cluster when Azure lacks quota or capaci
 the run (and so its cluster) when the Dagster run is cancelled.
 """
 
+import datetime as dt
 from dataclasses import replace
 
 import dagster as dg
@@ -18,7 +19,9 @@ from databricks.sdk import WorkspaceClient
 from databricks.sdk.service import compute, jobs
 
 from batch_inference_platform.defs.inference.engines import ScoringEngineResource, engine_result
+from batch_inference_platform.defs.ops.alerts import AlertsResource
 from batch_inference_platform.defs.resources import LakeResource, ModelRegistryResource
+from batch_inference_platform.lib.alerts import Alert
 from batch_inference_platform.lib.databricks.artifact import prepared_wheel
 from batch_inference_platform.lib.databricks.cluster import (
     ClusterSize,
@@ -56,6 +59,8 @@ class DatabricksEngineResource(ScoringEngineResource):
     cluster_model_cache_dir: str = "/local_disk0/batch_inference/model_cache"
     target_minutes: float = 60
     poll_seconds: float = 10
+    alerts: AlertsResource | None = None
+    """Where a cluster that cannot start (quota, capacity) is reported; None: the run log."""
 
     def score(
         self,
@@ -93,10 +98,24 @@ class DatabricksEngineResource(ScoringEngineResource):
                         f"attempt(s): {error}",
                         metadata={"attempts": attempts},
                     ) from error
-                context.log.error(
-                    f"ALERT: a job cluster of {size.workers} workers could not start "
+                message = (
+                    f"a job cluster of {size.workers} workers could not start "
                     f"(quota or capacity): retrying with {smaller.workers} workers"
                 )
+                context.log.error(f"ALERT: {message}")
+                if self.alerts is not None:
+                    self.alerts.alert(
+                        Alert(
+                            title="Databricks cluster could not start",
+                            job_name=context.job_name,
+                            run_id=context.run_id,
+                            error=f"{message}\n{error}",
+                            link=self.alerts.link(context.run_id),
+                            at=dt.datetime.now(dt.UTC),
+                            where={"workspace": self.host, "node_type": self.node_type},
+                            severity="warning",
+                        )
+                    )
                 size = smaller
         result = engine_result(invocation.get_custom_messages())
         run_id = _run_id(invocation)
