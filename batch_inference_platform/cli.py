@@ -130,6 +130,7 @@ def serve_api(settings: Settings) -> int:
     from batch_inference_platform.lib.inbox.relay import OutboxRelay
     from batch_inference_platform.lib.messaging.kafka import KafkaPublisher
     from batch_inference_platform.lib.messaging.topics import Topics
+    from batch_inference_platform.lib.realtime.cache import RecommendationCache, connect
     from batch_inference_platform.lib.tenants import load_tenants
 
     app = settings.application
@@ -138,7 +139,7 @@ def serve_api(settings: Settings) -> int:
     store = JobStore(api.jobs_url, Topics.from_settings(kafka))
     service = JobsService(
         store=store,
-        tenants=load_tenants(Path(api.tenants_file), app.lake.root),
+        tenants=load_tenants(Path(api.tenants_file), app.lake.root, app.environment),
         max_days=api.max_days_per_request,
     )
     relay = OutboxRelay(store, lambda: KafkaPublisher(kafka)) if kafka.bootstrap_servers else None
@@ -147,7 +148,17 @@ def serve_api(settings: Settings) -> int:
             "batch-inference.kafka.bootstrap-servers is not set: accepted jobs wait in the outbox",
             file=sys.stderr,
         )
-    uvicorn.run(create_app(api.inbox_url, jobs=service, relay=relay), host=api.host, port=api.port)
+    realtime = app.realtime
+    cache = RecommendationCache(
+        connect(realtime.redis_url, os.environ.get("REDIS_PASSWORD")),
+        realtime.redis_prefix,
+        realtime.cache_ttl,
+    )
+    uvicorn.run(
+        create_app(api.inbox_url, jobs=service, relay=relay, recommendations=cache),
+        host=api.host,
+        port=api.port,
+    )
     return 0
 
 
@@ -182,7 +193,7 @@ def print_instance_yaml(settings: Settings) -> int:
     from batch_inference_platform.lib.tenants import load_tenants
 
     app = settings.application
-    tenants = load_tenants(Path(app.api.tenants_file), app.lake.root)
+    tenants = load_tenants(Path(app.api.tenants_file), app.lake.root, app.environment)
     print(
         instance_yaml(max_concurrent_runs=app.scheduling.max_concurrent_jobs, tenants=tenants),
         end="",

@@ -103,6 +103,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             jobs_url=app.api.jobs_url,
             tenants_file=app.api.tenants_file,
             lake_root=app.lake.root,
+            environment=app.environment,
             kafka_settings=app.kafka.model_dump(),
         ),
     }

@@ -46,6 +46,7 @@ def write_tenants(path: Path, acme_key: str = ACME_KEY, globex_key: str = GLOBEX
     max-concurrent-runs: 1
     allowed-input-tables: [{TABLE}]
     output-root: tenants/acme
+    read-recommendations: true
   - id: globex
     api-key-sha256: {hash_api_key(globex_key)}
     default-priority: high

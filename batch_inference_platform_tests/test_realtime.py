@@ -36,7 +36,7 @@ from batch_inference_platform.lib.tenants import load_tenants
 from .conftest import DAY_A, Platform, PlatformFactory, check_evaluations, materializations
 from .kafka_broker import KafkaBroker
 from .servers import served
-from .test_client_api import Service, write_tenants
+from .test_client_api import GLOBEX_KEY, Service, write_tenants
 
 C1, C2, C3 = 1_000_001, 1_000_002, 1_000_003
 H9 = dt.datetime(2026, 11, 28, 9, tzinfo=dt.UTC)
@@ -306,3 +306,7 @@ def test_the_read_path_serves_the_current_recommendation(
         assert view["model_version"] == 1 and view["age_seconds"] >= 0
         assert service.call("GET", "/api/v1/customers/42/recommendation")[0] == 404
         assert service.call("GET", f"/api/v1/customers/{C3}/recommendation", key=None)[0] == 401
+        status, problem = service.call(
+            "GET", f"/api/v1/customers/{C3}/recommendation", key=GLOBEX_KEY
+        )
+        assert status == 403 and "may not read recommendations" in problem["detail"]

@@ -108,3 +108,11 @@ def test_the_production_dagster_yaml_loads_as_a_dagster_instance(
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"
             queue = instance.get_concurrency_config().run_queue_config
             assert queue is not None and queue.max_concurrent_runs == 5
+
+
+def test_local_only_tenants_do_not_exist_outside_local(tmp_path: Path) -> None:
+    """The shipped demo tenant's key is published: staging and prod must not accept it."""
+    shipped = REPO / "tenants.yml"
+    assert load_tenants(shipped, "/lake").authenticate("local-demo-key") is not None
+    for environment in ("staging", "prod"):
+        assert load_tenants(shipped, "/lake", environment).authenticate("local-demo-key") is None

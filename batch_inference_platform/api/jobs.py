@@ -7,6 +7,7 @@ persist gives 503. ``Idempotency-Key`` makes a retried submit return the same jo
 """
 
 import datetime as dt
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Annotated, Literal
@@ -144,7 +145,10 @@ def jobs_router(service: JobsService) -> APIRouter:
             raise Problem(
                 422, "Invalid request", f"{first}..{last} is longer than {service.max_days} days"
             )
-        output = body.output_table or f"predictions/{parse_model_reference(body.model).name}"
+        model_name = parse_model_reference(body.model).name
+        output = body.output_table or "predictions/" + re.sub(
+            r"[^a-z0-9_-]", "_", model_name.lower()
+        )
         try:
             tenant.input_table(body.feature_table)
             tenant.output_uri(output)

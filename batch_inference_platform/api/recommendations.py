@@ -35,7 +35,10 @@ def recommendations_router(cache: RecommendationCache, tenants: TenantDirectory)
     def recommendation(
         customer_id: int, tenant: Annotated[Tenant, Depends(tenant_of)]
     ) -> RecommendationView:
-        """The customer's recommendation in the current cache version (404 if none)."""
+        """The customer's recommendation in the current cache version (404 if none); only for
+        tenants allowed to read recommendations."""
+        if not tenant.read_recommendations:
+            raise Problem(403, "Forbidden", f"tenant {tenant.id!r} may not read recommendations")
         found = cache.current(customer_id)
         if found is None:
             raise Problem(404, "Not found", f"no current recommendation for {customer_id}")

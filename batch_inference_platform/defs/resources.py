@@ -114,6 +114,7 @@ class ClientRequestsResource(dg.ConfigurableResource):
     jobs_url: str
     tenants_file: str
     lake_root: str
+    environment: str = "local"
     kafka_settings: dict[str, Any]
     """``batch-inference.kafka`` as loaded from application.yml (no secrets: those stay in
     the environment variable it names)."""
@@ -132,7 +133,7 @@ class ClientRequestsResource(dg.ConfigurableResource):
 
     @property
     def tenants(self) -> TenantDirectory:
-        return load_tenants(Path(self.tenants_file), self.lake_root)
+        return load_tenants(Path(self.tenants_file), self.lake_root, self.environment)
 
     def relay(self) -> OutboxRelay:
         """Publishes the outbox to Kafka (a no-op while no broker is configured)."""

@@ -38,6 +38,10 @@ class Tenant(BaseModel):
     max_concurrent_runs: int = Field(alias="max-concurrent-runs", ge=1)
     allowed_input_tables: tuple[str, ...] = Field(alias="allowed-input-tables")
     output_root: str = Field(alias="output-root", min_length=1)
+    read_recommendations: bool = Field(default=False, alias="read-recommendations")
+    """May read customers' precomputed recommendations (the real-time read path)."""
+    local_only: bool = Field(default=False, alias="local-only")
+    """A demo tenant: ignored outside ``environment: local`` (its key may be public)."""
 
     @field_validator("allowed_input_tables")
     @classmethod
@@ -91,8 +95,9 @@ def hash_api_key(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()
 
 
-def load_tenants(path: Path, lake_root: str) -> TenantDirectory:
-    """Read the tenants file; relative output roots are under ``lake_root``."""
+def load_tenants(path: Path, lake_root: str, environment: str = "local") -> TenantDirectory:
+    """Read the tenants file; relative output roots are under ``lake_root``; tenants marked
+    ``local-only`` exist only in the ``local`` environment."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except OSError as error:
@@ -111,6 +116,8 @@ def load_tenants(path: Path, lake_root: str) -> TenantDirectory:
                 f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
             )
             raise TenantsError(f"{path}: tenants[{index}]: {problems}") from None
+        if tenant.local_only and environment != "local":
+            continue
         if "://" not in tenant.output_root and not tenant.output_root.startswith("/"):
             root = f"{lake_root.rstrip('/')}/{tenant.output_root}"
             tenant = tenant.model_copy(update={"output_root": root})

@@ -19,6 +19,8 @@ from batch_inference_platform.lib.messaging.schemas import (
 )
 
 STATUS_SENSOR_INTERVAL = 5
+MAX_ERROR_CHARS = 8000
+"""Error text kept in an error message (Kafka and Event Hubs cap message sizes)."""
 
 
 def _record(
@@ -132,7 +134,7 @@ def client_job_failed(
         job_id=run.tags["job_id"],
         tenant=run.tags["tenant"],
         dagster_run_id=run.run_id,
-        error=message,
+        error=message[:MAX_ERROR_CHARS],
         failed_step=failed_step,
         metrics={"run_seconds": round(max(seconds, 0.0), 3), "steps_failed": stats.steps_failed},
         at=_now(),

@@ -38,7 +38,8 @@ def storage_options(auth: AzureAuth, base: Mapping[str, str] | None = None) -> d
     options = dict(base or {})
     if auth == "none":
         return options
-    options.setdefault("account_name", _env("AZURE_STORAGE_ACCOUNT_NAME"))
+    if "account_name" not in options:
+        options["account_name"] = _env("AZURE_STORAGE_ACCOUNT_NAME")
     if auth == "account-key":
         options["account_key"] = _env("AZURE_STORAGE_ACCOUNT_KEY")
     elif auth == "sas":

@@ -100,7 +100,10 @@ def score_request(
                 commit_metadata=request.commit_metadata.get(day.isoformat()),
             )
         except Exception as error:  # reported with the files to blame; the step still fails
-            broken = source.unreadable_files(day)
+            try:
+                broken = source.unreadable_files(day)
+            except Exception:  # the diagnosis must not hide the error it explains
+                broken = {}
             result.errors.append(PartitionError(day, str(error), sorted(broken)))
             continue
         result.scored[day] = report
