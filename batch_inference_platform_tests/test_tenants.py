@@ -70,6 +70,7 @@ def test_the_run_queue_caps_runs_and_each_tenant(tmp_path: Path) -> None:
     runs = config["concurrency"]["runs"]
     assert runs["max_concurrent_runs"] == 5
     assert runs["tag_concurrency_limits"] == [
+        {"key": "bip/singleton", "value": {"applyLimitPerUniqueValue": True}, "limit": 1},
         {"key": "tenant", "value": "acme", "limit": 1},
         {"key": "tenant", "value": "globex", "limit": 1},
     ]

@@ -33,8 +33,16 @@ def instance_config(
             "runs": {
                 "max_concurrent_runs": max_concurrent_runs,
                 "tag_concurrency_limits": [
-                    {"key": "tenant", "value": tenant.id, "limit": tenant.max_concurrent_runs}
-                    for tenant in tenants.tenants.values()
+                    # Jobs that must not overlap (the real-time windows) run one at a time.
+                    {
+                        "key": "bip/singleton",
+                        "value": {"applyLimitPerUniqueValue": True},
+                        "limit": 1,
+                    },
+                    *(
+                        {"key": "tenant", "value": t.id, "limit": t.max_concurrent_runs}
+                        for t in tenants.tenants.values()
+                    ),
                 ],
             }
         },

@@ -70,9 +70,15 @@ def client_request_sensor(
         if job.status == "canceled":
             context.log.info(f"{where}: job {message.job_id} was cancelled before it started")
             continue
+        if job.request != message:
+            context.log.warning(
+                f"{where}: skipped job {message.job_id}: the message differs from the request "
+                "the API accepted"
+            )
+            continue
         if job.status == "accepted":
             store.update_status(job.job_id, "queued")
-        accepted.append(message)
+        accepted.append(job.request)  # run what the API accepted, never what a message says
     # Urgent first: the run queue orders by dagster/priority, and so does submission.
     accepted.sort(key=lambda m: -PRIORITY_TAG_VALUE[m.priority])
     new_cursor = json.dumps({"offsets": {str(p): o for p, o in sorted(offsets.items())}})

@@ -166,12 +166,12 @@ def customer_insights(
     registry: ModelRegistryResource,
 ) -> dg.MaterializeResult:
     layout, settings = lake.layout, realtime.settings
-    seen = latest_metadata(layout.realtime_insights, AGGREGATES_VERSION_KEY)
-    pending = windows_written_since(
-        layout.realtime_aggregates, int(seen) if seen is not None else None
-    )
     aggregates_version = (
         layout.realtime_aggregates.open().version() if layout.realtime_aggregates.exists() else -1
+    )  # read before the pending windows: a later commit is left for the next run
+    seen = latest_metadata(layout.realtime_insights, AGGREGATES_VERSION_KEY)
+    pending = windows_written_since(
+        layout.realtime_aggregates, int(seen) if seen is not None else None, aggregates_version
     )
     if not pending:
         return dg.MaterializeResult(metadata={"windows": [], "insights": 0})
@@ -183,19 +183,22 @@ def customer_insights(
         validated=layout.validated,
         generated_at=dt.datetime.now(dt.UTC),
     )
-    replace_windows(
-        layout.realtime_insights,
-        pending,
-        insights_table(insights),
-        {AGGREGATES_VERSION_KEY: str(aggregates_version), WINDOWS_KEY: json.dumps(sorted(pending))},
-    )
+    # Publish first, then record the windows as done: a failure before the commit repeats the
+    # publication next run (at least once) instead of never publishing.
     topic = settings.topics.insights
     with KafkaPublisher(realtime.kafka) as publisher:
         publisher.publish(
             [(topic, str(i.customer_id), i.model_dump_json().encode()) for i in insights]
         )
-    current = latest_per_customer(layout.realtime_insights, settings.cache_ttl)
+    table = insights_table(insights)
+    current = latest_per_customer(layout.realtime_insights, settings.cache_ttl, pending=insights)
     cached = realtime.cache().publish(current, version=context.run_id)
+    replace_windows(
+        layout.realtime_insights,
+        pending,
+        table,
+        {AGGREGATES_VERSION_KEY: str(aggregates_version), WINDOWS_KEY: json.dumps(sorted(pending))},
+    )
     actions: dict[str, int] = {}
     for insight in insights:
         actions[insight.next_best_action] = actions.get(insight.next_best_action, 0) + 1
@@ -213,9 +216,13 @@ def customer_insights(
     )
 
 
+SINGLETON_TAG = "bip/singleton"
+"""Runs sharing a value of this tag never overlap (the run queue limits each value to 1)."""
+
 realtime_job = dg.define_asset_job(
     "realtime_insights_job",
     selection=dg.AssetSelection.assets(WINDOWS_KEY_ASSET, customer_insights),
+    tags={SINGLETON_TAG: "realtime"},  # offsets and windows advance one run at a time
     description="Consume the event topics, update the windows, publish insights and the cache.",
 )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -117,15 +118,25 @@ def insights_table(insights: list[InsightMessage]) -> pa.Table:
     )
 
 
-def latest_per_customer(location: DeltaLocation, ttl: dt.timedelta) -> list[InsightMessage]:
-    """Each customer's newest insight among windows ending within ``ttl`` of the newest."""
-    if not location.exists():
+def latest_per_customer(
+    location: DeltaLocation, ttl: dt.timedelta, pending: Sequence[InsightMessage] = ()
+) -> list[InsightMessage]:
+    """Each customer's newest insight among windows ending within ``ttl`` of the newest, with
+    ``pending`` (not yet committed) replacing the stored insights of their windows."""
+    fresh = insights_table(list(pending)).to_pylist()
+    replaced = {row[WINDOW_COLUMN] for row in fresh}
+    stored: list[dict] = []
+    if location.exists():
+        dataset = location.open().to_pyarrow_dataset()
+        stored = [
+            row
+            for batch in dataset.to_batches()
+            for row in batch.to_pylist()
+            if row[WINDOW_COLUMN] not in replaced
+        ]
+    if not stored and not fresh:
         return []
-    dataset = location.open().to_pyarrow_dataset()
-    table = pa.Table.from_batches(list(dataset.to_batches()), schema=dataset.schema)
-    if table.num_rows == 0:
-        return []
-    rows = sorted(table.to_pylist(), key=lambda r: (r["window_end"], r["generated_at"]))
+    rows = sorted([*stored, *fresh], key=lambda r: (r["window_end"], r["generated_at"]))
     horizon = rows[-1]["window_end"] - ttl
     latest: dict[int, dict] = {}
     for row in rows:

@@ -125,12 +125,16 @@ def replace_windows(
     return location.open().version()
 
 
-def windows_written_since(events: DeltaLocation, version: int | None) -> set[str]:
-    """Windows that events commits after ``version`` touched (all, if ``version`` is None)."""
+def windows_written_since(
+    events: DeltaLocation, version: int | None, upto: int | None = None
+) -> set[str]:
+    """Windows that commits after ``version`` (all, if None) and up to ``upto`` touched."""
     if not events.exists():
         return set()
     touched: set[str] = set()
     for commit in events.open().history(limit=1000):
+        if upto is not None and int(commit["version"]) > upto:
+            continue
         if version is not None and int(commit["version"]) <= version:
             break
         if WINDOWS_KEY in commit:
