@@ -62,15 +62,20 @@ def customer_activity_windows(
     events, aggregates = lake.layout.realtime_events, lake.layout.realtime_aggregates
     state = consumer_state(events)
     records, offsets = {}, {}
-    budget = settings.max_batch_messages
-    for kind, topic in realtime.event_topics().items():
-        batch, offsets[topic] = read_batch(
+    topics = realtime.event_topics()
+    budget = max(1, settings.max_batch_messages // len(topics))  # every topic advances
+    for kind, topic in topics.items():
+        records[kind], offsets[topic] = read_batch(
             kafka, topic, state.offsets.get(topic, {}), max_messages=budget, timeout_seconds=5
         )
-        records[kind] = batch
-        budget = max(1, budget - len(batch))
     consumed = sum(len(batch) for batch in records.values())
-    got = ingest(records, watermark=state.watermark, window=settings.window, grace=settings.grace)
+    got = ingest(
+        records,
+        watermarks=state.watermarks,
+        window=settings.window,
+        grace=settings.grace,
+        now=dt.datetime.now(dt.UTC),
+    )
     if got.dead_letters:
         _dead_letter(realtime, got)
     events_version = state.events_version
@@ -83,7 +88,7 @@ def customer_activity_windows(
             merged if touched else EVENTS_SCHEMA.empty_table(),
             {
                 OFFSETS_KEY: json.dumps(offsets),
-                WATERMARK_KEY: got.watermark.isoformat() if got.watermark else "",
+                WATERMARK_KEY: json.dumps({t: w.isoformat() for t, w in got.watermarks.items()}),
                 WINDOWS_KEY: json.dumps(sorted(touched)),
             },
         )

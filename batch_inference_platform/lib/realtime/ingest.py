@@ -33,6 +33,10 @@ class DeadLetter:
     reason: str
 
 
+MAX_CLOCK_SKEW = dt.timedelta(minutes=5)
+"""An event stamped further in the future than this is refused (it would close windows)."""
+
+
 @dataclass
 class Ingested:
     """What one batch of records yields."""
@@ -41,7 +45,13 @@ class Ingested:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     too_late: int = 0
     late_within_grace: int = 0
-    watermark: dt.datetime | None = None
+    watermarks: dict[str, dt.datetime] = field(default_factory=dict)
+    """Per topic, the latest event time it delivered."""
+
+    @property
+    def watermark(self) -> dt.datetime | None:
+        """The most advanced topic's event time (for reporting)."""
+        return max(self.watermarks.values()) if self.watermarks else None
 
     @property
     def windows(self) -> set[str]:
@@ -51,14 +61,17 @@ class Ingested:
 def ingest(
     records: Mapping[EventKind, Sequence[Record]],
     *,
-    watermark: dt.datetime | None,
+    watermarks: Mapping[str, dt.datetime],
     window: dt.timedelta,
     grace: dt.timedelta,
+    now: dt.datetime,
 ) -> Ingested:
-    """Rows for the events in ``records``; lateness is judged against the watermark before
-    this batch (then the watermark moves to the latest event time seen)."""
-    result = Ingested(watermark=watermark)
-    latest = watermark
+    """Rows for the events in ``records``. Lateness is judged per topic, against the latest
+    event time that topic delivered before this batch: a topic that lags (a backlog, an outage)
+    never makes its events late because another topic moved on, and an event stamped in the
+    future is refused rather than allowed to close windows."""
+    before = dict(watermarks)
+    result = Ingested(watermarks=dict(watermarks))
     for kind, batch in records.items():
         for record in batch:
             source = f"{record.topic}[{record.partition}]@{record.offset}"
@@ -67,6 +80,11 @@ def ingest(
             except MessageSchemaError as error:
                 result.dead_letters.append(DeadLetter(source, record.key, record.value, str(error)))
                 continue
+            if event.occurred_at > now + MAX_CLOCK_SKEW:
+                reason = f"occurred_at {event.occurred_at.isoformat()} is in the future"
+                result.dead_letters.append(DeadLetter(source, record.key, record.value, reason))
+                continue
+            watermark = before.get(record.topic)
             if is_too_late(event.occurred_at, watermark, window, grace):
                 result.too_late += 1
                 continue
@@ -74,8 +92,9 @@ def ingest(
             if watermark is not None and start + window <= watermark:
                 result.late_within_grace += 1
             result.rows.append(_row(kind, event, window_id(start), source))
-            latest = event.occurred_at if latest is None else max(latest, event.occurred_at)
-    result.watermark = latest
+            seen = result.watermarks.get(record.topic)
+            if seen is None or event.occurred_at > seen:
+                result.watermarks[record.topic] = event.occurred_at
     return result
 
 

@@ -60,7 +60,8 @@ class ConsumerState:
     """Where consumption stands: next offset per topic and partition, and the watermark."""
 
     offsets: dict[str, dict[int, int]] = field(default_factory=dict)
-    watermark: dt.datetime | None = None
+    watermarks: dict[str, dt.datetime] = field(default_factory=dict)
+    """Per topic, the latest event time consumed."""
     events_version: int | None = None
 
 
@@ -74,9 +75,9 @@ def consumer_state(events: DeltaLocation) -> ConsumerState:
                 topic: {int(p): int(o) for p, o in parts.items()}
                 for topic, parts in json.loads(commit[OFFSETS_KEY]).items()
             }
-            mark = commit.get(WATERMARK_KEY)
-            watermark = dt.datetime.fromisoformat(mark) if mark else None
-            return ConsumerState(offsets, watermark, int(commit["version"]))
+            marks = json.loads(commit.get(WATERMARK_KEY) or "{}")
+            watermarks = {t: dt.datetime.fromisoformat(v) for t, v in marks.items()}
+            return ConsumerState(offsets, watermarks, int(commit["version"]))
     return ConsumerState()
 
 
