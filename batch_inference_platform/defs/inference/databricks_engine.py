@@ -8,6 +8,7 @@ the run (and so its cluster) when the Dagster run is cancelled.
 """
 
 import datetime as dt
+import os
 from dataclasses import replace
 
 import dagster as dg
@@ -150,7 +151,7 @@ class DatabricksEngineResource(ScoringEngineResource):
         )
         task = jobs.SubmitTask(
             task_key="score_partitions",
-            new_cluster=template.spec(size, env={}),
+            new_cluster=template.spec(size, env=_cluster_env()),
             libraries=[compute.Library(whl=library)],
             python_wheel_task=jobs.PythonWheelTask(
                 package_name=PACKAGE, entry_point=ENTRY_POINT, parameters=["--pipes", "dbfs"]
@@ -174,6 +175,15 @@ class DatabricksEngineResource(ScoringEngineResource):
         if state is not None and state.result_state == jobs.RunResultState.CANCELED:
             raise dg.Failure(f"Databricks run {run_id} was cancelled: {state.state_message}")
         return invocation
+
+
+CLUSTER_ENV = ("AZURE_STORAGE_ACCOUNT_NAME",)
+"""Non-secret settings the driver needs as environment variables (credentials on the cluster
+come from its own identity or secret scope, never from here)."""
+
+
+def _cluster_env() -> dict[str, str]:
+    return {name: os.environ[name] for name in CLUSTER_ENV if os.environ.get(name)}
 
 
 def _run_id(invocation: PipesClientCompletedInvocation) -> int:

@@ -15,6 +15,7 @@ import dagster as dg
 
 from batch_inference_platform.defs.realtime.resources import RealtimeResource
 from batch_inference_platform.defs.resources import LakeResource, ModelRegistryResource
+from batch_inference_platform.lib.lake.tables import table_schema
 from batch_inference_platform.lib.messaging.kafka import KafkaPublisher, read_batch
 from batch_inference_platform.lib.realtime.aggregates import aggregate
 from batch_inference_platform.lib.realtime.ingest import Ingested, ingest, merge_events
@@ -35,6 +36,7 @@ from batch_inference_platform.lib.realtime.tables import (
     replace_windows,
     windows_written_since,
 )
+from batch_inference_platform.lib.registry.resolution import resolve_serving_version
 
 WINDOWS_KEY_ASSET = dg.AssetKey("customer_activity_windows")
 AGGREGATES_VERSION_KEY = "bip.aggregates_version"
@@ -180,7 +182,12 @@ def customer_insights(
     )
     if not pending:
         return dg.MaterializeResult(metadata={"windows": [], "insights": 0})
-    version = registry.registry.by_alias(registry.model_name, registry.alias)
+    # The version that may serve: the alias holder if its signature fits the validated
+    # features, else the newest earlier one that does (as model_versions decides).
+    resolution = resolve_serving_version(
+        registry.registry, registry.model_name, registry.alias, table_schema(layout.validated)
+    )
+    version = resolution.serving
     insights = build_insights(
         read_windows(layout.realtime_aggregates, pending),
         registry=registry.registry,
