@@ -16,6 +16,7 @@ import pytest
 from batch_inference_platform.config import load_settings
 from batch_inference_platform.defs.ops.alerts import AlertsResource, job_failure_alerts
 from batch_inference_platform.lib.alerts import Alert
+from batch_inference_platform.lib.alerts.channels import ChannelNotConfigured, EmailChannel
 
 from .servers import free_port
 from .sinks import HttpSink, SmtpSink, http_sink, smtp_sink
@@ -283,3 +284,19 @@ def _assert_no_secrets(texts: list[str]) -> None:
     for text in texts:
         for secret in SECRETS:
             assert secret not in text
+
+
+def test_smtp_credentials_never_go_to_a_remote_server_in_the_clear() -> None:
+    channel = EmailChannel(
+        smtp_host="smtp.example.com",
+        smtp_port=25,
+        sender="bip@example.com",
+        recipients=["oncall@example.com"],
+        starttls=False,
+        username_env="SMTP_USERNAME",
+        password_env="SMTP_PASSWORD",
+        environ={"SMTP_USERNAME": "bip", "SMTP_PASSWORD": "hunter2"},
+    )
+    alert = Alert("t", "j", "r", "e", "http://ui/runs/r", dt.datetime.now(dt.UTC))
+    with pytest.raises(ChannelNotConfigured, match="without STARTTLS"):
+        channel.send(alert)

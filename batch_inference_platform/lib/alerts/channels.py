@@ -104,6 +104,10 @@ class WebhookChannel(Channel):
         return [self._env(self.url_env), self._env(self.secret_env)]
 
 
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+"""A local relay may take a login in the clear; anything else needs STARTTLS."""
+
+
 @dataclass
 class EmailChannel(Channel):
     """Plain-text mail over SMTP: STARTTLS when configured, login when the user variable is
@@ -125,6 +129,11 @@ class EmailChannel(Channel):
             raise ChannelNotConfigured("no recipients")
         username = self._env(self.username_env)
         password = self._required(self.password_env) if username else ""
+        if username and not self.starttls and self.smtp_host not in LOOPBACK_HOSTS:
+            raise ChannelNotConfigured(
+                f"refusing to send SMTP credentials to {self.smtp_host} without STARTTLS "
+                "(set email.starttls: true)"
+            )
         with smtplib.SMTP(self.smtp_host, self.smtp_port, timeout=self.timeout) as smtp:
             if self.starttls:
                 smtp.starttls(context=ssl.create_default_context())
