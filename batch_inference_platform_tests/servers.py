@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -44,18 +44,44 @@ def served(app: FastAPI) -> Iterator[str]:
         thread.join(timeout=10)
 
 
+def answers_http(url: str) -> Callable[[], bool]:
+    """A readiness probe: ``url`` answers an HTTP GET."""
+
+    def probe() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return True
+        except OSError:
+            return False
+
+    return probe
+
+
+def accepts_tcp(port: int) -> Callable[[], bool]:
+    """A readiness probe: something accepts TCP connections on loopback ``port``."""
+
+    def probe() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    return probe
+
+
 @contextmanager
 def process_serving(
     command: list[str],
-    ready_url: str,
+    ready: Callable[[], bool],
     *,
     log: Path,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     timeout: float = 120,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``command`` (output to ``log``) until ``ready_url`` answers; stop its process group
-    afterwards. A server that dies or never answers fails with the tail of its log."""
+    """Run ``command`` (output to ``log``) until ``ready()``; stop its process group
+    afterwards. A server that dies or never gets ready fails with the tail of its log."""
     with log.open("wb") as out:
         process = subprocess.Popen(
             command,
@@ -67,41 +93,11 @@ def process_serving(
         )
     try:
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(ready_url, timeout=2):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    tail = log.read_text(errors="replace")[-4000:]
-                    raise AssertionError(f"{command[:4]} did not come up:\n{tail}") from None
-                time.sleep(0.5)
-        yield process
-    finally:
-        _stop(process)
-
-
-@contextmanager
-def listening(
-    command: list[str], port: int, *, log: Path, timeout: float
-) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``command`` (output to ``log``) until it accepts TCP connections on ``port``; stop
-    its process group afterwards. A server that dies or never listens fails with its log."""
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    tail = log.read_text(errors="replace")[-3000:]
-                    raise AssertionError(f"{command[0]} did not start:\n{tail}") from None
-                time.sleep(0.1)
+        while not ready():
+            if process.poll() is not None or time.monotonic() > deadline:
+                tail = log.read_text(errors="replace")[-4000:]
+                raise AssertionError(f"{command[:4]} did not come up:\n{tail}")
+            time.sleep(0.2)
         yield process
     finally:
         _stop(process)
@@ -148,7 +144,7 @@ def mlflow_server(root: Path) -> Iterator[str]:
         "MLFLOW_WEBHOOK_CACHE_TTL": "1",
     }
     url = f"http://127.0.0.1:{port}"
-    with process_serving(command, url + "/health", log=root / "mlflow.log", env=env):
+    with process_serving(command, answers_http(url + "/health"), log=root / "mlflow.log", env=env):
         yield url
 
 
@@ -173,7 +169,7 @@ def dagster_dev(dagster_home: Path, env: Mapping[str, str]) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     with process_serving(
         command,
-        url + "/server_info",
+        answers_http(url + "/server_info"),
         log=dagster_home / "dagster_dev.log",
         env={**env, "DAGSTER_HOME": str(dagster_home)},
         cwd=REPO,
@@ -222,7 +218,7 @@ def sail_server(log_dir: Path) -> Iterator[str]:
         "--port",
         str(port),
     ]
-    with listening(command, port, log=log_dir / "sail.log", timeout=30):
+    with process_serving(command, accepts_tcp(port), log=log_dir / "sail.log", timeout=30):
         yield f"sc://127.0.0.1:{port}"
 
 
@@ -260,5 +256,5 @@ def azurite(root: Path) -> Iterator[str]:
         "--skipApiVersionCheck",
         "--loose",
     ]
-    with listening(command, port, log=root / "azurite.log", timeout=60):
+    with process_serving(command, accepts_tcp(port), log=root / "azurite.log", timeout=60):
         yield f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"

@@ -16,7 +16,12 @@ from batch_inference_platform.lib.lake.tables import DeltaLocation, snapshot
 from batch_inference_platform.lib.realtime.actions import next_best_action
 from batch_inference_platform.lib.realtime.aggregates import ACTIVITY
 from batch_inference_platform.lib.realtime.events import InsightMessage
-from batch_inference_platform.lib.realtime.tables import WINDOW_COLUMN, window_id
+from batch_inference_platform.lib.realtime.tables import (
+    WINDOW_COLUMN,
+    read_windows,
+    window_id,
+    window_start_of,
+)
 from batch_inference_platform.lib.registry.client import ModelRegistry, ModelVersionInfo
 from batch_inference_platform.lib.registry.compatibility import input_names
 from batch_inference_platform.lib.registry.loader import load_scorer
@@ -127,13 +132,13 @@ def latest_per_customer(
     replaced = {row[WINDOW_COLUMN] for row in fresh}
     stored: list[dict] = []
     if location.exists():
-        dataset = location.open().to_pyarrow_dataset()
-        stored = [
-            row
-            for batch in dataset.to_batches()
-            for row in batch.to_pylist()
-            if row[WINDOW_COLUMN] not in replaced
-        ]
+        # Only the windows that can still be within ``ttl`` are read, not the whole history.
+        windows = sorted({p[WINDOW_COLUMN] for p in location.open().partitions()})
+        newest = max([*windows[-1:], *replaced]) if windows or replaced else None
+        if newest is not None:
+            since = window_id(window_start_of(newest) - ttl)
+            recent = [w for w in windows if w >= since and w not in replaced]
+            stored = read_windows(location, recent).to_pylist()
     if not stored and not fresh:
         return []
     rows = sorted([*stored, *fresh], key=lambda r: (r["window_end"], r["generated_at"]))
