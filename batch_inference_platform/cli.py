@@ -86,15 +86,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return 2
-    if args.command == "api":
-        return serve_api(settings)
+    if args.command in ("api", "dagster-yaml"):
+        from batch_inference_platform.lib.tenants import TenantsError
+
+        try:
+            return serve_api(settings) if args.command == "api" else print_instance_yaml(settings)
+        except TenantsError as error:
+            print(f"configuration error: {error}", file=sys.stderr)
+            return 2
     if args.command == "hash-key":
         from batch_inference_platform.lib.tenants import hash_api_key
 
         print(hash_api_key(args.key))
         return 0
-    if args.command == "dagster-yaml":
-        return print_instance_yaml(settings)
     if args.command == "produce-events":
         return produce_events(settings, customers=args.customers, hours=args.hours, seed=args.seed)
     if args.command == "register-webhook":

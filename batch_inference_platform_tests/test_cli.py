@@ -92,3 +92,18 @@ def test_demo_reports_bad_configuration_without_a_trace(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "configuration error" in done.stderr
     assert "min-workers" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_broken_tenants_file_is_a_configuration_error_not_a_traceback(tmp_path: Path) -> None:
+    broken = tmp_path / "tenants.yml"
+    broken.write_text("tenants:\n  - id: x\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "batch_inference_platform.cli", "dagster-yaml"],
+        env={**os.environ, "BIP__BATCH_INFERENCE__API__TENANTS_FILE": str(broken)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("configuration error: ")
+    assert "tenants[0]: id" in done.stderr and "Traceback" not in done.stderr

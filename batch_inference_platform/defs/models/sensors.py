@@ -24,7 +24,7 @@ from batch_inference_platform.defs.resources import (
     ModelRegistryResource,
 )
 from batch_inference_platform.lib.inbox.store import InboxEvent
-from batch_inference_platform.lib.lake.lineage import latest_commit
+from batch_inference_platform.lib.lake.lineage import latest_commits
 from batch_inference_platform.lib.lake.tables import DeltaLocation, snapshot
 from batch_inference_platform.lib.registry.client import ModelNotFoundError
 
@@ -88,12 +88,12 @@ def _scored_by_other_versions(
     """Of the ``recent`` most recent scored days (days never scored have nothing to re-score),
     those whose latest predictions were not written by ``version``."""
     days = snapshot(predictions).days()[-recent:] if predictions.exists() else []
-    stale = []
-    for day in days:
-        commit = latest_commit(predictions, day)
-        if commit is None or commit.info.get("model_version") != str(version):
-            stale.append(day)
-    return stale
+    commits = latest_commits(predictions, days)  # one read of the history
+    return [
+        day
+        for day in days
+        if day not in commits or commits[day].info.get("model_version") != str(version)
+    ]
 
 
 def _contiguous(days: list[dt.date]) -> list[list[dt.date]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,22 +38,35 @@ def latest_commit(
 ) -> PartitionCommit | None:
     """The newest commit stamped with ``day`` (at or before version ``as_of`` if given), or
     None if the table never had the partition written."""
-    if not location.exists():
-        return None
+    return latest_commits(location, [day], as_of=as_of).get(day)
+
+
+def latest_commits(
+    location: DeltaLocation, days: Iterable[dt.date], *, as_of: int | None = None
+) -> dict[dt.date, PartitionCommit]:
+    """``latest_commit`` for several days from one read of the table's history."""
+    wanted = {day.isoformat(): day for day in days}
+    found: dict[dt.date, PartitionCommit] = {}
+    if not wanted or not location.exists():
+        return found
     for raw in location.open().history(limit=HISTORY_LIMIT):
         if as_of is not None and int(raw["version"]) > as_of:
             continue
         commit = _stamped(raw)
-        if commit.get("partition") == day.isoformat():
-            metrics = commit.get("operationMetrics") or {}
-            rows = metrics.get("num_added_rows", metrics.get("numOutputRows", 0))
-            return PartitionCommit(
-                version=int(commit["version"]),
-                rows=int(rows),
-                run_id=str(commit.get("dagster_run_id", "")),
-                info=commit,
-            )
-    return None
+        day = wanted.get(str(commit.get("partition")))
+        if day is None or day in found:
+            continue
+        metrics = commit.get("operationMetrics") or {}
+        rows = metrics.get("num_added_rows", metrics.get("numOutputRows", 0))
+        found[day] = PartitionCommit(
+            version=int(commit["version"]),
+            rows=int(rows),
+            run_id=str(commit.get("dagster_run_id", "")),
+            info=commit,
+        )
+        if len(found) == len(wanted):
+            break
+    return found
 
 
 def _stamped(commit: dict[str, Any]) -> dict[str, Any]:
