@@ -24,6 +24,11 @@ from pathlib import Path
 import dagster as dg
 import pyarrow as pa
 import pytest
+from dagster_pipes import (
+    DAGSTER_PIPES_CONTEXT_ENV_VAR,
+    DAGSTER_PIPES_MESSAGES_ENV_VAR,
+    decode_env_var,
+)
 
 from .conftest import (
     DAY_A,
@@ -145,8 +150,16 @@ def test_cluster_and_run_reach_the_dagster_run(databricks: Databricks) -> None:
 
 
 def test_pipes_temp_files_are_removed(databricks: Databricks) -> None:
-    leftovers = [p for p in Path("/dbfs/tmp").glob("*") if any(p.iterdir())]
-    assert leftovers == []
+    """Each run's Pipes context and message folders (named in the cluster's environment) were
+    on DBFS while it ran and are gone now - the failed cluster attempts' included."""
+    folders = []
+    for run in databricks.fake.runs.values():
+        env = run.tasks[0]["new_cluster"]["spark_env_vars"]
+        context = decode_env_var(env[DAGSTER_PIPES_CONTEXT_ENV_VAR])["path"]  # a file
+        messages = decode_env_var(env[DAGSTER_PIPES_MESSAGES_ENV_VAR])["path"]  # a folder
+        folders += [Path(f"/dbfs{context}").parent, Path(f"/dbfs{messages}")]
+    assert len(folders) >= 6  # three attempts of the first run, context and messages each
+    assert [f for f in folders if f.exists()] == []
 
 
 def test_the_next_run_is_sized_from_history(databricks: Databricks) -> None:
