@@ -137,7 +137,7 @@ def jobs_router(service: JobsService) -> APIRouter:
         if body.tenant and body.tenant != tenant.id:
             raise Problem(403, "Forbidden", f"the API key belongs to tenant {tenant.id!r}")
         try:
-            parse_model_reference(body.model)
+            reference = parse_model_reference(body.model)
         except ModelReferenceError as error:
             raise Problem(422, "Invalid request", str(error)) from error
         first, last = body.days
@@ -145,9 +145,8 @@ def jobs_router(service: JobsService) -> APIRouter:
             raise Problem(
                 422, "Invalid request", f"{first}..{last} is longer than {service.max_days} days"
             )
-        model_name = parse_model_reference(body.model).name
         output = body.output_table or "predictions/" + re.sub(
-            r"[^a-z0-9_-]", "_", model_name.lower()
+            r"[^a-z0-9_-]", "_", reference.name.lower()
         )
         try:
             tenant.input_table(body.feature_table)
