@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from batch_inference_platform.lib.quartz import quartz_to_cron
+from batch_inference_platform.lib.scoring.outputs import OutputKind
 
 __all__ = ["Settings", "SettingsError", "load_settings", "quartz_to_cron"]
 
@@ -279,6 +280,14 @@ class ModelSettings(_Section):
     )
     max_load_seconds: float = Field(
         gt=0, description="A version that takes longer to load is refused before it serves."
+    )
+    output_kind: OutputKind = Field(
+        default=OutputKind.PROBABILITY,
+        description="What the model's output means: probability (of positive-class), "
+        "class_probabilities, value (regression) or label.",
+    )
+    positive_class: str = Field(
+        default="1", min_length=1, description="For output-kind probability: the scored class."
     )
 
 

@@ -10,7 +10,7 @@ from batch_inference_platform.config import Settings, SettingsError, load_settin
 from batch_inference_platform.defs.catalog.assets import catalog_entries
 from batch_inference_platform.defs.features.archive import archived_features
 from batch_inference_platform.defs.features.assets import feature_tables, observed_feature_tables
-from batch_inference_platform.defs.inference.assets import predictions
+from batch_inference_platform.defs.inference.assets import build_predictions
 from batch_inference_platform.defs.inference.client_jobs import client_inference_job
 from batch_inference_platform.defs.inference.databricks_engine import DatabricksEngineResource
 from batch_inference_platform.defs.inference.engines import (
@@ -78,6 +78,8 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             alias=app.model.alias,
             model_cache_dir=str(settings.model_cache_dir),
             max_load_seconds=app.model.max_load_seconds,
+            output_kind=app.model.output_kind.value,
+            positive_class=app.model.positive_class,
         ),
         "inbox": InboxResource(url=app.api.inbox_url),
         "policy": QualityPolicyResource(
@@ -155,7 +157,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     assets: list = [
         validated_features,
         build_model_versions(trained_locally=local),
-        predictions,
+        build_predictions(settings.application.model.output_kind),
         catalog_entries,
         customer_activity_windows,
         customer_insights,

@@ -26,6 +26,7 @@ from batch_inference_platform.lib.lake.tables import (
     replace_partition,
 )
 from batch_inference_platform.lib.registry import loader
+from batch_inference_platform.lib.scoring.outputs import OutputKind
 
 from .conftest import (
     DAY_A,
@@ -97,7 +98,7 @@ class Backfill:
     commits: list[dict[str, Any]]
     records: dict[dt.date, dg.EventLogRecord]
     catalog: pa.Table
-    fast_keys: list[tuple[str, str, int, str]]
+    fast_keys: list[tuple[Any, ...]]
     native_keys: list[tuple[str, str, int]]
 
 
@@ -127,8 +128,8 @@ def backfill(make_platform: PlatformFactory) -> Backfill:
         commits=_commits_of_run(platform.predictions, result.run_id),
         records={day: _latest_predictions_record(platform, day) for day in DAYS},
         catalog=read_all(platform.layout.catalog),
-        fast_keys=[k for k in loader._fast if k[0] == registry_uri],
-        native_keys=[k for k in loader._native if k[0] == registry_uri],
+        fast_keys=[k for k in loader._serving if k[0] == registry_uri and k[-1] != "None"],
+        native_keys=[k for k in loader._loaded if k[0] == registry_uri],
     )
 
 
@@ -205,12 +206,14 @@ def test_the_model_is_loaded_once(backfill: Backfill) -> None:
     assert model["scoring_engine"] == predictions["scoring_engine"] == "lleaves"
     assert model["compiled_from_cache"] is False
     assert predictions["model_load_seconds"] >= 0
-    # One compiled scorer and one native model in the process for this version ...
+    # One compiled scorer (beside the smoke test's native one) and one loaded model ...
     assert backfill.fast_keys == [
         (
             platform.registry.registry_uri,
             platform.model_name,
             1,
+            OutputKind.PROBABILITY,
+            "1",
             str(platform.settings.model_cache_dir),
         )
     ]

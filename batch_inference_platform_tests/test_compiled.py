@@ -1,16 +1,20 @@
 """Compiled tree ensembles with the real compilers (lleaves, treelite + tl2cgen), no mocks.
 
-A compiled model must score exactly like the model library (within ``TOLERANCE``), be compiled
-once per model content and reused from the on-disk cache - also by another process - and be
-refused (native scoring) when its scores disagree or no compiler exists. Through the graph, the
-platform scores with lleaves and the prediction table equals LightGBM's own predictions.
+A compiled model must score exactly like the model library (within ``TOLERANCE``; XGBoost in its
+own float32 precision), be compiled once per artifact fingerprint and reused from the on-disk
+cache - also by another process - and be refused (native scoring) when its scores disagree or no
+compiler exists. Through the graph, the platform scores with lleaves and the prediction table
+equals LightGBM's own predictions.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 from collections.abc import Callable
@@ -20,24 +24,27 @@ from typing import Any
 
 import lightgbm as lgb
 import mlflow
+import mlflow.artifacts
 import mlflow.lightgbm as mlflow_lightgbm
 import numpy as np
 import pytest
+import xgboost
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from batch_inference_platform.lib.features.contract import KEY_COLUMN
-from batch_inference_platform.lib.registry.loader import FastScorer, LoadedScorer
+from batch_inference_platform.lib.registry.client import pointed_at
 from batch_inference_platform.lib.scoring.compiled import (
     BATCH_CANDIDATES,
     TOLERANCE,
     CompiledModel,
+    artifact_fingerprint,
     compile_model,
     fastest_batch_rows,
-    model_fingerprint,
 )
-from batch_inference_platform.lib.scoring.kernel import SCORE_COLUMN, feature_matrix
+from batch_inference_platform.lib.scoring.inputs import feature_matrix
+from batch_inference_platform.lib.scoring.outputs import SCORE_COLUMN
 
 from .conftest import DAY_A, Platform, PlatformFactory, materializations, read_day
 
@@ -52,6 +59,17 @@ def _lgb(booster: lgb.Booster) -> Callable[[np.ndarray], np.ndarray]:
 
 def _no_sample() -> np.ndarray:
     raise AssertionError("sample() must not be called on a cache hit")
+
+
+def _fingerprint(save: Callable[[Path], object]) -> str:
+    """What the loader passes: the fingerprint of the model's saved artifact directory."""
+    with tempfile.TemporaryDirectory() as directory:
+        save(Path(directory))
+        return artifact_fingerprint(Path(directory))
+
+
+def _lgb_fingerprint(booster: lgb.Booster) -> str:
+    return _fingerprint(lambda directory: booster.save_model(str(directory / "model.txt")))
 
 
 @dataclass(frozen=True)
@@ -106,6 +124,7 @@ def _compile_lightgbm(
         sample=sample,
         cache_root=cache_root,
         key=KEY,
+        fingerprint=_lgb_fingerprint(booster),
     )
 
 
@@ -151,7 +170,7 @@ def test_cache_layout_is_name_version_fingerprint(
     lightgbm_compiled: LightGBMCompiled, booster: lgb.Booster
 ) -> None:
     entry = lightgbm_compiled.first.cache_dir
-    fingerprint = model_fingerprint("lightgbm", booster)
+    fingerprint = _lgb_fingerprint(booster)
     assert entry == lightgbm_compiled.cache_root / "credit_risk_test" / f"v1-{fingerprint}"
     assert {p.name for p in entry.iterdir()} == {"manifest.json", "model.txt", "model.so"}
     stored = json.loads((entry / "manifest.json").read_text())
@@ -198,6 +217,7 @@ def test_another_process_reuses_the_cache(
         compiled = compile_model(
             flavor="lightgbm", model=booster, native_predict=booster.predict, sample=sample,
             cache_root=Path({str(lightgbm_compiled.cache_root)!r}), key={KEY!r},
+            fingerprint={_lgb_fingerprint(booster)!r},
         )
         seconds = time.perf_counter() - started
         rows = np.load({str(rows_file)!r})
@@ -268,13 +288,6 @@ def test_disagreeing_scores_are_refused_and_the_refusal_is_cached(
     assert again.predict is None
     assert again.manifest == refused.manifest
 
-    native = LoadedScorer(
-        "credit_risk_test", 1, [f"f{i}" for i in range(FEATURES)], "lightgbm", booster
-    )
-    scorer = FastScorer(native, again)
-    assert scorer.engine == "native-lightgbm"
-    np.testing.assert_array_equal(scorer.predict(data.fresh), _lgb(booster)(data.fresh))
-
 
 def test_a_model_without_compiler_scores_natively(data: Data, tmp_path: Path) -> None:
     model = LogisticRegression(max_iter=200).fit(data.train, data.labels)
@@ -289,21 +302,14 @@ def test_a_model_without_compiler_scores_natively(data: Data, tmp_path: Path) ->
         sample=_no_sample,  # nothing to verify: no compilation happens
         cache_root=tmp_path,
         key=KEY,
+        fingerprint="0123456789abcdef",
     )
     assert compiled.manifest.engine == "native"
     assert compiled.manifest.verified is False
     assert compiled.predict is None
     assert "no compiler" in compiled.manifest.reason
     assert "LogisticRegression" in compiled.manifest.reason
-
-    native = LoadedScorer(
-        "credit_risk_test", 1, [f"f{i}" for i in range(FEATURES)], "sklearn", model
-    )
-    scorer = FastScorer(native, compiled)
-    assert scorer.engine == "native-sklearn"
-    assert scorer.batch_rows in BATCH_CANDIDATES
-    rows = np.nan_to_num(data.fresh)  # LogisticRegression does not take NaN
-    np.testing.assert_array_equal(scorer.predict(rows), native_predict(rows))
+    assert compiled.manifest.batch_rows in BATCH_CANDIDATES
 
 
 class _UnpicklableModel:
@@ -325,6 +331,7 @@ def test_an_unpicklable_model_without_compiler_scores_natively(tmp_path: Path) -
         sample=_no_sample,
         cache_root=tmp_path,
         key=KEY,
+        fingerprint="0123456789abcdef",
     )
     assert compiled.manifest.engine == "native"
     assert compiled.predict is None
@@ -355,6 +362,7 @@ def test_sklearn_hist_gradient_boosting_compiles_with_tl2cgen(data: Data, tmp_pa
             sample=sample,
             cache_root=tmp_path,
             key=KEY,
+            fingerprint="0123456789abcdef",
         )
 
     compiled = compile_it(lambda: data.train[:1000])
@@ -374,37 +382,136 @@ def test_sklearn_hist_gradient_boosting_compiles_with_tl2cgen(data: Data, tmp_pa
     )
 
 
-def test_xgboost_compiles_but_float32_scores_are_refused_and_native_serves(
+# --------------------------------------------------------------------------- XGBoost
+
+
+def _compile_xgboost(
+    model: Any, native_predict: Callable[[np.ndarray], np.ndarray], data: Data, cache_root: Path
+) -> CompiledModel:
+    return compile_model(
+        flavor="xgboost",
+        model=model,
+        native_predict=native_predict,
+        sample=lambda: data.train[:1000],
+        cache_root=cache_root,
+        key=KEY,
+        fingerprint=_fingerprint(lambda directory: model.save_model(directory / "model.ubj")),
+    )
+
+
+def _on_thresholds(model: Any) -> np.ndarray:
+    """For every split of the model, two rows that reach it with the split's feature exactly on
+    its threshold and one float32 step below it: the rows a misplaced threshold misroutes.
+
+    A row reaches a split when each ancestor's feature sits on the ancestor's side of its
+    threshold (the nearest ancestor decides); all other features are missing (NaN).
+    """
+    booster = model.get_booster() if hasattr(model, "get_booster") else model
+    trees = json.loads(bytes(booster.save_raw(raw_format="json")))["learner"]["gradient_booster"]
+    rows: list[np.ndarray] = []
+    for tree in trees["model"]["trees"]:
+        left, parents = tree["left_children"], tree["parents"]
+        feature, threshold = tree["split_indices"], np.array(tree["split_conditions"], np.float32)
+        for node in (node for node, child in enumerate(left) if child != -1):
+            path = np.full(booster.num_features(), np.nan, np.float32)
+            child, parent = node, parents[node]
+            while 0 <= parent < len(left):
+                if np.isnan(path[feature[parent]]):
+                    below = np.nextafter(threshold[parent], np.float32(-np.inf))
+                    path[feature[parent]] = below if left[parent] == child else threshold[parent]
+                child, parent = parent, parents[parent]
+            for value in (threshold[node], np.nextafter(threshold[node], np.float32(-np.inf))):
+                rows.append(path.copy())
+                rows[-1][feature[node]] = value
+    return np.array(rows, np.float64)
+
+
+def _assert_scores_like_xgboost(
+    compiled: CompiledModel,
+    model: Any,
+    native_predict: Callable[[np.ndarray], np.ndarray],
+    data: Data,
+) -> None:
+    """Verified, and equal to XGBoost's own float32 scores on fresh rows (with NaNs) and on rows
+    sitting exactly on the split thresholds."""
+    assert compiled.manifest.engine == "tl2cgen"
+    assert compiled.manifest.verified is True, compiled.manifest.reason
+    assert compiled.manifest.max_abs_diff is not None
+    assert compiled.manifest.max_abs_diff <= TOLERANCE
+    assert compiled.predict is not None
+    rows = np.vstack([data.fresh, _on_thresholds(model)])
+    scores = compiled.predict(rows)
+    assert scores.shape == (len(rows),) and scores.dtype == np.float64
+    native = native_predict(rows)
+    assert np.isnan(rows).any() and len(np.unique(native)) > 100
+    np.testing.assert_allclose(scores, native, rtol=0, atol=TOLERANCE)
+
+
+def test_xgboost_binary_booster_compiles_and_scores_like_xgboost(
     data: Data, tmp_path: Path
 ) -> None:
-    """XGBoost predicts in float32; tl2cgen's output differs in the last float32 bits (~6e-8),
-    which the 1e-9 verification refuses, so the native booster keeps scoring, as it should."""
-    import xgboost
-
+    """Scored in XGBoost's float32: the same sums in the same order, not merely to ~1e-7."""
     booster = xgboost.train(
         {"objective": "binary:logistic", "max_depth": 4, "nthread": 1, "seed": 0},
         xgboost.DMatrix(data.train, label=data.labels),
         num_boost_round=20,
     )
-    native = LoadedScorer("credit_risk_test", 1, [f"f{i}" for i in range(30)], "xgboost", booster)
-    compiled = compile_model(
-        flavor="xgboost",
-        model=booster,
-        native_predict=native.predict,
-        sample=lambda: data.train[:1000],
-        cache_root=tmp_path,
-        key=KEY,
-    )
-    assert compiled.manifest.engine == "tl2cgen"
-    assert compiled.manifest.verified is False
-    assert "differ from native" in compiled.manifest.reason
-    assert compiled.manifest.max_abs_diff is not None
-    assert TOLERANCE < compiled.manifest.max_abs_diff < 1e-6
-    scorer = FastScorer(native, compiled)
-    assert scorer.engine == "native-xgboost"
-    np.testing.assert_array_equal(
-        scorer.predict(data.fresh), booster.predict(xgboost.DMatrix(data.fresh))
-    )
+
+    def native_predict(features: np.ndarray) -> np.ndarray:
+        return booster.predict(xgboost.DMatrix(features)).astype(np.float64)
+
+    compiled = _compile_xgboost(booster, native_predict, data, tmp_path)
+    _assert_scores_like_xgboost(compiled, booster, native_predict, data)
+    assert compiled.manifest.batch_rows in BATCH_CANDIDATES
+
+    cached = _compile_xgboost(booster, native_predict, data, tmp_path)
+    assert cached.from_cache is True
+    assert cached.cache_dir == compiled.cache_dir
+    _assert_scores_like_xgboost(cached, booster, native_predict, data)
+
+
+def test_xgboost_sklearn_regressor_compiles_and_scores_like_xgboost(
+    data: Data, tmp_path: Path
+) -> None:
+    target = 3 * data.train[:, 0] - data.train[:, 1] + data.labels
+    model = xgboost.XGBRegressor(n_estimators=30, max_depth=4, n_jobs=1, random_state=0)
+    model.fit(data.train, target)
+
+    def native_predict(features: np.ndarray) -> np.ndarray:
+        return np.asarray(model.predict(features), np.float64)
+
+    compiled = _compile_xgboost(model, native_predict, data, tmp_path)
+    _assert_scores_like_xgboost(compiled, model, native_predict, data)
+
+
+# --------------------------------------------------------------------------- cache key
+
+
+def test_artifact_fingerprint_is_the_content_of_the_files(tmp_path: Path) -> None:
+    """Equal for a copy elsewhere with other timestamps; different when one byte changes or a
+    file is renamed."""
+    original = tmp_path / "original"
+    (original / "data").mkdir(parents=True)
+    (original / "MLmodel").write_text("flavors:\n  sklearn:\n    serialization_format: skops\n")
+    payload = np.random.default_rng(0).bytes(3 << 20)  # longer than one read chunk
+    (original / "data" / "model.skops").write_bytes(payload)
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    os.utime(copy / "MLmodel", (0, 0))
+
+    fingerprint = artifact_fingerprint(original)
+    assert len(fingerprint) == 16 and int(fingerprint, 16) >= 0
+    assert artifact_fingerprint(copy) == fingerprint
+
+    changed = bytearray(payload)
+    changed[len(payload) // 2] ^= 1
+    (copy / "data" / "model.skops").write_bytes(changed)
+    assert artifact_fingerprint(copy) != fingerprint
+    (copy / "data" / "model.skops").write_bytes(payload)
+    assert artifact_fingerprint(copy) == fingerprint
+
+    (copy / "MLmodel").rename(copy / "MLmodel.yaml")
+    assert artifact_fingerprint(copy) != fingerprint
 
 
 def test_fastest_batch_rows_is_a_candidate(data: Data) -> None:
@@ -441,17 +548,22 @@ def test_graph_serves_the_compiled_model(scored: Scored) -> None:
     assert scored.metadata["predictions"]["scoring_engine"] == "lleaves"
 
 
-def test_model_cache_lives_in_the_data_dir(scored: Scored) -> None:
-    settings = scored.platform.settings
+def test_model_cache_lives_in_the_data_dir(scored: Scored, tmp_path: Path) -> None:
+    platform = scored.platform
+    settings = platform.settings
     assert settings.model_cache_dir == settings.data_dir / "model_cache"
-    assert settings.model_cache_dir.is_relative_to(scored.platform.root)
-    manifests = list(
-        (settings.model_cache_dir / scored.platform.model_name).glob("v1-*/manifest.json")
-    )
+    assert settings.model_cache_dir.is_relative_to(platform.root)
+    manifests = list((settings.model_cache_dir / platform.model_name).glob("v1*/**/manifest.json"))
     assert len(manifests) == 1
     manifest = json.loads(manifests[0].read_text())
     assert manifest["engine"] == "lleaves" and manifest["verified"] is True
     assert (manifests[0].parent / "model.so").is_file()
+    # The entry is named by the registered artifact's content, which any process recomputes.
+    with pointed_at(platform.registry):
+        artifact = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{platform.model_name}/1", dst_path=str(tmp_path)
+        )
+    assert manifests[0].parent.name.endswith(f"-{artifact_fingerprint(Path(artifact))}")
 
 
 def test_graph_scores_equal_lightgbm_native_predictions(scored: Scored) -> None:

@@ -20,7 +20,8 @@ import pytest
 from batch_inference_platform.lib.features.contract import KEY_COLUMN
 from batch_inference_platform.lib.lake.tables import schema_hash, table_schema
 from batch_inference_platform.lib.quality.rules import REASON_COLUMN
-from batch_inference_platform.lib.scoring.kernel import PREDICTION_SCHEMA, SCORE_COLUMN
+from batch_inference_platform.lib.scoring.kernel import prediction_schema
+from batch_inference_platform.lib.scoring.outputs import SCORE_COLUMN, OutputKind, OutputSpec
 
 from .conftest import (
     DAY_A,
@@ -34,6 +35,8 @@ from .conftest import (
     read_all,
     read_day,
 )
+
+PREDICTION_SCHEMA = prediction_schema(OutputSpec(OutputKind.PROBABILITY))
 
 DAYS = (DAY_A, DAY_B)
 CATALOG_KEY = dg.AssetKey("catalog_entries")

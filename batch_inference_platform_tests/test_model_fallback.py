@@ -1,7 +1,7 @@
 """Serving-model resolution against the registry: a champion whose signature does not fit the
 validated features, or that fails the smoke test, is passed over - loudly, and tagged in
-MLflow - for the newest earlier version that passes; with no such version at all the run fails
-saying which model and why."""
+MLflow - for the last approved champion (the version that last served); with no such version
+the run fails saying which model and why."""
 
 from __future__ import annotations
 
@@ -123,11 +123,13 @@ class Fallback:
 
 @pytest.fixture(scope="module")
 def fallback(make_platform: PlatformFactory) -> Fallback:
-    """v1 = the demo model; v2 needs ``annual_income`` as a string and takes the alias."""
+    """v1 = the demo model, served once (the approved champion); v2 needs ``annual_income``
+    as a string and takes the alias."""
     platform = make_platform("model_fallback")
     assert platform.generate(DAY_A).success
     assert platform.train().success
     assert platform.registry.by_alias(platform.model_name, platform.alias).version == 1
+    assert platform.score(DAY_A).success
     champion = _register(platform, platform.model_name, _signature(string_column="annual_income"))
     return Fallback(platform, champion, platform.score(DAY_A))
 
@@ -140,7 +142,7 @@ def test_incompatible_champion_holds_the_alias(fallback: Fallback) -> None:
     assert [v.version for v in platform.registry.versions(platform.model_name)] == [2, 1]
 
 
-def test_scores_with_the_newest_compatible_version(fallback: Fallback) -> None:
+def test_scores_with_the_last_approved_champion(fallback: Fallback) -> None:
     platform, result = fallback.platform, fallback.result
     assert result.success
     predictions = read_day(platform.predictions, DAY_A)
@@ -149,7 +151,7 @@ def test_scores_with_the_newest_compatible_version(fallback: Fallback) -> None:
     assert set(predictions.column("run_id").to_pylist()) == {result.run_id}
     assert materializations(result)["predictions"]["model_version"] == 1
     catalog = [r for r in read_all(platform.layout.catalog).to_pylist() if r["model_name"]]
-    assert [(r["dataset"], r["model_version"]) for r in catalog] == [("predictions", 1)]
+    assert [(r["dataset"], r["model_version"]) for r in catalog] == [("predictions", 1)] * 2
 
 
 def test_fallback_is_reported_in_metadata(fallback: Fallback) -> None:
@@ -196,13 +198,14 @@ def test_a_champion_that_scores_nan_is_refused(
     the check says why, the registry carries the refusal on v2 and on-call is alerted."""
     platform = make_platform("unused_nan", share=fallback.platform, MODEL__NAME=NAN_MODEL)
     assert _register(platform, NAN_MODEL, _signature()) == 1
+    assert platform.score(DAY_A).success  # v1 serves once: the approved champion
     assert _register_nan_scorer(platform, NAN_MODEL) == 2
     with http_sink() as sink:
         monkeypatch.setenv("ALERT_WEBHOOK_URL", sink.url + "/alerts")
         result = platform.score(DAY_A)
     (alert,) = [json.loads(r.body) for r in sink.requests]
     assert alert["title"] == f"{NAN_MODEL} v2 refused" and alert["severity"] == "warning"
-    assert "1024 of 1024 smoke scores are not finite" in alert["error"]
+    assert "1024 of 1024 smoke predictions are null or not finite" in alert["error"]
     assert alert["link"].endswith(f"/runs/{result.run_id}")
 
     assert result.success
@@ -213,7 +216,11 @@ def test_a_champion_that_scores_nan_is_refused(
     check = check_evaluations(result)["champion_passes_validation"]
     assert check.passed is False
     assert check.description is not None
-    assert "v2: smoke test: 1024 of 1024 smoke scores are not finite" in check.description
+    assert (
+        "v2: smoke test: 1024 of 1024 smoke predictions are null or not finite" in check.description
+    )
     refused = platform.registry.client.get_model_version(NAN_MODEL, "2").tags
-    assert refused[REFUSED_TAG] == "smoke test: 1024 of 1024 smoke scores are not finite"
+    assert (
+        refused[REFUSED_TAG] == "smoke test: 1024 of 1024 smoke predictions are null or not finite"
+    )
     assert REFUSED_TAG not in platform.registry.client.get_model_version(NAN_MODEL, "1").tags

@@ -26,9 +26,12 @@ from batch_inference_platform.lib.inbox.store import WebhookInbox
 from batch_inference_platform.lib.lake.layout import LakeLayout
 from batch_inference_platform.lib.lake.tables import replace_partition
 from batch_inference_platform.lib.registry.webhooks import register_webhook
-from batch_inference_platform.lib.scoring.kernel import PREDICTION_SCHEMA
+from batch_inference_platform.lib.scoring.kernel import prediction_schema
+from batch_inference_platform.lib.scoring.outputs import OutputKind, OutputSpec
 
 from .servers import mlflow_server, served
+
+PREDICTION_SCHEMA = prediction_schema(OutputSpec(OutputKind.PROBABILITY))
 
 SECRET = "sensor-test-secret"
 MODEL = "credit_risk_promoted"

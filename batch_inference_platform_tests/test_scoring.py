@@ -18,14 +18,15 @@ from batch_inference_platform.lib.quality.drift import (
     population_stability_index,
 )
 from batch_inference_platform.lib.quality.rules import to_canonical
-from batch_inference_platform.lib.registry.loader import LoadedScorer
+from batch_inference_platform.lib.registry.adapters import model_shape
+from batch_inference_platform.lib.registry.loader import LoadedModel, ServingScorer, bind
+from batch_inference_platform.lib.scoring.inputs import InputColumn, InputPlan, feature_matrix
 from batch_inference_platform.lib.scoring.kernel import (
-    PREDICTION_SCHEMA,
-    SCORE_COLUMN,
     ScoringStamp,
-    feature_matrix,
+    prediction_schema,
     score_batch,
 )
+from batch_inference_platform.lib.scoring.outputs import SCORE_COLUMN, OutputKind, OutputSpec
 
 DAY = dt.date(2026, 11, 2)
 STAMP = ScoringStamp(run_id="run-42", scored_at=dt.datetime(2026, 11, 3, 4, 5, tzinfo=dt.UTC))
@@ -55,8 +56,15 @@ def batch(raw: pa.RecordBatch) -> pa.RecordBatch:
     return to_canonical(raw.slice(0, 500))
 
 
-def _scorer(model: object, flavor: str = "lightgbm") -> LoadedScorer:
-    return LoadedScorer("credit_risk_test", 3, MODEL_FEATURES, flavor, model)
+PREDICTION_SCHEMA = prediction_schema(OutputSpec(OutputKind.PROBABILITY))
+
+
+def _scorer(model: object, flavor: str = "lightgbm") -> ServingScorer:
+    """``model`` served natively as the probability of class 1, on a float64 matrix."""
+    inputs = InputPlan(tuple(InputColumn(name, "double") for name in MODEL_FEATURES), matrix=True)
+    shape = model_shape(flavor, model)
+    loaded = LoadedModel("credit_risk_test", 3, flavor, model, inputs, shape, "test")
+    return bind(loaded, OutputSpec(OutputKind.PROBABILITY), lambda: [])
 
 
 def _numpy_matrix(batch: pa.RecordBatch) -> np.ndarray:
@@ -128,20 +136,27 @@ def test_sklearn_api_model_scores_the_positive_class(raw: pa.RecordBatch) -> Non
     np.testing.assert_allclose(out.column(SCORE_COLUMN).to_numpy(), expected)
 
 
-class _TwoColumns:
-    def predict(self, features: np.ndarray) -> np.ndarray:
-        return np.zeros((len(features), 2))
-
-
 class _OneShort:
+    """A regressor-like model that drops a row."""
+
+    def get_params(self) -> dict:
+        return {}
+
+    def fit(self) -> None: ...
+
     def predict(self, features: np.ndarray) -> np.ndarray:
         return np.zeros(len(features) - 1)
 
 
-@pytest.mark.parametrize("model", [_TwoColumns(), _OneShort()], ids=["2d", "short"])
-def test_wrong_output_shape_names_the_model(model: object, batch: pa.RecordBatch) -> None:
-    with pytest.raises(ValueError, match=r"model credit_risk_test v3 returned shape"):
-        score_batch(_scorer(model, flavor="sklearn"), batch, STAMP)
+def test_wrong_output_shape_names_the_model(batch: pa.RecordBatch) -> None:
+    inputs = InputPlan(tuple(InputColumn(name, "double") for name in MODEL_FEATURES), matrix=True)
+    model = _OneShort()
+    loaded = LoadedModel(
+        "credit_risk_test", 3, "sklearn", model, inputs, model_shape("sklearn", model), "t"
+    )
+    scorer = bind(loaded, OutputSpec(OutputKind.VALUE), lambda: [])
+    with pytest.raises(ValueError, match=r"model credit_risk_test v3: the model returned shape"):
+        score_batch(scorer, batch, STAMP)
 
 
 # --------------------------------------------------------------------------- drift

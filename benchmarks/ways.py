@@ -27,8 +27,10 @@ from batch_inference_platform.lib.features.contract import KEY_COLUMN, MODEL_FEA
 from batch_inference_platform.lib.features.synthetic import FIRST_CUSTOMER_ID
 from batch_inference_platform.lib.lake.tables import DeltaLocation, snapshot
 from batch_inference_platform.lib.registry.client import ModelRegistry
+from batch_inference_platform.lib.scoring.outputs import OutputKind, OutputSpec
 from benchmarks.workspace import ALIAS, DAY, MODELS, Workspace
 
+PROBABILITY = OutputSpec(OutputKind.PROBABILITY)
 SAMPLE_IDS = 1000
 """Customers whose scores every way reports: ids FIRST_CUSTOMER_ID .. +SAMPLE_IDS."""
 
@@ -62,16 +64,16 @@ def _features(space: Workspace) -> tuple[np.ndarray, np.ndarray]:
 
 def raw(space: Workspace, model: str) -> dict[str, Any]:
     """The model library's own predict on an in-memory float32 array (its ceiling)."""
-    from batch_inference_platform.lib.registry.loader import load_scorer
+    from batch_inference_platform.lib.registry.loader import load_model
 
     registry = ModelRegistry(space.tracking_uri)
-    scorer = load_scorer(registry, registry.by_alias(MODELS[model], ALIAS))
+    loaded = load_model(registry, registry.by_alias(MODELS[model], ALIAS))
     ids, matrix = _features(space)
     started = time.perf_counter()
-    if scorer.flavor == "lightgbm":
-        scores = scorer.model.predict(matrix, num_threads=os.cpu_count())
+    if loaded.flavor == "lightgbm":
+        scores = loaded.model.predict(matrix, num_threads=os.cpu_count())
     else:
-        scores = scorer.model.predict_proba(matrix)[:, 1]
+        scores = loaded.model.predict_proba(matrix)[:, 1]
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "rows": len(ids), "sample": sample_scores(ids, scores)}
 
@@ -141,19 +143,16 @@ def spark_udf(space: Workspace, model: str) -> dict[str, Any]:
 
 def engine(space: Workspace, model: str) -> dict[str, Any]:
     """Our engine: validated Delta in, prediction Delta out, compiled model warm in its cache."""
-    from batch_inference_platform.lib.registry.loader import load_fast_scorer
+    from batch_inference_platform.lib.registry.loader import load_scorer
     from batch_inference_platform.lib.scoring.engine import score_partition
-    from batch_inference_platform.lib.scoring.kernel import ScoringStamp, sample_features
+    from batch_inference_platform.lib.scoring.kernel import ScoringStamp
 
     registry = ModelRegistry(space.tracking_uri)
     version = registry.by_alias(MODELS[model], ALIAS)
     source = snapshot(space.layout.validated)
     warmup = time.perf_counter()
-    scorer = load_fast_scorer(
-        registry,
-        version,
-        cache_root=space.model_cache,
-        sample=lambda: sample_features(source.batches(DAY), MODEL_FEATURES),
+    scorer = load_scorer(
+        registry, version, PROBABILITY, lambda: source.batches(DAY), cache_root=space.model_cache
     )
     load_seconds = time.perf_counter() - warmup
     target = DeltaLocation(str(space.output("engine", model)))
@@ -187,6 +186,7 @@ def spark_job(space: Workspace, model: str) -> dict[str, Any]:
         predictions_uri=target,
         model=ModelRef(version.name, version.version, space.tracking_uri, ""),
         feature_names=list(MODEL_FEATURES),
+        output=PROBABILITY.to_json(),
         dagster_run_id="bench",
         model_cache_dir=str(space.model_cache),
     )
@@ -207,17 +207,17 @@ def spark_job(space: Workspace, model: str) -> dict[str, Any]:
 
 def compile_only(space: Workspace, model: str) -> dict[str, Any]:
     """Not a way: compile (or find in the cache) the model, so the timed ways start warm."""
-    from batch_inference_platform.lib.registry.loader import load_fast_scorer
-    from batch_inference_platform.lib.scoring.kernel import sample_features
+    from batch_inference_platform.lib.registry.loader import load_scorer
 
     registry = ModelRegistry(space.tracking_uri)
     source = snapshot(space.layout.validated)
     started = time.perf_counter()
-    scorer = load_fast_scorer(
+    scorer = load_scorer(
         registry,
         registry.by_alias(MODELS[model], ALIAS),
+        PROBABILITY,
+        lambda: source.batches(DAY),
         cache_root=space.model_cache,
-        sample=lambda: sample_features(source.batches(DAY), MODEL_FEATURES),
     )
     return {
         "seconds": time.perf_counter() - started,

@@ -29,7 +29,7 @@ from batch_inference_platform.lib.lake.tables import count_partition, replace_pa
 from batch_inference_platform.lib.quality.rules import canonical_schema, to_canonical
 from batch_inference_platform.lib.registry.client import ModelRegistry
 from batch_inference_platform.lib.registry.training import ensure_experiment
-from batch_inference_platform.lib.scoring.kernel import feature_matrix
+from batch_inference_platform.lib.scoring.inputs import feature_matrix
 
 DAY = dt.date(2026, 11, 2)
 MODELS = {"lgbm": "bench_lgbm", "hgb": "bench_hgb"}

@@ -1,5 +1,6 @@
 """The function Spark maps over Arrow batches: the platform's scoring kernel, with the model
-loaded once per executor process (compiled and verified as in the in-process engine)."""
+loaded once per executor process (bound to the request's output and compiled and verified as
+in the in-process engine)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,28 @@ from pathlib import Path
 import pyarrow as pa
 
 from batch_inference_platform.lib.registry.client import ModelRegistry
-from batch_inference_platform.lib.registry.loader import FastScorer, load_fast_scorer
-from batch_inference_platform.lib.scoring.kernel import ScoringStamp, feature_matrix, score_batch
+from batch_inference_platform.lib.registry.loader import ServingScorer, load_scorer
+from batch_inference_platform.lib.scoring.kernel import (
+    ScoringStamp,
+    prediction_schema,
+    score_batch,
+)
+from batch_inference_platform.lib.scoring.outputs import OutputSpec
 from batch_inference_platform.lib.scoring.request import ModelRef
 
-PREDICTION_DDL = (
-    "customer_id long, event_date date, score double, model_name string, model_version long, "
-    "scored_at timestamp, run_id string"
-)
-"""``PREDICTION_SCHEMA`` as Spark DDL (the output of ``mapInArrow``)."""
+_SPARK_TYPES = {
+    pa.int64(): "long",
+    pa.date32(): "date",
+    pa.float64(): "double",
+    pa.string(): "string",
+    pa.timestamp("us", tz="UTC"): "timestamp",
+}
+
+
+def prediction_ddl(output: OutputSpec) -> str:
+    """``prediction_schema(output)`` as Spark DDL (the output of ``mapInArrow``)."""
+    fields = prediction_schema(output)
+    return ", ".join(f"`{field.name}` {_SPARK_TYPES[field.type]}" for field in fields)
 
 
 @dataclass(frozen=True)
@@ -28,7 +42,7 @@ class PartitionScorer:
     """Scores validated feature batches into prediction batches (``mapInArrow``)."""
 
     model: ModelRef
-    feature_names: tuple[str, ...]
+    output: OutputSpec
     model_cache_dir: str
     run_id: str
     scored_at: dt.datetime
@@ -43,13 +57,20 @@ class PartitionScorer:
         for batch in itertools.chain([first], batches):
             yield score_batch(scorer, batch, stamp)
 
-    def _scorer(self, sample: pa.RecordBatch) -> FastScorer:
+    def _scorer(self, sample: pa.RecordBatch) -> ServingScorer:
         """The version's scorer, cached per process by the loader (one load per executor)."""
         registry = ModelRegistry(self.model.tracking_uri, self.model.registry_uri or None)
         version = registry.version(self.model.name, self.model.version)
-        return load_fast_scorer(
+        scorer = load_scorer(
             registry,
             version,
+            self.output,
+            lambda: [sample.slice(0, 4096)],
             cache_root=Path(self.model_cache_dir),
-            sample=lambda: feature_matrix(sample.slice(0, 4096), self.feature_names),
         )
+        if scorer.output != self.output:
+            raise ValueError(
+                f"{version.uri} binds to {scorer.output.to_json()} on this executor; the request "
+                f"expects {self.output.to_json()}"
+            )
+        return scorer

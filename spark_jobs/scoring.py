@@ -9,22 +9,28 @@ import json
 import time
 from collections.abc import Callable
 
+import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from batch_inference_platform.lib.features.contract import DATE_COLUMN, KEY_COLUMN
 from batch_inference_platform.lib.lake.lineage import latest_commit
 from batch_inference_platform.lib.lake.tables import snapshot
-from batch_inference_platform.lib.quality.drift import FINE_BINS, ScoreHistogram
-from batch_inference_platform.lib.scoring.kernel import SCORE_COLUMN
+from batch_inference_platform.lib.quality.drift import FINE_BINS
+from batch_inference_platform.lib.scoring.outputs import (
+    LABEL_COLUMN,
+    SUM_TOLERANCE,
+    OutputKind,
+    OutputSpec,
+)
 from batch_inference_platform.lib.scoring.request import (
     EngineResult,
     PartitionError,
     PartitionReport,
-    ScoreStats,
     ScoringRequest,
 )
-from spark_jobs.partition_scorer import PREDICTION_DDL, PartitionScorer
+from batch_inference_platform.lib.scoring.stats import SAMPLE_SIZE, ScoreStats
+from spark_jobs.partition_scorer import PartitionScorer, prediction_ddl
 
 Log = Callable[[str], None]
 ARROW_BATCH_ROWS = 65_536
@@ -38,7 +44,7 @@ def score_on_spark(spark: SparkSession, request: ScoringRequest, log: Log) -> En
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(ARROW_BATCH_ROWS))
     scorer = PartitionScorer(
         model=request.model,
-        feature_names=tuple(request.feature_names),
+        output=request.output_spec,
         model_cache_dir=request.model_cache_dir,
         run_id=request.dagster_run_id,
         scored_at=dt.datetime.now(dt.UTC),
@@ -72,7 +78,7 @@ def _score_day(
     stamp = {"partition": day.isoformat(), **request.commit_metadata.get(day.isoformat(), {})}
     target = request.predictions
     writer = (
-        features.mapInArrow(scorer, PREDICTION_DDL)
+        features.mapInArrow(scorer, prediction_ddl(request.output_spec))
         .write.format("delta")
         .mode("overwrite")
         .partitionBy(DATE_COLUMN)
@@ -83,36 +89,55 @@ def _score_day(
     writer.save(request.predictions_uri)
     seconds = time.perf_counter() - started
     written = spark.read.format("delta").load(request.predictions_uri).where(on_day)
-    rows, stats = _score_stats(written)
+    rows, stats = _score_stats(written, request.output_spec)
     commit = latest_commit(target, day)
     if commit is None:
         raise RuntimeError(f"no commit stamped {day} in {request.predictions_uri} after the write")
     return PartitionReport(day, input_rows, rows, commit.version, seconds, stats)
 
 
-def _score_stats(scored: DataFrame) -> tuple[int, ScoreStats]:
-    """Rows and score statistics of a committed partition, aggregated by Spark."""
-    score = F.col(SCORE_COLUMN)
-    finite = score.isNotNull() & ~F.isnan(score)
+def _score_stats(scored: DataFrame, output: OutputSpec) -> tuple[int, ScoreStats]:
+    """Rows and prediction statistics of a committed partition, aggregated by Spark (the same
+    figures ``ScoreStats.add`` gives in-process)."""
+    scores = [F.col(f"`{name}`") for name in output.score_columns]
+    finite = F.lit(True)
+    for score in scores:
+        finite = finite & score.isNotNull() & ~F.isnan(score) & (F.abs(score) < float("inf"))
+    if output.has_label:
+        finite = finite & F.col(LABEL_COLUMN).isNotNull()
+    primary = (F.greatest(*scores) if len(scores) > 1 else scores[0]) if scores else F.lit(0.0)
+    outside = F.lit(False)
+    for score in scores:
+        outside = outside | (score < 0) | (score > 1)
+    total = sum(scores[1:], scores[0]) if scores else F.lit(1.0)
     totals = scored.agg(
         F.count(F.lit(1)).alias("rows"),
         F.sum(F.when(finite, 0).otherwise(1)).alias("non_finite"),
-        F.sum(F.when(finite & ((score < 0) | (score > 1)), 1).otherwise(0)).alias("out"),
-        F.min(F.when(finite, score)).alias("min"),
-        F.max(F.when(finite, score)).alias("max"),
+        F.sum(F.when(finite & outside, 1).otherwise(0)).alias("out"),
+        F.sum(F.when(finite & (F.abs(total - 1) > SUM_TOLERANCE), 1).otherwise(0)).alias("off"),
+        F.min(F.when(finite, primary)).alias("min"),
+        F.max(F.when(finite, primary)).alias("max"),
     ).first()
     assert totals is not None
-    bins = F.least(F.greatest(F.floor(score * FINE_BINS), F.lit(0)), F.lit(FINE_BINS - 1))
-    histogram = ScoreHistogram()
-    for row in scored.where(finite).groupBy(bins.alias("bin")).count().collect():
-        histogram.counts[int(row["bin"])] += int(row["count"])
     stats = ScoreStats(
-        histogram=histogram,
+        rows=int(totals["rows"]),
         non_finite=int(totals["non_finite"] or 0),
-        out_of_range=int(totals["out"] or 0),
-        min_score=float("inf") if totals["min"] is None else float(totals["min"]),
-        max_score=float("-inf") if totals["max"] is None else float(totals["max"]),
+        out_of_range=int(totals["out"] or 0) if output.is_probability else 0,
+        not_summing=int(totals["off"] or 0) if output.kind is OutputKind.CLASS_PROBABILITIES else 0,
     )
+    if output.has_label:
+        for row in scored.where(finite).groupBy(LABEL_COLUMN).count().collect():
+            stats.labels[str(row[LABEL_COLUMN])] = int(row["count"])
+    if scores:
+        good = scored.where(finite).select(primary.alias("p"))
+        bins = F.least(F.greatest(F.floor(F.col("p") * FINE_BINS), F.lit(0)), F.lit(FINE_BINS - 1))
+        for row in good.groupBy(bins.alias("bin")).count().collect():
+            stats.histogram.counts[int(row["bin"])] += int(row["count"])
+        sample = good.orderBy(F.rand(seed=7)).limit(SAMPLE_SIZE).collect()
+        stats.sample = np.asarray([row["p"] for row in sample], np.float64)
+        stats.sample_keys = np.random.default_rng().random(len(sample))
+        stats.min_score = float("inf") if totals["min"] is None else float(totals["min"])
+        stats.max_score = float("-inf") if totals["max"] is None else float(totals["max"])
     return int(totals["rows"]), stats
 
 

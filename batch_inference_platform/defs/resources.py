@@ -1,11 +1,9 @@
 """The resources every asset uses: the lake, the model registry and the quality policy."""
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import numpy as np
 import pydantic
 
 from batch_inference_platform.config import KafkaSettings
@@ -18,7 +16,8 @@ from batch_inference_platform.lib.messaging.kafka import KafkaPublisher
 from batch_inference_platform.lib.messaging.topics import Topics
 from batch_inference_platform.lib.quality.validation import ValidationPolicy
 from batch_inference_platform.lib.registry.client import ModelRegistry, ModelVersionInfo
-from batch_inference_platform.lib.registry.loader import FastScorer, load_fast_scorer
+from batch_inference_platform.lib.registry.loader import Sample, ServingScorer, load_scorer
+from batch_inference_platform.lib.scoring.outputs import OutputKind, OutputSpec
 from batch_inference_platform.lib.tenants import TenantDirectory, load_tenants
 
 
@@ -57,17 +56,34 @@ class ModelRegistryResource(dg.ConfigurableResource):
     """Where compiled models are cached (shared by every run and process on the machine)."""
     max_load_seconds: float = 300.0
     """A version that takes longer to load is refused (the smoke test)."""
+    output_kind: str = OutputKind.PROBABILITY.value
+    """What the model's output means (``OutputKind``)."""
+    positive_class: str = "1"
+    """For ``probability``: the class whose probability is the score."""
 
     @property
     def registry(self) -> ModelRegistry:
         return ModelRegistry(self.tracking_uri, self.registry_uri or None)
 
-    def fast_scorer(
-        self, version: ModelVersionInfo, sample: Callable[[], np.ndarray]
-    ) -> FastScorer:
-        """The version's scorer: compiled and verified once, then reused from the cache."""
-        return load_fast_scorer(
-            self.registry, version, cache_root=Path(self.model_cache_dir), sample=sample
+    @property
+    def output(self) -> OutputSpec:
+        """The declared output (classes are bound when a version is loaded)."""
+        return OutputSpec(OutputKind(self.output_kind), self.positive_class)
+
+    def scorer(
+        self,
+        version: ModelVersionInfo,
+        sample: Sample,
+        output: OutputSpec | None = None,
+    ) -> ServingScorer:
+        """The version's scorer bound to the declared output: compiled and verified once, then
+        reused from the cache. Raises ``OutputMismatchError`` when the output does not fit."""
+        return load_scorer(
+            self.registry,
+            version,
+            output or self.output,
+            sample,
+            cache_root=Path(self.model_cache_dir),
         )
 
     def link(self, version: ModelVersionInfo) -> str:

@@ -1,6 +1,7 @@
 """Prediction tables: each validated partition scored by the serving model version."""
 
 import datetime as dt
+from collections.abc import Mapping
 
 import dagster as dg
 import pyarrow as pa
@@ -25,40 +26,97 @@ from batch_inference_platform.defs.validation.assets import VALIDATED_KEY
 from batch_inference_platform.lib.lake.layout import LakeLayout
 from batch_inference_platform.lib.lake.lineage import latest_commit
 from batch_inference_platform.lib.lake.tables import DeltaLocation, Snapshot, snapshot
-from batch_inference_platform.lib.quality.drift import ScoreHistogram, population_stability_index
+from batch_inference_platform.lib.registry.client import ModelNotFoundError
 from batch_inference_platform.lib.registry.compatibility import input_names
+from batch_inference_platform.lib.registry.resolution import record_served
 from batch_inference_platform.lib.registry.usage import log_scoring_run
-from batch_inference_platform.lib.scoring.kernel import SCORE_COLUMN
-from batch_inference_platform.lib.scoring.request import EngineResult, ModelRef, ScoringRequest
+from batch_inference_platform.lib.scoring.outputs import SUM_TOLERANCE, OutputKind, OutputSpec
+from batch_inference_platform.lib.scoring.request import (
+    EngineResult,
+    ModelRef,
+    PartitionReport,
+    ScoringRequest,
+)
+from batch_inference_platform.lib.scoring.stats import ScoreStats, population_stability
 
 PREDICTIONS_KEY = dg.AssetKey("predictions")
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 DRIFT_CHECK = "score_drift_psi"
+NO_NULLS_CHECK = "no_null_scores"
+UNIT_RANGE_CHECK = "scores_in_unit_range"
+SUM_CHECK = "class_probabilities_sum_to_one"
 
 
-@dg.asset(
-    key=PREDICTIONS_KEY,
-    deps=[VALIDATED_KEY],
-    ins={"serving": dg.AssetIn(MODEL_VERSIONS_KEY)},
-    partitions_def=DAILY_PARTITIONS,
-    backfill_policy=SINGLE_RUN_BACKFILL,
-    group_name="inference",
-    kinds={"deltalake"},
-    description="Default-risk scores per customer and day, with the model version and run that "
-    "produced them; each partition is replaced in its own Delta commit.",
-    check_specs=[
-        dg.AssetCheckSpec("row_count_matches_validated", asset=PREDICTIONS_KEY),
-        dg.AssetCheckSpec("no_null_scores", asset=PREDICTIONS_KEY),
-        dg.AssetCheckSpec("scores_in_unit_range", asset=PREDICTIONS_KEY),
+def prediction_check_specs(kind: OutputKind) -> list[dg.AssetCheckSpec]:
+    """The checks a prediction table of ``kind`` gets (they follow what its columns mean)."""
+    specs = [
+        dg.AssetCheckSpec(
+            "row_count_matches_validated",
+            asset=PREDICTIONS_KEY,
+            description="Every validated row of the partition has one prediction.",
+        ),
+        dg.AssetCheckSpec(
+            NO_NULLS_CHECK,
+            asset=PREDICTIONS_KEY,
+            description="Every prediction is present and finite (scores) or non-null (labels).",
+        ),
+    ]
+    if kind in (OutputKind.PROBABILITY, OutputKind.CLASS_PROBABILITIES):
+        specs.append(
+            dg.AssetCheckSpec(
+                UNIT_RANGE_CHECK,
+                asset=PREDICTIONS_KEY,
+                description="Every probability lies in [0, 1].",
+            )
+        )
+    if kind is OutputKind.CLASS_PROBABILITIES:
+        specs.append(
+            dg.AssetCheckSpec(
+                SUM_CHECK,
+                asset=PREDICTIONS_KEY,
+                description=f"Each row's class probabilities sum to 1 (within {SUM_TOLERANCE:g}).",
+            )
+        )
+    specs.append(
         dg.AssetCheckSpec(
             DRIFT_CHECK,
             asset=PREDICTIONS_KEY,
-            description="Population stability index of the score distribution "
+            description="Population stability index of the prediction distribution "
             "against the earliest scored partition.",
-        ),
-    ],
-)
-def predictions(
+        )
+    )
+    return specs
+
+
+def build_predictions(kind: OutputKind) -> dg.AssetsDefinition:
+    """The ``predictions`` asset for a use case whose model output means ``kind``."""
+
+    @dg.asset(
+        key=PREDICTIONS_KEY,
+        deps=[VALIDATED_KEY],
+        ins={"serving": dg.AssetIn(MODEL_VERSIONS_KEY)},
+        partitions_def=DAILY_PARTITIONS,
+        backfill_policy=SINGLE_RUN_BACKFILL,
+        group_name="inference",
+        kinds={"deltalake"},
+        description=f"Predictions ({kind.value}) per customer and day, with the model version "
+        "and run that produced them; each partition is replaced in its own Delta commit.",
+        check_specs=prediction_check_specs(kind),
+    )
+    def predictions(
+        context: dg.AssetExecutionContext,
+        serving: ServingModel,
+        lake: LakeResource,
+        registry: ModelRegistryResource,
+        policy: QualityPolicyResource,
+        engine: ScoringEngineResource,
+    ) -> dg.MaterializeResult:
+        return _score(context, serving, lake, registry, policy, engine)
+
+    return predictions
+
+
+def _score(
     context: dg.AssetExecutionContext,
     serving: ServingModel,
     lake: LakeResource,
@@ -68,6 +126,7 @@ def predictions(
 ) -> dg.MaterializeResult:
     days = partition_days(context)
     watch = Stopwatch()
+    _refuse_stale(registry, serving)
     layout = lake.layout
     validated = snapshot(layout.validated)
     empty = [day.isoformat() for day in days if _validated_rows(validated, day) == 0]
@@ -76,6 +135,7 @@ def predictions(
             f"no validated rows for {', '.join(empty)} at {layout.validated.uri}: these "
             "partitions failed validation or were never validated (see validated_features)"
         )
+    output = serving.output
     request = ScoringRequest(
         days=[day.isoformat() for day in days],
         validated_uri=layout.validated.uri,
@@ -86,7 +146,8 @@ def predictions(
             tracking_uri=registry.tracking_uri,
             registry_uri=registry.registry_uri,
         ),
-        feature_names=serving_inputs(registry, serving),
+        feature_names=serving_inputs(registry, serving, validated.schema),
+        output=output.to_json(),
         dagster_run_id=context.run_id,
         model_cache_dir=registry.model_cache_dir,
         commit_metadata={
@@ -107,14 +168,15 @@ def predictions(
     scored = outcome.scored
     if outcome.errors:
         _fail_with_error_report(context, outcome, serving)
-    references: dict[dt.date, ScoreHistogram] = {}
+    references: dict[dt.date, ScoreStats] = {}
     drift = {
-        day: _drift(target, day, result.stats.histogram, policy.drift_bins, references)
+        day: _drift(target, day, result.stats, output, policy.drift_bins, references)
         for day, result in scored.items()
     }
-    combined = ScoreHistogram()
+    combined = ScoreStats()
     for result in scored.values():
-        combined.counts += result.stats.histogram.counts
+        combined.merge(result.stats)
+    quantiles = {f"score_{name}": value for name, value in combined.quantiles(QUANTILES).items()}
     rows = sum(r.rows for r in scored.values())
     metadata = {
         **watch.metadata(rows),
@@ -125,6 +187,7 @@ def predictions(
         "model_name": serving.version.name,
         "model_version": serving.version.version,
         "model_uri": dg.MetadataValue.url(registry.link(serving.version)),
+        "output_kind": output.kind.value,
         "engine": engine.name,
         **outcome.metadata,
         "partitions": per_partition(
@@ -138,8 +201,10 @@ def predictions(
                 for day, r in scored.items()
             }
         ),
-        **{f"score_{name}": value for name, value in combined.quantiles(QUANTILES).items()},
+        **quantiles,
     }
+    if combined.labels:
+        metadata["label_counts"] = dg.MetadataValue.json(dict(sorted(combined.labels.items())))
     metadata["mlflow_scoring_run"] = log_scoring_run(
         registry.registry,
         experiment=registry.experiment,
@@ -151,31 +216,42 @@ def predictions(
             "rows": rows,
             "rows_per_second": rows / max(watch.seconds, 1e-9),
             "partitions": len(days),
-            **{f"score_{name}": value for name, value in combined.quantiles(QUANTILES).items()},
+            **quantiles,
         },
     )
+    record_served(registry.registry, serving.version)
     return dg.MaterializeResult(
         metadata=metadata,
-        check_results=[
+        check_results=_check_results(scored, drift, output, policy),
+    )
+
+
+def _check_results(
+    scored: Mapping[dt.date, PartitionReport],
+    drift: Mapping[dt.date, tuple[float | None, dt.date | None]],
+    output: OutputSpec,
+    policy: QualityPolicyResource,
+) -> list[dg.AssetCheckResult]:
+    results = [
+        combine_checks(
+            "row_count_matches_validated",
+            {
+                day: (r.rows == r.input_rows, f"{r.rows} scored of {r.input_rows} validated")
+                for day, r in scored.items()
+            },
+        ),
+        combine_checks(
+            NO_NULLS_CHECK,
+            {
+                day: (r.stats.non_finite == 0, f"{r.stats.non_finite} null or non-finite")
+                for day, r in scored.items()
+            },
+        ),
+    ]
+    if output.is_probability:
+        results.append(
             combine_checks(
-                "row_count_matches_validated",
-                {
-                    day: (r.rows == r.input_rows, f"{r.rows} scored of {r.input_rows} validated")
-                    for day, r in scored.items()
-                },
-            ),
-            combine_checks(
-                "no_null_scores",
-                {
-                    day: (
-                        r.stats.non_finite == 0,
-                        f"{r.stats.non_finite} null or non-finite scores",
-                    )
-                    for day, r in scored.items()
-                },
-            ),
-            combine_checks(
-                "scores_in_unit_range",
+                UNIT_RANGE_CHECK,
                 {
                     day: (
                         r.stats.out_of_range == 0,
@@ -184,20 +260,45 @@ def predictions(
                     )
                     for day, r in scored.items()
                 },
-            ),
+            )
+        )
+    if output.kind is OutputKind.CLASS_PROBABILITIES:
+        results.append(
             combine_checks(
-                DRIFT_CHECK,
+                SUM_CHECK,
                 {
-                    day: _drift_verdict(psi, reference, policy.psi_threshold)
-                    for day, (psi, reference) in drift.items()
+                    day: (r.stats.not_summing == 0, f"{r.stats.not_summing} rows do not sum to 1")
+                    for day, r in scored.items()
                 },
-                severity=dg.AssetCheckSeverity.WARN,
-                metadata={
-                    "max_psi": max((p for p, _ in drift.values() if p is not None), default=0.0)
-                },
-            ),
-        ],
+            )
+        )
+    results.append(
+        combine_checks(
+            DRIFT_CHECK,
+            {
+                day: _drift_verdict(psi, reference, policy.psi_threshold)
+                for day, (psi, reference) in drift.items()
+            },
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"max_psi": max((p for p, _ in drift.values() if p is not None), default=0.0)},
+        )
     )
+    return results
+
+
+def _refuse_stale(registry: ModelRegistryResource, serving: ServingModel) -> None:
+    """Fail when the alias has moved since ``model_versions`` resolved the serving version."""
+    try:
+        holder = registry.registry.by_alias(serving.version.name, serving.alias)
+    except ModelNotFoundError as error:
+        raise dg.Failure(str(error)) from error
+    if holder.version != serving.alias_holder_version:
+        raise dg.Failure(
+            f"stale serving version: model_versions resolved {serving.version.name}@"
+            f"{serving.alias} when it pointed at v{serving.alias_holder_version} (serving "
+            f"v{serving.version.version}); it now points at v{holder.version}. Materialize "
+            "model_versions with predictions (score_partition_job or rescore_job)."
+        )
 
 
 def _validated_rows(validated: Snapshot, day: dt.date) -> int | None:
@@ -256,11 +357,13 @@ def _validated_commit(layout: LakeLayout, day: dt.date, as_of: int) -> int:
     return commit.version if commit is not None else as_of
 
 
-def serving_inputs(registry: ModelRegistryResource, serving: ServingModel) -> list[str]:
-    """The serving version's input columns, from its signature."""
+def serving_inputs(
+    registry: ModelRegistryResource, serving: ServingModel, schema: pa.Schema
+) -> list[str]:
+    """The serving version's input columns (from its signature) that the table has."""
     signature = registry.registry.signature(serving.version)
     assert signature is not None  # model_versions only serves versions whose signature fits
-    return input_names(signature)
+    return [name for name in input_names(signature) if schema.get_field_index(name) >= 0]
 
 
 def _drift_verdict(
@@ -274,22 +377,23 @@ def _drift_verdict(
 def _drift(
     target: DeltaLocation,
     day: dt.date,
-    current: ScoreHistogram,
+    current: ScoreStats,
+    output: OutputSpec,
     bins: int,
-    references: dict[dt.date, ScoreHistogram],
+    references: dict[dt.date, ScoreStats],
 ) -> tuple[float | None, dt.date | None]:
     """PSI against the earliest other scored partition (the baseline), if there is one.
 
-    ``references`` caches baseline histograms across the days of one run."""
+    ``references`` caches baseline statistics across the days of one run."""
     scored = snapshot(target)
     earlier = [d for d in scored.days() if d != day]
     if not earlier:
         return None, None
     reference_day = earlier[0]
     if reference_day not in references:
-        references[reference_day] = ScoreHistogram.of(
-            b.column(SCORE_COLUMN).to_numpy(zero_copy_only=False)
-            for b in scored.batches(reference_day, columns=[SCORE_COLUMN])
-        )
-    psi = population_stability_index(references[reference_day], current, bins)
-    return psi, reference_day
+        columns = [f.name for f in output.fields]
+        stats = ScoreStats()
+        for batch in scored.batches(reference_day, columns=columns):
+            stats.add(batch, output)
+        references[reference_day] = stats
+    return population_stability(references[reference_day], current, output, bins), reference_day

@@ -12,6 +12,7 @@ from batch_inference_platform.defs.resources import (
     ModelRegistryResource,
 )
 from batch_inference_platform.lib.lake.tables import DeltaLocation, TableNotFoundError, snapshot
+from batch_inference_platform.lib.registry.adapters import OutputMismatchError
 from batch_inference_platform.lib.registry.client import ModelNotFoundError
 from batch_inference_platform.lib.registry.compatibility import input_names, signature_problems
 from batch_inference_platform.lib.registry.references import (
@@ -79,12 +80,19 @@ def score_client_request(
         raise dg.Failure(
             f"job {config.job_id}: {config.feature_table} has no partitions from {first} to {last}"
         )
+    try:
+        output = registry.scorer(version, lambda: features.batches(days[0])).output
+    except OutputMismatchError as error:
+        raise dg.Failure(f"job {config.job_id}: {version.uri}: {error}") from error
     request = ScoringRequest(
         days=[day.isoformat() for day in days],
         validated_uri=source,
         predictions_uri=target,
         model=ModelRef(version.name, version.version, registry.tracking_uri, registry.registry_uri),
-        feature_names=input_names(signature),
+        feature_names=[
+            n for n in input_names(signature) if features.schema.get_field_index(n) >= 0
+        ],
+        output=output.to_json(),
         dagster_run_id=context.run_id,
         model_cache_dir=registry.model_cache_dir,
         commit_metadata={

@@ -18,7 +18,7 @@ import dagster as dg
 from batch_inference_platform.defs.resources import LakeResource, ModelRegistryResource
 from batch_inference_platform.lib.lake.tables import snapshot
 from batch_inference_platform.lib.scoring.engine import score_request
-from batch_inference_platform.lib.scoring.kernel import ScoringStamp, sample_features
+from batch_inference_platform.lib.scoring.kernel import ScoringStamp
 from batch_inference_platform.lib.scoring.request import (
     REQUEST_EXTRA,
     EngineResult,
@@ -60,10 +60,14 @@ class LocalEngineResource(ScoringEngineResource):
         validated = snapshot(request.validated)
         version = registry.registry.version(request.model.name, request.model.version)
         started = time.perf_counter()
-        scorer = registry.fast_scorer(
-            version,
-            lambda: sample_features(validated.batches(request.dates[0]), request.feature_names),
+        scorer = registry.scorer(
+            version, lambda: validated.batches(request.dates[0]), request.output_spec
         )
+        if scorer.output != request.output_spec:
+            raise dg.Failure(
+                f"{version.uri} is bound to {scorer.output.to_json()} here, but the request "
+                f"expects {request.output_spec.to_json()}"
+            )
         load_seconds = time.perf_counter() - started
         stamp = ScoringStamp(run_id=request.dagster_run_id, scored_at=dt.datetime.now(dt.UTC))
         result = score_request(

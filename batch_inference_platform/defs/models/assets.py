@@ -20,7 +20,6 @@ from batch_inference_platform.lib.lake.tables import (
     table_schema,
 )
 from batch_inference_platform.lib.registry.client import ModelNotFoundError, ModelVersionInfo
-from batch_inference_platform.lib.registry.compatibility import input_names
 from batch_inference_platform.lib.registry.loader import load_scorer
 from batch_inference_platform.lib.registry.resolution import (
     NoCompatibleVersionError,
@@ -28,7 +27,6 @@ from batch_inference_platform.lib.registry.resolution import (
 )
 from batch_inference_platform.lib.registry.smoke import SmokeResult, smoke_test
 from batch_inference_platform.lib.registry.training import TrainingParams, train_and_register
-from batch_inference_platform.lib.scoring.kernel import sample_features
 
 MODEL_VERSIONS_KEY = dg.AssetKey("model_versions")
 DEMO_MODEL_KEY = dg.AssetKey("demo_model")
@@ -119,8 +117,9 @@ def build_model_versions(*, trained_locally: bool) -> dg.AssetsDefinition:
         kinds={"mlflow"},
         description="The registered model version that scores: the holder of the serving alias "
         "if its input signature fits the validated feature schema and it passes the smoke test "
-        "(loads in time, scores validated rows into finite numbers), otherwise - loudly, and "
-        "tagged in MLflow - the newest earlier version that does.",
+        "(loads in time, its output fits the declared kind, scores validated rows into finite "
+        "predictions of that kind), otherwise - loudly, tagged in MLflow and alerted - the last "
+        "approved champion (the version that last served successfully).",
         check_specs=[dg.AssetCheckSpec(SERVING_CHECK, asset=MODEL_VERSIONS_KEY)],
     )
     def model_versions(
@@ -137,14 +136,12 @@ def build_model_versions(*, trained_locally: bool) -> dg.AssetsDefinition:
         client = registry.registry
         validated = snapshot(lake.layout.validated)
         latest = validated.days()[-1]
+        sample = _first_rows_batch(validated.batches(latest), SMOKE_ROWS)
         smoke: dict[int, SmokeResult] = {}
 
         def smoke_problems(version: ModelVersionInfo) -> list[str]:
-            signature = client.signature(version)
-            assert signature is not None  # only versions whose signature fits are probed
-            sample = sample_features(validated.batches(latest), input_names(signature), SMOKE_ROWS)
             smoke[version.version] = result = smoke_test(
-                lambda: load_scorer(client, version),
+                lambda: load_scorer(client, version, registry.output, lambda: [sample]),
                 sample,
                 max_load_seconds=registry.max_load_seconds,
             )
@@ -154,42 +151,28 @@ def build_model_versions(*, trained_locally: bool) -> dg.AssetsDefinition:
             resolution = resolve_serving_version(
                 client, registry.model_name, registry.alias, schema, smoke_problems
             )
-        except (ModelNotFoundError, NoCompatibleVersionError) as error:
+        except NoCompatibleVersionError as error:
+            _refuse(context, registry, alerts, error.rejected, str(error))
+            raise dg.Failure(str(error)) from error
+        except ModelNotFoundError as error:
             raise dg.Failure(str(error)) from error
         serving = resolution.serving
         rejected = "; ".join(f"v{v}: {', '.join(p)}" for v, p in resolution.rejected.items())
-        for version, problems in resolution.rejected.items():
-            client.tag_version(registry.model_name, version, REFUSED_TAG, "; ".join(problems))
-        if resolution.fell_back:
+        if resolution.rejected:
             refusal = (
                 f"refused {registry.model_name}@{registry.alias} = "
                 f"v{resolution.alias_holder.version} ({rejected}); v{serving.version} serves"
             )
-            context.log.error(refusal)
-            alerts.alert(
-                Alert(
-                    title=f"{registry.model_name} v{resolution.alias_holder.version} refused",
-                    job_name=context.job_name,
-                    run_id=context.run_id,
-                    error=refusal,
-                    link=alerts.link(context.run_id),
-                    at=dt.datetime.now(dt.UTC),
-                    where={"model": registry.model_name, "alias": registry.alias},
-                    severity="warning",
-                )
-            )
+            _refuse(context, registry, alerts, resolution.rejected, refusal)
+        context.log.info(f"{serving.uri} serves: {resolution.reason}")
         signature = client.signature(serving)
-        assert signature is not None  # resolution only serves versions whose signature fits
-        scorer = registry.fast_scorer(
-            serving,
-            lambda: sample_features(validated.batches(latest), input_names(signature)),
-        )
+        scorer = registry.scorer(serving, lambda: validated.batches(latest))
         manifest = scorer.compiled.manifest
         if scorer.compiled.predict is None:
             context.log.warning(f"{serving.uri} scores natively: {manifest.reason}")
         passed = smoke[serving.version]
         yield dg.Output(
-            ServingModel(serving, registry.alias, resolution.alias_holder.version),
+            ServingModel(serving, registry.alias, resolution.alias_holder.version, scorer.output),
             metadata={
                 "seconds": round(watch.seconds, 3),
                 "model_name": serving.name,
@@ -197,6 +180,9 @@ def build_model_versions(*, trained_locally: bool) -> dg.AssetsDefinition:
                 "alias": registry.alias,
                 "alias_holder_version": resolution.alias_holder.version,
                 "fell_back": resolution.fell_back,
+                "serving_reason": resolution.reason,
+                "output": dg.MetadataValue.json(scorer.output.to_json()),
+                "model_input": "float64 matrix" if scorer.inputs.matrix else "typed DataFrame",
                 "run_id": serving.run_id or "",
                 "model_uri": dg.MetadataValue.url(registry.link(serving)),
                 "signature": dg.MetadataValue.json(signature.to_dict() if signature else {}),
@@ -231,3 +217,37 @@ def build_model_versions(*, trained_locally: bool) -> dg.AssetsDefinition:
         )
 
     return model_versions
+
+
+def _refuse(
+    context: dg.AssetExecutionContext,
+    registry: ModelRegistryResource,
+    alerts: AlertsResource,
+    rejected: dict[int, list[str]],
+    message: str,
+) -> None:
+    """Tag each refused version in MLflow, log the refusal as an error and alert on-call."""
+    client = registry.registry
+    for version, problems in rejected.items():
+        client.tag_version(registry.model_name, version, REFUSED_TAG, "; ".join(problems))
+    context.log.error(message)
+    alerts.alert(
+        Alert(
+            title=f"{registry.model_name} v{max(rejected)} refused",
+            job_name=context.job_name,
+            run_id=context.run_id,
+            error=message,
+            link=alerts.link(context.run_id),
+            at=dt.datetime.now(dt.UTC),
+            where={"model": registry.model_name, "alias": registry.alias},
+            severity="warning",
+        )
+    )
+
+
+def _first_rows_batch(batches: Iterable[pa.RecordBatch], limit: int) -> pa.RecordBatch:
+    """The first ``limit`` rows of a stream as one batch (the smoke test's sample)."""
+    taken = list(_first_rows(batches, limit))
+    if not taken:
+        raise dg.Failure("no validated rows to test the model on")
+    return pa.Table.from_batches(taken).combine_chunks().to_batches()[0]

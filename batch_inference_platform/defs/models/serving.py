@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from batch_inference_platform.lib.registry.client import ModelVersionInfo
+from batch_inference_platform.lib.scoring.outputs import OutputSpec
 
 
 @dataclass(frozen=True)
@@ -14,6 +15,8 @@ class ServingModel:
     version: ModelVersionInfo
     alias: str
     alias_holder_version: int
+    output: OutputSpec
+    """The declared output kind bound to the version's classes."""
 
     @property
     def fell_back(self) -> bool:

@@ -25,7 +25,7 @@ from batch_inference_platform.lib.realtime.tables import (
 from batch_inference_platform.lib.registry.client import ModelRegistry, ModelVersionInfo
 from batch_inference_platform.lib.registry.compatibility import input_names
 from batch_inference_platform.lib.registry.loader import load_scorer
-from batch_inference_platform.lib.scoring.kernel import feature_matrix
+from batch_inference_platform.lib.scoring.outputs import OutputKind, OutputSpec
 
 _UTC = pa.timestamp("us", tz="UTC")
 INSIGHTS_SCHEMA = pa.schema(
@@ -71,7 +71,8 @@ def risk_scores(
     if rows.num_rows == 0:
         return {}
     batch = rows.combine_chunks().to_batches()[0]
-    scores = np.asarray(load_scorer(registry, version).predict(feature_matrix(batch, names)))
+    scorer = load_scorer(registry, version, OutputSpec(OutputKind.PROBABILITY), lambda: [batch])
+    scores = np.asarray(scorer.predict(scorer.inputs.prepare(batch)), np.float64)
     keys = batch.column(KEY_COLUMN).to_pylist()
     return {int(k): float(v) for k, v in zip(keys, scores.tolist(), strict=True) if k is not None}
 

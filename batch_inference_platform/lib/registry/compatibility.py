@@ -8,6 +8,8 @@ import pyarrow as pa
 from mlflow.models.signature import ModelSignature
 from mlflow.types.schema import ColSpec
 
+from batch_inference_platform.lib.scoring.inputs import UnsupportedSignatureError, plan_inputs
+
 _ACCEPTS: dict[str, Callable[[pa.DataType], bool]] = {
     "double": lambda t: pa.types.is_floating(t) or pa.types.is_integer(t),
     "float": lambda t: (
@@ -31,8 +33,11 @@ def signature_problems(signature: ModelSignature | None, schema: pa.Schema) -> l
     A column fits when the table's type converts to the signature's type without loss
     (int32 -> double is fine, double -> long is not). Optional signature inputs may be absent.
     """
-    if signature is None or signature.inputs is None:
-        return ["the model version has no input signature"]
+    try:
+        plan_inputs(signature, takes_matrix=False)
+    except UnsupportedSignatureError as error:
+        return [str(error)]
+    assert signature is not None and signature.inputs is not None
     problems = []
     for spec in signature.inputs.inputs:
         if not isinstance(spec, ColSpec) or spec.name is None:

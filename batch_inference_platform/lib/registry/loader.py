@@ -1,155 +1,224 @@
-"""Load a registered model version as a ``Scorer``: compiled where verified, else native.
+"""Load a registered model version as a ``Scorer``: its inputs from the signature, its output
+bound to the declared kind, compiled where verified.
 
-LightGBM and scikit-learn models predict on the float64 matrix directly (no pandas round trip);
-any other flavor goes through ``mlflow.pyfunc``. Tree ensembles are compiled once per version
-(``lib.scoring.compiled``) and the compiled predictor serves when its scores match native.
-Scorers are cached per process, so a run over many partitions loads each version once.
+A version's artifacts are downloaded once per process and hashed (the compile cache's key, the
+same for every serialization format: native files, skops, cloudpickle), then loaded through
+the flavor's MLflow loader: LightGBM, XGBoost and scikit-learn natively (a float64 matrix when
+every input is numeric and the model takes one, else a typed DataFrame), anything else through
+``mlflow.pyfunc`` (a typed DataFrame). Single-score tree ensembles on a matrix are compiled once
+per version (``lib.scoring.compiled``) and serve when their scores match native.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import mlflow
+import mlflow.artifacts
 import mlflow.lightgbm as mlflow_lightgbm
-import mlflow.models
 import mlflow.pyfunc
 import mlflow.sklearn as mlflow_sklearn
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 
+from batch_inference_platform.lib.registry.adapters import ModelShape, bind_output, model_shape
 from batch_inference_platform.lib.registry.client import ModelRegistry, ModelVersionInfo, pointed_at
-from batch_inference_platform.lib.registry.compatibility import input_names
-from batch_inference_platform.lib.scoring.compiled import CompiledModel, compile_model
+from batch_inference_platform.lib.scoring.compiled import (
+    DEFAULT_BATCH_ROWS,
+    CompiledModel,
+    Manifest,
+    artifact_fingerprint,
+    compile_model,
+    compiler_for,
+)
+from batch_inference_platform.lib.scoring.inputs import InputPlan, ModelInput, plan_inputs
+from batch_inference_platform.lib.scoring.outputs import OutputKind, OutputSpec, class_column
+
+Sample = Callable[[], Iterable[pa.RecordBatch]]
+"""Validated batches to bind a model's output on (pyfunc) and verify a fresh compilation on."""
 
 
 @dataclass
-class LoadedScorer:
-    """A model version ready to score: its inputs, flavor, and predict function."""
+class LoadedModel:
+    """A model version loaded once per process: flavor, native model, inputs and output shape."""
 
-    model_name: str
-    model_version: int
-    feature_names: Sequence[str]
+    name: str
+    version: int
     flavor: str
     model: Any = field(repr=False)
-
-    def predict(self, features: np.ndarray) -> np.ndarray:
-        """The probability of the positive class (or the regression value), one per row."""
-        if self.flavor == "lightgbm" and hasattr(self.model, "booster_"):
-            return self.model.predict_proba(features)[:, 1]
-        if self.flavor == "lightgbm":
-            return self.model.predict(features)
-        if self.flavor in ("sklearn", "xgboost") and hasattr(self.model, "predict_proba"):
-            return self.model.predict_proba(features)[:, 1]
-        if self.flavor == "xgboost":
-            import xgboost
-
-            return self.model.predict(xgboost.DMatrix(features))
-        if self.flavor == "sklearn":
-            return self.model.predict(features)
-        frame = pd.DataFrame(features, columns=pd.Index(self.feature_names))
-        output = self.model.predict(frame)
-        values = output.to_numpy() if hasattr(output, "to_numpy") else np.asarray(output)
-        return values.reshape(len(frame), -1)[:, -1]
+    inputs: InputPlan
+    shape: ModelShape
+    fingerprint: str
+    """Content hash of the version's artifacts."""
 
 
 @dataclass
-class FastScorer:
-    """The scorer runs use: the verified compiled predictor if there is one, else native."""
+class ServingScorer:
+    """A loaded version bound to an output kind: the scorer the kernel calls."""
 
-    native: LoadedScorer
+    loaded: LoadedModel
+    output: OutputSpec
+    native_predict: Callable[[ModelInput], Any] = field(repr=False)
     compiled: CompiledModel
 
     @property
     def model_name(self) -> str:
-        return self.native.model_name
+        return self.loaded.name
 
     @property
     def model_version(self) -> int:
-        return self.native.model_version
+        return self.loaded.version
 
     @property
-    def feature_names(self) -> Sequence[str]:
-        return self.native.feature_names
+    def inputs(self) -> InputPlan:
+        return self.loaded.inputs
 
     @property
     def engine(self) -> str:
         """``lleaves``/``tl2cgen`` when compiled, else ``native-<flavor>``."""
         if self.compiled.predict is not None:
             return self.compiled.manifest.engine
-        return f"native-{self.native.flavor}"
+        return f"native-{self.loaded.flavor}"
 
     @property
     def batch_rows(self) -> int:
         return self.compiled.manifest.batch_rows
 
-    def predict(self, features: np.ndarray) -> np.ndarray:
-        predict = self.compiled.predict or self.native.predict
-        return predict(features)
+    def predict(self, model_input: ModelInput) -> Any:
+        """The bound output for a prepared input (see ``OutputSpec.arrays`` for its shape)."""
+        if self.compiled.predict is not None and isinstance(model_input, np.ndarray):
+            return self.compiled.predict(model_input)
+        return self.native_predict(model_input)
 
 
-_native: dict[tuple[str, str, int], LoadedScorer] = {}
-_fast: dict[tuple[str, str, int, str], FastScorer] = {}
+_loaded: dict[tuple[str, str, int], LoadedModel] = {}
+_serving: dict[tuple[Any, ...], ServingScorer] = {}
 _lock = threading.Lock()
 
 
-def load_scorer(registry: ModelRegistry, version: ModelVersionInfo) -> LoadedScorer:
-    """The native scorer for ``version``, loaded once per process."""
+def load_model(registry: ModelRegistry, version: ModelVersionInfo) -> LoadedModel:
+    """``version`` loaded natively, once per process."""
     key = (registry.registry_uri, version.name, version.version)
     with _lock:
-        if key not in _native:
-            _native[key] = _load(registry, version)
-        return _native[key]
+        if key not in _loaded:
+            _loaded[key] = _load(registry, version)
+        return _loaded[key]
 
 
-def load_fast_scorer(
+def load_scorer(
     registry: ModelRegistry,
     version: ModelVersionInfo,
+    output: OutputSpec,
+    sample: Sample,
     *,
-    cache_root: Path,
-    sample: Callable[[], np.ndarray],
-) -> FastScorer:
-    """The fastest verified scorer for ``version``, compiled into ``cache_root`` if needed.
-
-    ``sample`` gives feature rows to verify a fresh compilation on; it is only called when the
-    version is not yet in the on-disk cache.
-    """
-    key = (registry.registry_uri, version.name, version.version, str(cache_root))
+    cache_root: Path | None = None,
+) -> ServingScorer:
+    """``version`` bound to ``output`` (its kind and positive class), compiled into
+    ``cache_root`` when given and possible. Raises ``OutputMismatchError`` when the model's
+    output does not fit the kind. ``sample`` is only read when needed (binding a pyfunc's
+    output, verifying a fresh compilation)."""
+    key = (registry.registry_uri, version.name, version.version, output.kind, output.positive_class)
+    key = (*key, str(cache_root))
     with _lock:
-        if key in _fast:
-            return _fast[key]
-    native = load_scorer(registry, version)
-    compiled = compile_model(
-        flavor=native.flavor,
-        model=native.model,
-        native_predict=native.predict,
-        sample=sample,
+        if key in _serving:
+            return _serving[key]
+    scorer = bind(load_model(registry, version), output, sample, cache_root=cache_root)
+    with _lock:
+        return _serving.setdefault(key, scorer)
+
+
+def bind(
+    loaded: LoadedModel, output: OutputSpec, sample: Sample, *, cache_root: Path | None = None
+) -> ServingScorer:
+    """``loaded`` bound to ``output``, compiled into ``cache_root`` when given and possible."""
+    samples: list[ModelInput] = []
+
+    def sample_input() -> ModelInput:
+        if not samples:
+            samples.append(loaded.inputs.sample(sample()))
+        return samples[0]
+
+    bound, predict = bind_output(loaded.shape, output.kind, output.positive_class, sample_input)
+    compiled = _compiled(loaded, bound, predict, sample_input, cache_root)
+    return ServingScorer(loaded, bound, predict, compiled)
+
+
+def _compiled(
+    loaded: LoadedModel,
+    output: OutputSpec,
+    predict: Callable[[ModelInput], Any],
+    sample: Callable[[], ModelInput],
+    cache_root: Path | None,
+) -> CompiledModel:
+    reason = None
+    if cache_root is None:
+        reason = "not compiled for this use (no compile cache)"
+    elif not loaded.inputs.matrix:
+        reason = "the model takes a DataFrame (non-numeric inputs, or a flavor that selects "
+        reason += "columns by name); native predict"
+    elif output.kind not in (OutputKind.PROBABILITY, OutputKind.VALUE):
+        reason = f"compiled predictors serve one score per row, not {output.kind}; native predict"
+    elif compiler_for(loaded.flavor, loaded.model) is None:
+        reason = f"no compiler for {type(loaded.model).__name__} ({loaded.flavor}); native predict"
+    if reason is not None or cache_root is None:  # (pyright: cache_root is set below)
+        manifest = Manifest("native", False, reason or "", 0.0, None, DEFAULT_BATCH_ROWS)
+        return CompiledModel(manifest, None, cache_root or Path(), from_cache=False)
+    suffix = output.kind.value
+    if output.kind is OutputKind.PROBABILITY:
+        suffix = class_column(output.positive_class).replace("score", "probability", 1)
+    return compile_model(
+        flavor=loaded.flavor,
+        model=loaded.model,
+        native_predict=lambda rows: np.asarray(predict(rows), np.float64),
+        sample=lambda: np.asarray(sample()),
         cache_root=cache_root,
-        key=f"{version.name}/v{version.version}",
+        key=f"{loaded.name}/v{loaded.version}/{suffix}",
+        fingerprint=loaded.fingerprint,
     )
-    scorer = FastScorer(native, compiled)
-    with _lock:
-        return _fast.setdefault(key, scorer)
 
 
-def _load(registry: ModelRegistry, version: ModelVersionInfo) -> LoadedScorer:
+def _load(registry: ModelRegistry, version: ModelVersionInfo) -> LoadedModel:
     signature = registry.signature(version)
-    if signature is None:
-        raise ValueError(f"{version.uri} has no input signature; it cannot be scored safely")
     flavors = registry.flavors(version)
+    local = Path(tempfile.mkdtemp(prefix="model-"))
     with pointed_at(registry):
+        path = mlflow.artifacts.download_artifacts(artifact_uri=version.uri, dst_path=str(local))
+    fingerprint = artifact_fingerprint(Path(path))
+    keep_files = False
+    try:
         if "lightgbm" in flavors:
-            flavor, model = "lightgbm", mlflow_lightgbm.load_model(version.uri)
+            flavor, model = "lightgbm", mlflow_lightgbm.load_model(path)
         elif "xgboost" in flavors:
             import mlflow.xgboost as mlflow_xgboost
 
-            flavor, model = "xgboost", mlflow_xgboost.load_model(version.uri)
+            flavor, model = "xgboost", mlflow_xgboost.load_model(path)
         elif "sklearn" in flavors:
-            flavor, model = "sklearn", mlflow_sklearn.load_model(version.uri)
+            flavor, model = "sklearn", mlflow_sklearn.load_model(path)
         else:
-            flavor, model = "pyfunc", mlflow.pyfunc.load_model(version.uri)
-    return LoadedScorer(version.name, version.version, input_names(signature), flavor, model)
+            # A pyfunc may read its artifacts while it predicts: its files stay.
+            flavor, model, keep_files = "pyfunc", mlflow.pyfunc.load_model(path), True
+    finally:
+        if not keep_files:
+            shutil.rmtree(local, ignore_errors=True)
+    inputs = plan_inputs(
+        signature,
+        takes_matrix=_takes_matrix(flavor, model),
+        strings_as_category=flavor == "lightgbm",
+    )
+    shape = model_shape(flavor, model)
+    return LoadedModel(version.name, version.version, flavor, model, inputs, shape, fingerprint)
+
+
+def _takes_matrix(flavor: str, model: Any) -> bool:
+    """Whether the model scores a bare float64 matrix correctly: boosters and tree ensembles
+    do; scikit-learn pipelines and estimators fit on named columns may select by name."""
+    if flavor in ("lightgbm", "xgboost"):
+        return True
+    if flavor == "sklearn":
+        return compiler_for(flavor, model) is not None or not hasattr(model, "feature_names_in_")
+    return False

@@ -24,7 +24,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from batch_inference_platform.lib.features.contract import LABEL_COLUMN, MODEL_FEATURES
 from batch_inference_platform.lib.registry.client import ModelRegistry, ModelVersionInfo, pointed_at
-from batch_inference_platform.lib.scoring.kernel import feature_matrix
+from batch_inference_platform.lib.scoring.inputs import feature_matrix
 
 FINGERPRINT_TAG = "training_fingerprint"
 

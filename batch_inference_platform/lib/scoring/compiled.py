@@ -2,9 +2,14 @@
 
 LightGBM boosters compile through lleaves (LLVM); scikit-learn tree ensembles and XGBoost
 boosters through treelite + tl2cgen (generated C, gcc). A model is compiled once per model
-version and content hash into an on-disk cache that every later run and process reuses.
-Before a compiled model is trusted, its scores on a sample are compared with the native
-model's; beyond ``TOLERANCE`` it is not used.
+version and artifact hash (``artifact_fingerprint``) into an on-disk cache that every later
+run and process reuses. Before a compiled model is trusted, its scores on a sample are compared
+with the native model's; beyond ``TOLERANCE`` it is not used.
+
+XGBoost predicts in float32: features are rounded to float32, the intercept and the trees'
+leaves are summed in float32 in tree order starting from the intercept, and the sigmoid is
+``1 / (1 + expf(-margin))``. Its compiled predictor reproduces exactly that (see
+``_xgboost_tree_model``), so its scores equal XGBoost's own, not merely XGBoost's to 1e-7.
 """
 
 from __future__ import annotations
@@ -12,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 import shutil
 import tempfile
 import time
@@ -58,16 +62,34 @@ class CompiledModel:
     from_cache: bool
 
 
-def model_fingerprint(flavor: str, model: Any) -> str:
-    """A content hash of the model: the same trees give the same cache entry."""
-    if flavor == "lightgbm":
-        booster = getattr(model, "booster_", model)
-        payload = booster.model_to_string().encode()
-    elif flavor == "xgboost":
-        payload = bytes(_xgboost_booster(model).save_raw(raw_format="ubj"))
-    else:
-        payload = pickle.dumps(model, protocol=5)
-    return hashlib.sha256(payload).hexdigest()[:16]
+_CHUNK_BYTES = 1 << 20
+
+
+def artifact_fingerprint(directory: Path) -> str:
+    """A content hash of a model's artifact files: the same files give the same cache entry.
+
+    sha256 (first 16 hex digits) over every regular file under ``directory``, in sorted
+    relative-path order: each file's relative path, its size and its bytes. Timestamps,
+    permissions and where the directory lives do not count, so every process that downloads
+    the same registered model gets the same fingerprint.
+    """
+    if not directory.is_dir():
+        raise NotADirectoryError(f"not a directory: {directory}")
+    files = sorted(
+        (path.relative_to(directory).as_posix(), path)
+        for path in directory.rglob("*")
+        if path.is_file()
+    )
+    if not files:
+        raise ValueError(f"no files under {directory} to fingerprint")
+    digest = hashlib.sha256()
+    for relative, path in files:
+        digest.update(relative.encode() + b"\0")
+        digest.update(path.stat().st_size.to_bytes(8, "big"))
+        with path.open("rb") as stream:
+            while chunk := stream.read(_CHUNK_BYTES):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
 def compiler_for(flavor: str, model: Any) -> str | None:
@@ -89,21 +111,25 @@ def compile_model(
     sample: Callable[[], np.ndarray],
     cache_root: Path,
     key: str,
+    fingerprint: str,
     threads: int | None = None,
 ) -> CompiledModel:
     """The compiled predictor for ``model``, from the cache or compiled (and verified) now.
 
-    ``key`` names the model version (e.g. ``credit_risk_default/v3``); the cache entry is
+    ``key`` names the model version (e.g. ``credit_risk_default/v3``) and ``fingerprint`` its
+    content (``artifact_fingerprint`` of the registered artifact); the cache entry is
     ``cache_root/key-<fingerprint>``. ``sample()`` gives the rows both predictors score when a
     fresh compilation is verified; it is not called on a cache hit.
     """
+    if not fingerprint.isalnum():
+        raise ValueError(f"fingerprint must be a non-empty hex digest, not {fingerprint!r}")
     threads = threads or os.cpu_count() or 1
     compiler = compiler_for(flavor, model)
     if compiler is None:
         reason = f"no compiler for flavor {flavor!r} ({type(model).__name__}); native predict"
         manifest = Manifest("native", False, reason, 0.0, None, DEFAULT_BATCH_ROWS)
         return CompiledModel(manifest, None, cache_root, from_cache=False)
-    entry = cache_root / f"{key}-{model_fingerprint(flavor, model)}"
+    entry = cache_root / f"{key}-{fingerprint}"
     if (entry / "manifest.json").exists():
         manifest = Manifest(**json.loads((entry / "manifest.json").read_text()))
         predictor = _load(manifest.engine, entry, threads) if manifest.verified else None
@@ -165,15 +191,27 @@ def _compile(compiler: str, model: Any, directory: Path, threads: int) -> None:
     import tl2cgen
     import treelite
 
+    params: dict[str, Any] = {"parallel_comp": max(threads, 2)}
+    options: list[str] = []
     if _is_sklearn_tree_ensemble(model):
         tree_model = treelite.sklearn.import_model(model)
+        # Float64 thresholds are written with 17 digits, so binning features is exact.
+        params["quantize"] = 1
     else:
-        tree_model = treelite.frontend.from_xgboost(_xgboost_booster(model))
+        tree_model = _xgboost_tree_model(model)
+        # No ``quantize``: tl2cgen writes the float32 threshold table it bins with in 8
+        # significant digits, which moves some thresholds (e.g. 27 of 3961 in a 200-tree
+        # model) and sends features equal to or next to them down the wrong branch.
+        # Float constants: ``result += -0.12360742;`` then adds the float32 leaf in float32 as
+        # XGBoost does, not its decimal in double rounded back to float32 (which differs in
+        # the last bit in a third of the rows of a 200-tree model).
+        options.append("-fsingle-precision-constant")
     tl2cgen.export_lib(
         tree_model,
         toolchain="gcc",
         libpath=str(directory / "model.so"),
-        params={"parallel_comp": max(threads, 2), "quantize": 1},
+        params=params,
+        options=options,
         nthread=threads,
     )
 
@@ -188,10 +226,19 @@ def _load(engine: str, directory: Path, threads: int) -> Predict:
     import tl2cgen
 
     predictor = tl2cgen.Predictor(str(directory / "model.so"), nthread=threads)
+    if predictor.threshold_type == "float32":  # XGBoost: scored in XGBoost's own precision
+
+        def predict_float32(features: np.ndarray) -> np.ndarray:
+            rows = np.ascontiguousarray(features, dtype=np.float32)
+            scores = predictor.predict(tl2cgen.DMatrix(rows, dtype="float32"))
+            return np.asarray(scores, np.float32).reshape(len(rows)).astype(np.float64)
+
+        return predict_float32
 
     def predict(features: np.ndarray) -> np.ndarray:
-        scores = np.asarray(predictor.predict(tl2cgen.DMatrix(features, dtype="float64")))
-        return scores.reshape(len(features), -1)[:, -1]
+        rows = np.ascontiguousarray(features, dtype=np.float64)
+        scores = np.asarray(predictor.predict(tl2cgen.DMatrix(rows, dtype="float64")))
+        return scores.reshape(len(rows), -1)[:, -1]
 
     return predict
 
@@ -220,6 +267,59 @@ def _ensure(directory: Path) -> Path:
 def _xgboost_booster(model: Any) -> Any:
     """The ``xgboost.Booster`` of a booster or of a scikit-learn-API XGBoost model."""
     return model.get_booster() if hasattr(model, "get_booster") else model
+
+
+def _xgboost_tree_model(model: Any) -> Any:
+    """The treelite model of an XGBoost model, summing its scores in XGBoost's order.
+
+    XGBoost starts every row at the intercept (its ``base_score`` through the objective's
+    link, in float32) and adds tree after tree in float32; treelite adds the intercept after
+    the trees, which rounds differently in a third to half of the rows. So the intercept, as
+    XGBoost computes it, is folded into the first tree's leaves (``fl32(intercept + leaf)``,
+    exactly XGBoost's sum after one tree) and treelite's own intercept is set to zero.
+    """
+    import treelite
+
+    booster = _xgboost_booster(model)
+    learner = json.loads(booster.save_config())["learner"]
+    objective = learner["objective"]["name"]
+    if learner["gradient_booster"]["name"] != "gbtree":
+        raise ValueError(f"XGBoost booster {learner['gradient_booster']['name']!r} not compiled")
+    if objective != "binary:logistic" and not objective.startswith("reg:"):
+        raise ValueError(f"XGBoost objective {objective!r} not compiled")
+    tree_model = treelite.frontend.from_xgboost(booster)
+    header = tree_model.get_header_accessor()
+    if list(header.get_field("num_target")) != [1] or list(header.get_field("num_class")) != [1]:
+        raise ValueError("XGBoost models with more than one output are not compiled")
+    if tree_model.num_tree == 0:
+        raise ValueError("the XGBoost model has no trees")
+    first = tree_model.get_tree_accessor(0)
+    leaf_value = first.get_field("leaf_value")
+    if leaf_value.dtype != np.float32 or len(first.get_field("leaf_vector")):
+        raise ValueError("the XGBoost model does not have float32 scalar leaves")
+    is_leaf = first.get_field("cleft") == -1
+    leaf_value[is_leaf] = leaf_value[is_leaf] + _xgboost_intercept(booster)
+    first.set_field("leaf_value", leaf_value)
+    base_scores = header.get_field("base_scores")
+    header.set_field("base_scores", np.zeros_like(base_scores))
+    return tree_model
+
+
+def _xgboost_intercept(booster: Any) -> np.float32:
+    """The intercept in margin space exactly as XGBoost computes it (its link, in float32):
+    the margin XGBoost predicts for a copy of the model whose leaves are all zero."""
+    import xgboost
+
+    document = json.loads(bytes(booster.save_raw(raw_format="json")))
+    for tree in document["learner"]["gradient_booster"]["model"]["trees"]:
+        tree["split_conditions"] = [
+            0.0 if left == -1 else condition
+            for left, condition in zip(tree["left_children"], tree["split_conditions"], strict=True)
+        ]
+        tree["base_weights"] = [0.0] * len(tree["base_weights"])
+    zeroed = xgboost.Booster(model_file=bytearray(json.dumps(document).encode()))
+    row = xgboost.DMatrix(np.full((1, booster.num_features()), np.nan, dtype=np.float32))
+    return np.float32(zeroed.predict(row, output_margin=True)[0])
 
 
 def _is_sklearn_tree_ensemble(model: Any) -> bool:

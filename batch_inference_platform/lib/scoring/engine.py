@@ -18,20 +18,19 @@ from batch_inference_platform.lib.features.contract import DATE_COLUMN, KEY_COLU
 from batch_inference_platform.lib.lake.prefetch import prefetch
 from batch_inference_platform.lib.lake.tables import DeltaLocation, Snapshot, replace_partition
 from batch_inference_platform.lib.scoring.kernel import (
-    PREDICTION_SCHEMA,
-    SCORE_COLUMN,
     Scorer,
     ScoringStamp,
-    feature_matrix,
-    score_features,
+    prediction_schema,
+    score_prepared,
 )
+from batch_inference_platform.lib.scoring.outputs import OutputSpec
 from batch_inference_platform.lib.scoring.request import (
     EngineResult,
     PartitionError,
     PartitionReport,
-    ScoreStats,
     ScoringRequest,
 )
+from batch_inference_platform.lib.scoring.stats import ScoreStats
 
 DEFAULT_BATCH_ROWS = 65_536
 
@@ -49,20 +48,20 @@ def score_partition(
     """Score the ``day`` partition of ``source`` into ``target`` (one transaction)."""
     started = time.perf_counter()
     stats = ScoreStats()
-    columns = [KEY_COLUMN, DATE_COLUMN, *scorer.feature_names]
-    # Stage 1 (reader thread): decode Parquet and lay features out row-major.
+    columns = [KEY_COLUMN, DATE_COLUMN, *scorer.inputs.present(source.schema)]
+    # Stage 1 (reader thread): decode Parquet and build the model's input (matrix or frame).
     prepared = prefetch(
-        (batch, feature_matrix(batch, scorer.feature_names))
+        (batch, scorer.inputs.prepare(batch))
         for batch in source.batches(day, columns=columns, batch_rows=batch_rows)
         if batch.num_rows
     )
     # Stage 2 (scoring thread, inside replace_partition's prefetch): predict and stamp.
-    scored = (score_features(scorer, batch, features, stamp) for batch, features in prepared)
+    scored = (score_prepared(scorer, batch, model_input, stamp) for batch, model_input in prepared)
     commit = replace_partition(
         target,
         day,
-        _watched(scored, stats),
-        PREDICTION_SCHEMA,
+        _watched(scored, stats, scorer.output),
+        prediction_schema(scorer.output),
         commit_metadata=commit_metadata,
     )
     return PartitionReport(
@@ -111,8 +110,10 @@ def score_request(
     return result
 
 
-def _watched(batches: Iterable[pa.RecordBatch], stats: ScoreStats) -> Iterator[pa.RecordBatch]:
-    """Pass batches through, accounting for their scores in ``stats``."""
+def _watched(
+    batches: Iterable[pa.RecordBatch], stats: ScoreStats, output: OutputSpec
+) -> Iterator[pa.RecordBatch]:
+    """Pass batches through, accounting for their predictions in ``stats``."""
     for batch in batches:
-        stats.add(batch.column(SCORE_COLUMN).to_numpy(zero_copy_only=False))
+        stats.add(batch, output)
         yield batch

@@ -11,11 +11,10 @@ import datetime as dt
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
-
 from batch_inference_platform.lib.lake.azure import storage_options as azure_storage_options
 from batch_inference_platform.lib.lake.tables import DeltaLocation
-from batch_inference_platform.lib.quality.drift import ScoreHistogram
+from batch_inference_platform.lib.scoring.outputs import OutputSpec
+from batch_inference_platform.lib.scoring.stats import ScoreStats
 
 REQUEST_EXTRA = "scoring_request"
 """The Pipes extra that carries the request to the Spark job."""
@@ -40,6 +39,9 @@ class ScoringRequest:
     predictions_uri: str
     model: ModelRef
     feature_names: list[str]
+    """The model's input columns the table has (what the engine reads)."""
+    output: dict[str, Any]
+    """The bound ``OutputSpec`` (kind, positive class, classes) as JSON."""
     dagster_run_id: str
     model_cache_dir: str
     commit_metadata: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -70,48 +72,12 @@ class ScoringRequest:
         return cls(**{**data, "model": ModelRef(**data["model"])})
 
     @property
+    def output_spec(self) -> OutputSpec:
+        return OutputSpec.from_json(self.output)
+
+    @property
     def dates(self) -> list[dt.date]:
         return [dt.date.fromisoformat(day) for day in self.days]
-
-
-@dataclass
-class ScoreStats:
-    """What the scores of one partition looked like."""
-
-    histogram: ScoreHistogram = field(default_factory=ScoreHistogram)
-    non_finite: int = 0
-    out_of_range: int = 0
-    min_score: float = float("inf")
-    max_score: float = float("-inf")
-
-    def add(self, scores: np.ndarray) -> None:
-        """Account for one batch of scores (nulls arrive as NaN)."""
-        finite = scores[np.isfinite(scores)]
-        self.non_finite += len(scores) - len(finite)
-        self.out_of_range += int(((finite < 0) | (finite > 1)).sum())
-        if finite.size:
-            self.min_score = min(self.min_score, float(finite.min()))
-            self.max_score = max(self.max_score, float(finite.max()))
-        self.histogram.add(finite)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "histogram": self.histogram.counts.tolist(),
-            "non_finite": self.non_finite,
-            "out_of_range": self.out_of_range,
-            "min_score": self.min_score if self.histogram.total else None,
-            "max_score": self.max_score if self.histogram.total else None,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ScoreStats:
-        return cls(
-            histogram=ScoreHistogram(np.asarray(data["histogram"], np.int64)),
-            non_finite=int(data["non_finite"]),
-            out_of_range=int(data["out_of_range"]),
-            min_score=float("inf") if data["min_score"] is None else float(data["min_score"]),
-            max_score=float("-inf") if data["max_score"] is None else float(data["max_score"]),
-        )
 
 
 @dataclass(frozen=True)

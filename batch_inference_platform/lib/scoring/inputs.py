@@ -1,0 +1,144 @@
+"""What a model receives: exactly the columns its MLflow signature declares, in declared types.
+
+Models whose inputs are all numeric and whose flavor takes a matrix get a C-contiguous float64
+matrix (the fast path, and the one compiled models use); every other model gets a pandas
+DataFrame with named columns in the signature's types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from mlflow.models.signature import ModelSignature
+from mlflow.types.schema import ColSpec
+
+NUMERIC_TYPES = frozenset({"double", "float", "long", "integer"})
+ARROW_TYPES: dict[str, pa.DataType] = {
+    "double": pa.float64(),
+    "float": pa.float32(),
+    "long": pa.int64(),
+    "integer": pa.int32(),
+    "boolean": pa.bool_(),
+    "string": pa.string(),
+    "datetime": pa.timestamp("ns"),
+    "binary": pa.binary(),
+}
+"""The Arrow type each MLflow column type is handed to a model as."""
+
+ModelInput = np.ndarray | pd.DataFrame
+
+
+class UnsupportedSignatureError(ValueError):
+    """A signature the platform cannot feed from a table (tensor-based, unnamed, unknown type)."""
+
+
+@dataclass(frozen=True)
+class InputColumn:
+    """One declared model input."""
+
+    name: str
+    type: str
+    """The MLflow column type: double, float, long, integer, boolean, string, datetime, binary."""
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class InputPlan:
+    """How validated record batches become the model's input."""
+
+    columns: tuple[InputColumn, ...]
+    matrix: bool
+    """True: a float64 matrix in signature order (nulls NaN); False: a typed DataFrame."""
+    strings_as_category: bool = False
+    """String columns as pandas categoricals (LightGBM maps them to its training categories)."""
+
+    @property
+    def names(self) -> list[str]:
+        return [column.name for column in self.columns]
+
+    def present(self, schema: pa.Schema) -> list[str]:
+        """The inputs a table with ``schema`` has (optional inputs may be absent)."""
+        return [name for name in self.names if schema.get_field_index(name) >= 0]
+
+    def prepare(self, batch: pa.RecordBatch) -> ModelInput:
+        """The model's input for one batch."""
+        if self.matrix:
+            return feature_matrix(batch, self.names)
+        return self.frame(batch)
+
+    def frame(self, batch: pa.RecordBatch) -> pd.DataFrame:
+        """The batch's inputs as a DataFrame in the declared types (nulls as NaN/None)."""
+        arrays, names = [], []
+        for column in self.columns:
+            index = batch.schema.get_field_index(column.name)
+            if index < 0:
+                continue  # an optional input the table does not have
+            arrays.append(pc.cast(batch.column(index), ARROW_TYPES[column.type]))
+            names.append(column.name)
+        frame = pa.RecordBatch.from_arrays(arrays, names=names).to_pandas()
+        if self.strings_as_category:
+            for column in self.columns:
+                if column.type == "string" and column.name in frame:
+                    frame[column.name] = frame[column.name].astype("category")
+        return frame
+
+    def sample(self, batches: Iterable[pa.RecordBatch], rows: int = 4096) -> ModelInput:
+        """The first ``rows`` rows of a stream as model input (smoke tests, compile checks)."""
+        taken, remaining = [], rows
+        for batch in batches:
+            if remaining <= 0:
+                break
+            part = batch.slice(0, remaining)
+            taken.append(part)
+            remaining -= part.num_rows
+        if not taken:
+            raise ValueError("no rows to sample model input from")
+        return self.prepare(pa.Table.from_batches(taken).combine_chunks().to_batches()[0])
+
+
+def plan_inputs(
+    signature: ModelSignature | None, *, takes_matrix: bool, strings_as_category: bool = False
+) -> InputPlan:
+    """The input plan for a model with ``signature`` whose flavor does (not) take a matrix."""
+    if signature is None or signature.inputs is None:
+        raise UnsupportedSignatureError("the model version has no input signature")
+    columns = []
+    for spec in signature.inputs.inputs:
+        if not isinstance(spec, ColSpec):
+            raise UnsupportedSignatureError(
+                f"the signature is tensor-based ({spec!r}); the platform feeds named table "
+                "columns: log the model with a column-based signature (a DataFrame input example)"
+            )
+        type_name = getattr(spec.type, "name", str(spec.type))
+        if spec.name is None or type_name not in ARROW_TYPES:
+            raise UnsupportedSignatureError(
+                f"input {spec.name or '(unnamed)'} of type {type_name} cannot be fed from a "
+                f"table column (supported: {', '.join(ARROW_TYPES)})"
+            )
+        columns.append(InputColumn(spec.name, type_name, spec.required))
+    numeric = all(column.type in NUMERIC_TYPES for column in columns)
+    return InputPlan(tuple(columns), takes_matrix and numeric, strings_as_category)
+
+
+def feature_matrix(batch: pa.RecordBatch, names: Sequence[str]) -> np.ndarray:
+    """The batch's ``names`` columns as a C-contiguous float64 matrix, nulls as NaN.
+
+    Arrow lays the columns out row-major in C++ (``to_tensor``), 1.4x faster than filling a
+    numpy matrix column by column from Python.
+    """
+    columns = [pc.cast(batch.column(name), pa.float64()) for name in names]
+    as_float = pa.RecordBatch.from_arrays(columns, names=list(names))
+    if as_float.num_rows == 0:
+        return np.empty((0, len(names)), dtype=np.float64)
+    return np.asarray(as_float.to_tensor(null_to_nan=True, row_major=True).to_numpy())
+
+
+def input_rows(model_input: Any) -> int:
+    """Rows in a model input (matrix or DataFrame)."""
+    return len(model_input)

@@ -1,0 +1,343 @@
+"""Any model a data scientist registers is served by its signature and the declared output kind:
+each shape below is registered in the platform's MLflow registry, scored through Dagster on
+the local and Spark engines, and every row compared with the model's own predict."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from batch_inference_platform.defs.inference.assets import PREDICTIONS_KEY
+from batch_inference_platform.defs.models.assets import REFUSED_TAG
+from batch_inference_platform.lib.registry.adapters import (
+    OutputMismatchError,
+    bind_output,
+    model_shape,
+)
+from batch_inference_platform.lib.registry.resolution import SERVED_TAG
+from batch_inference_platform.lib.scoring.outputs import OutputKind, class_column
+
+from . import model_shapes as shapes
+from .conftest import (
+    DAY_A,
+    Platform,
+    PlatformFactory,
+    check_evaluations,
+    failure_messages,
+    materializations,
+    read_day,
+)
+
+TOLERANCE = 1e-9
+Expected = dict[str, np.ndarray]
+"""Per prediction column, the model's own output for each validated row (frame order)."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One model shape: how to train and log it, and what it predicts on its own."""
+
+    kind: str
+    build: Callable[[pd.DataFrame], tuple[Callable[[str], Any], Expected]]
+
+
+def _pipeline(frame: pd.DataFrame) -> tuple[Callable[[str], Any], Expected]:
+    model = shapes.string_pipeline(frame, shapes.default_label(frame))
+    inputs = shapes.columns(frame, shapes.STRINGS + shapes.NUMBERS)
+    return shapes.log_sklearn(model, inputs), {"score": model.predict_proba(inputs)[:, 1]}
+
+
+def _pyfunc_integers(frame: pd.DataFrame) -> tuple[Callable[[str], Any], Expected]:
+    inputs = shapes.columns(frame, shapes.INTEGERS)
+    assert all(str(t) == "int64" for t in inputs.dtypes.tolist())  # the signature says long
+    log = shapes.log_pyfunc(shapes.IntegerRisk(), inputs)
+    return log, {"score": shapes.own_integer_risk(inputs)}
+
+
+def _lgbm_regressor(frame: pd.DataFrame) -> tuple[Callable[[str], Any], Expected]:
+    inputs = shapes.columns(frame, shapes.NUMBERS)
+    model = lgb.LGBMRegressor(n_estimators=15, num_leaves=7, verbose=-1, n_jobs=1)
+    model.fit(inputs, shapes.loss_amount(frame))
+    return shapes.log_lightgbm(model, inputs), {"score": np.asarray(model.predict(inputs))}
+
+
+def _booster_regression(frame: pd.DataFrame) -> tuple[Callable[[str], Any], Expected]:
+    booster = shapes.lightgbm_booster(frame, shapes.loss_amount(frame), "regression")
+    matrix = shapes.columns(frame, shapes.NUMBERS).to_numpy(np.float64)
+    log = shapes.log_lightgbm(booster, shapes.columns(frame, shapes.NUMBERS))
+    return log, {"score": np.asarray(booster.predict(matrix))}
+
+
+def _three_classes(frame: pd.DataFrame) -> tuple[Callable[[str], Any], Expected]:
+    model = shapes.string_pipeline(frame, shapes.risk_band(frame))
+    inputs = shapes.columns(frame, shapes.STRINGS + shapes.NUMBERS)
+    probabilities = model.predict_proba(inputs)
+    expected = {class_column(str(c)): probabilities[:, i] for i, c in enumerate(model.classes_)}
+    expected["label"] = model.predict(inputs).astype(str)
+    return shapes.log_sklearn(model, inputs), expected
+
+
+def _booster_multiclass(frame: pd.DataFrame) -> tuple[Callable[[str], Any], Expected]:
+    bands = pd.Series(shapes.risk_band(frame)).map({"low": 0, "mid": 1, "high": 2}).to_numpy()
+    booster = shapes.lightgbm_booster(frame, bands, "multiclass")
+    probabilities = np.asarray(
+        booster.predict(shapes.columns(frame, shapes.NUMBERS).to_numpy(np.float64))
+    )
+    expected = {f"score_{i}": probabilities[:, i] for i in range(3)}
+    expected["label"] = probabilities.argmax(axis=1).astype(str)
+    return shapes.log_lightgbm(booster, shapes.columns(frame, shapes.NUMBERS)), expected
+
+
+def _xgboost(frame: pd.DataFrame) -> tuple[Callable[[str], Any], Expected]:
+    model = shapes.xgboost_classifier(frame, shapes.default_label(frame))
+    matrix = shapes.columns(frame, shapes.NUMBERS).to_numpy(np.float64)
+    expected = {"score": np.asarray(model.predict_proba(matrix))[:, 1].astype(np.float64)}
+    return shapes.log_xgboost(model, shapes.columns(frame, shapes.NUMBERS)), expected
+
+
+CASES = {
+    "shape_sklearn_pipeline_strings": Case("probability", _pipeline),
+    "shape_pyfunc_integers": Case("probability", _pyfunc_integers),
+    "shape_lgbm_regressor": Case("value", _lgbm_regressor),
+    "shape_lightgbm_booster_regression": Case("value", _booster_regression),
+    "shape_sklearn_three_classes": Case("class_probabilities", _three_classes),
+    "shape_lightgbm_booster_multiclass": Case("class_probabilities", _booster_multiclass),
+    "shape_xgboost_classifier": Case("probability", _xgboost),
+}
+
+
+@dataclass
+class Base:
+    platform: Platform
+    frame: pd.DataFrame
+    """DAY_A's validated rows: what every model is trained on and scored against."""
+    make: PlatformFactory
+    expected: dict[str, Expected]
+
+
+@pytest.fixture(scope="module")
+def base(make_platform: PlatformFactory) -> Base:
+    platform = make_platform("model_shapes")
+    assert platform.generate(DAY_A).success
+    assert platform.train().success
+    assert platform.score(DAY_A).success  # validates DAY_A
+    return Base(platform, shapes.validated_frame(platform, DAY_A), make_platform, {})
+
+
+def _deployment(base: Base, name: str, kind: str, engine: str = "local") -> Platform:
+    """A platform on the same lake and registry serving model ``name`` as ``kind``."""
+    return base.make(
+        "unused", share=base.platform, MODEL__NAME=name, MODEL__OUTPUT_KIND=kind, ENGINE=engine
+    )
+
+
+def _expected(base: Base, name: str) -> Expected:
+    """Train and register the case's model once (alias ``champion``); its own predictions."""
+    if name not in base.expected:
+        log, expected = CASES[name].build(base.frame)
+        shapes.register(_deployment(base, name, CASES[name].kind), log)
+        base.expected[name] = expected
+    return base.expected[name]
+
+
+def _assert_rows_equal(platform: Platform, frame: pd.DataFrame, expected: Expected) -> None:
+    """Every prediction row equals the model's own output for the same key."""
+    predictions = read_day(platform.predictions, DAY_A).to_pandas().set_index("customer_id")
+    assert len(predictions) == len(frame) > 0
+    for column, values in expected.items():
+        mine = predictions.loc[frame["customer_id"], column].to_numpy()
+        if column == "label":
+            assert (mine == values).all(), column
+        else:
+            assert np.abs(mine.astype(np.float64) - values).max() <= TOLERANCE, column
+    extra = {"score", "label"} | {c for c in predictions if c.startswith("score_")}
+    assert extra & set(predictions.columns) == set(expected), "no other output columns"
+
+
+@pytest.mark.parametrize("engine", ["local", "spark"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_each_shape_scores_like_its_own_predict(base: Base, name: str, engine: str) -> None:
+    expected = _expected(base, name)
+    platform = _deployment(base, name, CASES[name].kind, engine)
+    result = platform.score(DAY_A)
+    assert result.success, failure_messages(result)
+    _assert_rows_equal(platform, base.frame, expected)
+    meta = materializations(result)
+    assert meta["model_versions"]["fell_back"] is False
+    assert meta["predictions"]["output_kind"] == CASES[name].kind
+    checks = check_evaluations(result)
+    assert all(check.passed for check in checks.values()), checks
+
+
+def test_a_regression_value_is_never_clamped(base: Base) -> None:
+    name = "shape_lightgbm_booster_regression"
+    expected = _expected(base, name)["score"]
+    platform = _deployment(base, name, "value")
+    result = platform.score(DAY_A)
+    assert result.success
+    meta = materializations(result)["predictions"]
+    # 3,000 rows fit in the statistics' sample: the quantiles are exact.
+    assert meta["score_p50"] == pytest.approx(np.quantile(expected, 0.5))
+    assert meta["score_p50"] > 100
+    run = platform.registry.client.get_run(meta["mlflow_scoring_run"])
+    assert run.data.metrics["score_p50"] == pytest.approx(meta["score_p50"])
+    checks = check_evaluations(result)
+    assert "scores_in_unit_range" not in checks
+    assert checks["no_null_scores"].passed
+
+
+def test_class_probabilities_are_checked_to_sum_to_one(base: Base) -> None:
+    name = "shape_sklearn_three_classes"
+    _expected(base, name)
+    result = _deployment(base, name, "class_probabilities").score(DAY_A)
+    checks = check_evaluations(result)
+    assert checks["class_probabilities_sum_to_one"].passed
+    assert checks["scores_in_unit_range"].passed
+    meta = materializations(result)["predictions"]
+    assert set(meta["label_counts"]) == {"high", "low", "mid"}
+    assert sum(meta["label_counts"].values()) == len(base.frame)
+
+
+def test_sklearn_models_use_a_dataframe_and_boosters_a_compiled_matrix(base: Base) -> None:
+    for name, model_input, engines in (
+        ("shape_sklearn_pipeline_strings", "typed DataFrame", {"native-sklearn"}),
+        ("shape_lgbm_regressor", "float64 matrix", {"lleaves"}),
+        ("shape_xgboost_classifier", "float64 matrix", {"tl2cgen"}),
+    ):
+        _expected(base, name)
+        result = _deployment(base, name, CASES[name].kind).score(DAY_A)
+        meta = materializations(result)["model_versions"]
+        assert meta["model_input"] == model_input, name
+        assert meta["scoring_engine"] in engines, (name, meta["compile_verification"])
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+@dataclass
+class Refusals:
+    platform: Platform
+    results: dict[int, Any]
+
+
+FALLBACK = "shape_fallback"
+
+
+@pytest.fixture(scope="module")
+def refusals(base: Base) -> Refusals:
+    """v1 serves (the approved champion); v2 passes but is never promoted; then v3 (3 classes),
+    v4 (raises) and v5 (needs a column the table lacks) each take the alias and are scored."""
+    platform = _deployment(base, FALLBACK, "probability")
+    frame = base.frame
+    inputs = shapes.columns(frame, shapes.STRINGS + shapes.NUMBERS)
+    binary = shapes.string_pipeline(frame, shapes.default_label(frame))
+    assert shapes.register(platform, shapes.log_sklearn(binary, inputs)) == 1
+    results = {1: platform.score(DAY_A)}
+    assert shapes.register(platform, shapes.log_sklearn(binary, inputs), alias=False) == 2
+    three = shapes.string_pipeline(frame, shapes.risk_band(frame))
+    assert shapes.register(platform, shapes.log_sklearn(three, inputs)) == 3
+    results[3] = platform.score(DAY_A)
+    assert shapes.register(platform, shapes.log_pyfunc(shapes.Raising(), inputs)) == 4
+    results[4] = platform.score(DAY_A)
+    wider = inputs.assign(bureau_segment_score=1.0)
+    assert shapes.register(platform, shapes.log_sklearn(binary, wider)) == 5
+    results[5] = platform.score(DAY_A)
+    return Refusals(platform, results)
+
+
+@pytest.mark.parametrize(
+    ("version", "reason"),
+    [
+        (3, "3 classes ['high', 'low', 'mid'] (Pipeline); this use case expects the probability"),
+        (4, "smoke test: predict fails: RuntimeError: scaler state missing: refit the pipeline"),
+        (5, "input 'bureau_segment_score' (double) is not in the table"),
+    ],
+)
+def test_a_refused_version_falls_back_to_the_last_approved_champion(
+    refusals: Refusals, version: int, reason: str
+) -> None:
+    platform, result = refusals.platform, refusals.results[version]
+    assert result.success, failure_messages(result)
+    served = set(read_day(platform.predictions, DAY_A).column("model_version").to_pylist())
+    assert served == {1}, "v1, the last approved champion - never v2, which was never promoted"
+    meta = materializations(result)["model_versions"]
+    assert (meta["model_version"], meta["alias_holder_version"]) == (1, version)
+    assert "last approved champion" in meta["serving_reason"]
+    check = check_evaluations(result)["champion_passes_validation"]
+    assert check.passed is False and check.description is not None
+    assert reason in check.description
+    tags = platform.registry.client.get_model_version(FALLBACK, str(version)).tags
+    assert reason in tags[REFUSED_TAG]
+    assert SERVED_TAG not in tags
+
+
+def test_only_versions_that_served_are_approved(refusals: Refusals) -> None:
+    client = refusals.platform.registry.client
+    tags = {v: client.get_model_version(FALLBACK, str(v)).tags for v in range(1, 6)}
+    assert [v for v, t in tags.items() if SERVED_TAG in t] == [1]
+    assert [v for v, t in tags.items() if REFUSED_TAG in t] == [3, 4, 5]
+
+
+def test_predictions_alone_refuse_a_stale_serving_version(refusals: Refusals) -> None:
+    """model_versions resolved v5 -> v1; the alias then moves to v2: predictions alone fail."""
+    platform = refusals.platform
+    client = platform.registry.client
+    client.set_registered_model_alias(FALLBACK, platform.alias, "2")
+    try:
+        result = platform.score(DAY_A, asset_selection=[PREDICTIONS_KEY])
+    finally:
+        client.set_registered_model_alias(FALLBACK, platform.alias, "5")
+    assert not result.success
+    message = failure_messages(result)
+    assert "stale serving version" in message
+    assert "it now points at v2" in message
+
+
+# --------------------------------------------------------------------------- binding, in memory
+
+
+def _no_sample() -> np.ndarray:
+    raise AssertionError("only a pyfunc's output is observed on a sample")
+
+
+def test_a_regressor_is_refused_as_a_probability_naming_both() -> None:
+    rng = np.random.default_rng(0)
+    model = lgb.LGBMRegressor(n_estimators=2, verbose=-1).fit(
+        rng.normal(size=(50, 2)), rng.normal(size=50)
+    )
+    with pytest.raises(OutputMismatchError) as error:
+        bind_output(model_shape("lightgbm", model), OutputKind.PROBABILITY, "1", _no_sample)
+    assert str(error.value) == (
+        "a regression model (LGBMRegressor); this use case expects the probability of class 1"
+    )
+
+
+def test_a_multiclass_booster_is_refused_as_a_probability() -> None:
+    rng = np.random.default_rng(0)
+    booster = lgb.train(
+        {"objective": "multiclass", "num_class": 3, "verbose": -1},
+        lgb.Dataset(rng.normal(size=(90, 2)), np.arange(90) % 3),
+        num_boost_round=2,
+    )
+    with pytest.raises(OutputMismatchError, match=r"^3 classes \['0', '1', '2'\] \(LightGBM "):
+        bind_output(model_shape("lightgbm", booster), OutputKind.PROBABILITY, "1", _no_sample)
+
+
+def test_the_positive_class_must_be_one_of_the_model_classes() -> None:
+    rng = np.random.default_rng(0)
+    model = LogisticRegression().fit(rng.normal(size=(40, 2)), np.array(["no", "yes"] * 20))
+    with pytest.raises(OutputMismatchError, match=r"classes are \['no', 'yes'\]; .* class 1$"):
+        bind_output(model_shape("sklearn", model), OutputKind.PROBABILITY, "1", _no_sample)
+    spec, predict = bind_output(
+        model_shape("sklearn", model), OutputKind.PROBABILITY, "yes", _no_sample
+    )
+    rows = rng.normal(size=(5, 2))
+    np.testing.assert_array_equal(predict(rows), model.predict_proba(rows)[:, 1])
+    assert spec.positive_class == "yes"
