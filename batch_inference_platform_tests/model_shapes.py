@@ -122,14 +122,17 @@ def register(platform: Platform, log: Callable[[str], Any], *, alias: bool = Tru
     return version
 
 
-def log_sklearn(model: Any, example: pd.DataFrame) -> Callable[[str], Any]:
+def log_sklearn(
+    model: Any, example: pd.DataFrame, trusted: tuple[str, ...] = ()
+) -> Callable[[str], Any]:
+    """Log in MLflow 3's default format (skops), which lists the types it may load."""
     return lambda name: mlflow_sklearn.log_model(
         model,
         name="model",
         signature=infer_signature(example),
         registered_model_name=name,
         pip_requirements=["scikit-learn"],
-        skops_trusted_types=["numpy.dtype"],  # MLflow 3's default format (skops) needs this
+        skops_trusted_types=["numpy.dtype", *trusted],
     )
 
 

@@ -4,6 +4,8 @@ the local and Spark engines, and every row compared with the model's own predict
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +14,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
 from batch_inference_platform.defs.inference.assets import PREDICTIONS_KEY
@@ -341,3 +344,39 @@ def test_the_positive_class_must_be_one_of_the_model_classes() -> None:
     rows = rng.normal(size=(5, 2))
     np.testing.assert_array_equal(predict(rows), model.predict_proba(rows)[:, 1])
     assert spec.positive_class == "yes"
+
+
+# --------------------------------------------------------------------------- compile cache key
+
+_FINGERPRINT = """
+import sys
+from batch_inference_platform.lib.registry.client import ModelRegistry
+from batch_inference_platform.lib.registry.loader import load_model
+registry = ModelRegistry(sys.argv[1])
+print("FINGERPRINT", load_model(registry, registry.version(sys.argv[2], 1)).fingerprint)
+"""
+
+
+def test_a_skops_model_has_the_same_cache_key_in_every_process(base: Base) -> None:
+    """MLflow 3 saves scikit-learn models with skops; the key is the artifact's bytes."""
+    name = "shape_hgb_skops"
+    platform = _deployment(base, name, "probability")
+    inputs = shapes.columns(base.frame, shapes.NUMBERS)
+    # A random forest's pickle differs in every process once loaded from skops.
+    forest = RandomForestClassifier(n_estimators=5, max_depth=4, random_state=0)
+    model = forest.fit(inputs.fillna(0), shapes.default_label(base.frame))
+    trusted = ("sklearn.tree._tree.Tree",)
+    shapes.register(platform, shapes.log_sklearn(model, inputs, trusted))
+    flavor = platform.registry.flavors(platform.registry.version(name, 1))["sklearn"]
+    assert flavor["serialization_format"] == "skops"
+    prints = [
+        subprocess.run(
+            [sys.executable, "-c", _FINGERPRINT, platform.registry.tracking_uri, name],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for _ in range(2)
+    ]
+    keys = [line.split()[1] for out in prints for line in out.splitlines() if "FINGERPRINT" in line]
+    assert len(keys) == 2 and keys[0] == keys[1], prints
