@@ -26,6 +26,7 @@ import lightgbm as lgb
 import mlflow
 import mlflow.artifacts
 import mlflow.lightgbm as mlflow_lightgbm
+import mlflow.xgboost as mlflow_xgboost
 import numpy as np
 import pytest
 import xgboost
@@ -482,6 +483,75 @@ def test_xgboost_sklearn_regressor_compiles_and_scores_like_xgboost(
 
     compiled = _compile_xgboost(model, native_predict, data, tmp_path)
     _assert_scores_like_xgboost(compiled, model, native_predict, data)
+
+
+def _credit_rows(rng: np.random.Generator, rows: int) -> np.ndarray:
+    """Realistic credit features: integer ages and credit scores, incomes ~1e5, loan amounts up
+    to 5e5, and a utilisation-like column with 10% missing."""
+    features = np.column_stack(
+        [
+            rng.integers(18, 90, rows),
+            rng.lognormal(11, 1, rows),
+            rng.uniform(1000, 5e5, rows),
+            rng.integers(300, 850, rows),
+            rng.uniform(0, 60, rows),
+        ]
+    ).astype(np.float64)
+    features[rng.random(rows) < 0.1, 4] = np.nan
+    return features
+
+
+@pytest.fixture(scope="module")
+def credit() -> Data:
+    """Every score below 580 defaults, so XGBoost's first tree has a leaf right below its root
+    (node 1): a leaf among the first four nodes, whose values a corrupted copy of the first
+    tree's leaves loses. Elsewhere the default risk is noisy, so the scores vary."""
+    rng = np.random.default_rng(0)
+    train = _credit_rows(rng, 3000)
+    risk = np.nan_to_num(train[:, 4], nan=45.0) / 30 + train[:, 2] / 5e5 - np.log(train[:, 1]) / 12
+    noisy = rng.random(3000) < 1 / (1 + np.exp(-3 * (risk - 0.6)))
+    labels = ((train[:, 3] < 580) | noisy).astype(np.int32)
+    return Data(train, labels, _credit_rows(rng, 1500))
+
+
+def _first_tree_has_early_leaf(model: Any) -> bool:
+    booster = model.get_booster() if hasattr(model, "get_booster") else model
+    trees = json.loads(bytes(booster.save_raw(raw_format="json")))["learner"]["gradient_booster"]
+    return -1 in trees["model"]["trees"][0]["left_children"][1:4]
+
+
+def test_xgboost_realistic_credit_model_via_mlflow_and_booster_scores_like_xgboost(
+    credit: Data, tmp_path: Path
+) -> None:
+    """Large-magnitude features with NaNs, and a first tree with a leaf among its first four
+    nodes (where the intercept is folded in): an ``XGBClassifier`` saved and loaded through
+    ``mlflow.xgboost`` and a raw ``Booster`` both score exactly like XGBoost (once, these rows
+    differed by 0.03 because the first tree's leaves were corrupted)."""
+    classifier = xgboost.XGBClassifier(n_estimators=20, max_depth=4, n_jobs=1, random_state=0)
+    classifier.fit(credit.train, credit.labels)
+    mlflow_xgboost.save_model(classifier, str(tmp_path / "model"))
+    loaded = mlflow_xgboost.load_model(str(tmp_path / "model"))
+    assert isinstance(loaded, xgboost.XGBClassifier)
+
+    def classifier_predict(features: np.ndarray) -> np.ndarray:
+        return np.asarray(loaded.predict_proba(features), np.float64)[:, 1]
+
+    booster = xgboost.train(
+        {"objective": "binary:logistic", "max_depth": 4, "nthread": 1, "seed": 0},
+        xgboost.DMatrix(credit.train, label=credit.labels),
+        num_boost_round=20,
+    )
+
+    def booster_predict(features: np.ndarray) -> np.ndarray:
+        return booster.predict(xgboost.DMatrix(features)).astype(np.float64)
+
+    for model, native_predict, cache in (
+        (loaded, classifier_predict, "classifier"),
+        (booster, booster_predict, "booster"),
+    ):
+        assert _first_tree_has_early_leaf(model)
+        compiled = _compile_xgboost(model, native_predict, credit, tmp_path / cache)
+        _assert_scores_like_xgboost(compiled, model, native_predict, credit)
 
 
 # --------------------------------------------------------------------------- cache key

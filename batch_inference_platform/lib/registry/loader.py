@@ -155,17 +155,8 @@ def _compiled(
     sample: Callable[[], ModelInput],
     cache_root: Path | None,
 ) -> CompiledModel:
-    reason = None
-    if cache_root is None:
-        reason = "not compiled for this use (no compile cache)"
-    elif not loaded.inputs.matrix:
-        reason = "the model takes a DataFrame (non-numeric inputs, or a flavor that selects "
-        reason += "columns by name); native predict"
-    elif output.kind not in (OutputKind.PROBABILITY, OutputKind.VALUE):
-        reason = f"compiled predictors serve one score per row, not {output.kind}; native predict"
-    elif compiler_for(loaded.flavor, loaded.model) is None:
-        reason = f"no compiler for {type(loaded.model).__name__} ({loaded.flavor}); native predict"
-    if reason is not None or cache_root is None:  # (pyright: cache_root is set below)
+    reason = _not_compiled(loaded, output, cache_root)
+    if reason is not None or cache_root is None:
         manifest = Manifest("native", False, reason or "", 0.0, None, DEFAULT_BATCH_ROWS)
         return CompiledModel(manifest, None, cache_root or Path(), from_cache=False)
     suffix = output.kind.value
@@ -180,6 +171,22 @@ def _compiled(
         key=f"{loaded.name}/v{loaded.version}/{suffix}",
         fingerprint=loaded.fingerprint,
     )
+
+
+def _not_compiled(loaded: LoadedModel, output: OutputSpec, cache_root: Path | None) -> str | None:
+    """Why ``loaded`` is not compiled for ``output`` (None: try to compile it)."""
+    if cache_root is None:
+        return "not compiled for this use (no compile cache)"
+    if not loaded.inputs.matrix:
+        return (
+            "the model takes a DataFrame (non-numeric inputs, or a flavor that selects columns "
+            "by name); native predict"
+        )
+    if output.kind not in (OutputKind.PROBABILITY, OutputKind.VALUE):
+        return f"compiled predictors serve one score per row, not {output.kind}; native predict"
+    if compiler_for(loaded.flavor, loaded.model) is None:
+        return f"no compiler for {type(loaded.model).__name__} ({loaded.flavor}); native predict"
+    return None
 
 
 def _load(registry: ModelRegistry, version: ModelVersionInfo) -> LoadedModel:

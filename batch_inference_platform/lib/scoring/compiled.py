@@ -294,12 +294,18 @@ def _xgboost_tree_model(model: Any) -> Any:
     if tree_model.num_tree == 0:
         raise ValueError("the XGBoost model has no trees")
     first = tree_model.get_tree_accessor(0)
-    leaf_value = first.get_field("leaf_value")
+    # ``get_field`` returns a view of the model's own buffer, and ``set_field`` frees that
+    # buffer before copying from the array it is given: setting a field from its own view
+    # copies freed memory (malloc's free-list pointers over the first 16 bytes, i.e. the
+    # first four nodes' leaves). Hence the copy, and the read-back check.
+    leaf_value = np.array(first.get_field("leaf_value"), copy=True)
     if leaf_value.dtype != np.float32 or len(first.get_field("leaf_vector")):
         raise ValueError("the XGBoost model does not have float32 scalar leaves")
     is_leaf = first.get_field("cleft") == -1
     leaf_value[is_leaf] = leaf_value[is_leaf] + _xgboost_intercept(booster)
     first.set_field("leaf_value", leaf_value)
+    if not np.array_equal(first.get_field("leaf_value"), leaf_value):
+        raise ValueError("treelite did not keep the first tree's leaves with the intercept")
     base_scores = header.get_field("base_scores")
     header.set_field("base_scores", np.zeros_like(base_scores))
     return tree_model

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -137,8 +136,3 @@ def feature_matrix(batch: pa.RecordBatch, names: Sequence[str]) -> np.ndarray:
     if as_float.num_rows == 0:
         return np.empty((0, len(names)), dtype=np.float64)
     return np.asarray(as_float.to_tensor(null_to_nan=True, row_major=True).to_numpy())
-
-
-def input_rows(model_input: Any) -> int:
-    """Rows in a model input (matrix or DataFrame)."""
-    return len(model_input)
