@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+import pandas as pd
 import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -63,11 +64,25 @@ def _features(space: Workspace) -> tuple[np.ndarray, np.ndarray]:
 
 
 def raw(space: Workspace, model: str) -> dict[str, Any]:
-    """The model library's own predict on an in-memory float32 array (its ceiling)."""
+    """The model library's own predict on in-memory input (its ceiling), timed on predict only:
+    a float32 matrix for models that take one, else a pandas DataFrame of the signature's
+    columns (strings as object, numerics as stored in the table)."""
     from batch_inference_platform.lib.registry.loader import load_model
 
     registry = ModelRegistry(space.tracking_uri)
     loaded = load_model(registry, registry.by_alias(MODELS[model], ALIAS))
+    if not loaded.inputs.matrix:
+        ids, frame = _frame(space, loaded.inputs.names)
+        positive = list(loaded.model.classes_).index(1)
+        started = time.perf_counter()
+        scores = loaded.model.predict_proba(frame)[:, positive]
+        seconds = time.perf_counter() - started
+        return {
+            "seconds": seconds,
+            "rows": len(ids),
+            "float32_input": False,
+            "sample": sample_scores(ids, scores),
+        }
     ids, matrix = _features(space)
     started = time.perf_counter()
     if loaded.flavor == "lightgbm":
@@ -75,7 +90,33 @@ def raw(space: Workspace, model: str) -> dict[str, Any]:
     else:
         scores = loaded.model.predict_proba(matrix)[:, 1]
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "rows": len(ids), "sample": sample_scores(ids, scores)}
+    return {
+        "seconds": seconds,
+        "rows": len(ids),
+        "float32_input": True,
+        "sample": sample_scores(ids, scores),
+    }
+
+
+def _frame(space: Workspace, names: list[str]) -> tuple[np.ndarray, pd.DataFrame]:
+    """The whole partition's ``names`` columns as pandas (raw's input for DataFrame models,
+    built untimed): strings as object, numerics in the table's stored types."""
+    source = snapshot(space.layout.validated)
+    table = pa.Table.from_batches(list(source.batches(DAY, columns=[KEY_COLUMN, *names])))
+    ids = table.column(KEY_COLUMN).to_numpy()
+    return ids, table.select(names).to_pandas()
+
+
+def _input_types(model: str, space: Workspace) -> dict[str, str]:
+    """The registered version's signature: input column -> MLflow type name, in order."""
+    registry = ModelRegistry(space.tracking_uri)
+    signature = registry.signature(registry.by_alias(MODELS[model], ALIAS))
+    assert signature is not None and signature.inputs is not None
+    return {
+        spec.name: getattr(spec.type, "name", str(spec.type))
+        for spec in signature.inputs.inputs
+        if spec.name is not None
+    }
 
 
 def naive(space: Workspace, model: str) -> dict[str, Any]:
@@ -84,10 +125,12 @@ def naive(space: Workspace, model: str) -> dict[str, Any]:
     from deltalake import DeltaTable, write_deltalake
 
     mlflow.set_tracking_uri(space.tracking_uri)
+    types = _input_types(model, space)  # the signature's columns (numerics declared double)
+    doubles = {name: "float64" for name, kind in types.items() if kind == "double"}
     started = time.perf_counter()
     frame = DeltaTable(space.layout.validated.uri).to_pandas(filters=[("event_date", "=", DAY)])
     pyfunc = mlflow.pyfunc.load_model(f"models:/{MODELS[model]}@{ALIAS}")
-    output = np.asarray(pyfunc.predict(frame[list(MODEL_FEATURES)].astype("float64")))
+    output = np.asarray(pyfunc.predict(frame[list(types)].astype(doubles)))
     scores = output.reshape(len(frame), -1)[:, -1]
     result = frame[[KEY_COLUMN, "event_date"]].assign(score=scores)
     write_deltalake(str(space.output("naive", model)), result, mode="overwrite")
@@ -104,6 +147,7 @@ def spark_udf(space: Workspace, model: str) -> dict[str, Any]:
 
     mlflow.set_tracking_uri(space.tracking_uri)
     os.environ["PYSPARK_PYTHON"] = sys.executable  # workers use this venv, not the system python
+    types = _input_types(model, space).items()
     started = time.perf_counter()
     spark = (
         SparkSession.builder.master("local[2]")
@@ -121,7 +165,8 @@ def spark_udf(space: Workspace, model: str) -> dict[str, Any]:
         spark, f"models:/{MODELS[model]}@{ALIAS}", result_type=result_type, env_manager="local"
     )
     frame = spark.read.parquet(str(space.partition_dir))
-    columns = [F.col(c).cast("double").alias(c) for c in MODEL_FEATURES]
+    # The signature's columns; numerics declared double cast to double, the rest as stored.
+    columns = [F.col(c).cast("double").alias(c) if t == "double" else F.col(c) for c, t in types]
     score = cast(Column, udf(F.struct(*columns)))
     if model != "lgbm":
         score = score.getItem(1)
@@ -185,7 +230,7 @@ def spark_job(space: Workspace, model: str) -> dict[str, Any]:
         validated_uri=space.layout.validated.uri,
         predictions_uri=target,
         model=ModelRef(version.name, version.version, space.tracking_uri, ""),
-        feature_names=list(MODEL_FEATURES),
+        feature_names=list(_input_types(model, space)),
         output=PROBABILITY.to_json(),
         dagster_run_id="bench",
         model_cache_dir=str(space.model_cache),
