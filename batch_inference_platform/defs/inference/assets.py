@@ -287,7 +287,13 @@ def _check_results(
 
 
 def _refuse_stale(registry: ModelRegistryResource, serving: ServingModel) -> None:
-    """Fail when the alias has moved since ``model_versions`` resolved the serving version."""
+    """Fail when the alias has moved since ``model_versions`` resolved the serving version (or
+    it was resolved by a platform version that did not bind an output kind)."""
+    if not hasattr(serving, "output"):
+        raise dg.Failure(
+            "stale serving version: model_versions was materialized by an older platform version "
+            "(no output kind); materialize model_versions with predictions"
+        )
     try:
         holder = registry.registry.by_alias(serving.version.name, serving.alias)
     except ModelNotFoundError as error:

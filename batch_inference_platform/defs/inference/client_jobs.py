@@ -15,6 +15,7 @@ from batch_inference_platform.lib.lake.tables import DeltaLocation, TableNotFoun
 from batch_inference_platform.lib.registry.adapters import OutputMismatchError
 from batch_inference_platform.lib.registry.client import ModelNotFoundError
 from batch_inference_platform.lib.registry.compatibility import input_names, signature_problems
+from batch_inference_platform.lib.registry.loader import load_scorer
 from batch_inference_platform.lib.registry.references import (
     ModelReferenceError,
     parse_model_reference,
@@ -81,7 +82,10 @@ def score_client_request(
             f"job {config.job_id}: {config.feature_table} has no partitions from {first} to {last}"
         )
     try:
-        output = registry.scorer(version, lambda: features.batches(days[0])).output
+        # Bind (not compile) here: the engine compiles where it scores.
+        bound = load_scorer(
+            registry.registry, version, registry.output, lambda: features.batches(days[0])
+        )
     except OutputMismatchError as error:
         raise dg.Failure(f"job {config.job_id}: {version.uri}: {error}") from error
     request = ScoringRequest(
@@ -92,7 +96,7 @@ def score_client_request(
         feature_names=[
             n for n in input_names(signature) if features.schema.get_field_index(n) >= 0
         ],
-        output=output.to_json(),
+        output=bound.output.to_json(),
         dagster_run_id=context.run_id,
         model_cache_dir=registry.model_cache_dir,
         commit_metadata={
