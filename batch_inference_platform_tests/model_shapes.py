@@ -122,38 +122,40 @@ def register(platform: Platform, log: Callable[[str], Any], *, alias: bool = Tru
     return version
 
 
+def _logger(
+    log_model: Callable[..., Any],
+    model: Any,
+    example: pd.DataFrame,
+    requirement: str,
+    **options: Any,
+) -> Callable[[str], Any]:
+    """Log ``model`` with a signature inferred from ``example`` under a given registered name."""
+    return lambda name: log_model(
+        model,
+        name="model",
+        signature=infer_signature(example),
+        registered_model_name=name,
+        pip_requirements=[requirement],
+        **options,
+    )
+
+
 def log_sklearn(
     model: Any, example: pd.DataFrame, trusted: tuple[str, ...] = ()
 ) -> Callable[[str], Any]:
     """Log in MLflow 3's default format (skops), which lists the types it may load."""
-    return lambda name: mlflow_sklearn.log_model(
-        model,
-        name="model",
-        signature=infer_signature(example),
-        registered_model_name=name,
-        pip_requirements=["scikit-learn"],
-        skops_trusted_types=["numpy.dtype", *trusted],
+    trusted_types = ["numpy.dtype", *trusted]
+    return _logger(
+        mlflow_sklearn.log_model, model, example, "scikit-learn", skops_trusted_types=trusted_types
     )
 
 
 def log_lightgbm(model: Any, example: pd.DataFrame) -> Callable[[str], Any]:
-    return lambda name: mlflow_lightgbm.log_model(
-        model,
-        name="model",
-        signature=infer_signature(example),
-        registered_model_name=name,
-        pip_requirements=["lightgbm"],
-    )
+    return _logger(mlflow_lightgbm.log_model, model, example, "lightgbm")
 
 
 def log_xgboost(model: Any, example: pd.DataFrame) -> Callable[[str], Any]:
-    return lambda name: mlflow_xgboost.log_model(
-        model,
-        name="model",
-        signature=infer_signature(example),
-        registered_model_name=name,
-        pip_requirements=["xgboost"],
-    )
+    return _logger(mlflow_xgboost.log_model, model, example, "xgboost")
 
 
 def log_pyfunc(model: PythonModel, example: pd.DataFrame) -> Callable[[str], Any]:

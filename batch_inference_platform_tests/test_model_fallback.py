@@ -6,8 +6,6 @@ the run fails saying which model and why."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,23 +34,12 @@ from .conftest import (
     read_all,
     read_day,
 )
+from .model_shapes import tracking
 from .sinks import http_sink
 
 BROKEN_MODEL = "credit_risk_unservable"
 NAN_MODEL = "credit_risk_nan_scores"
 MISSING_INPUT = "bureau_segment_score"
-
-
-@contextmanager
-def _tracking(platform: Platform) -> Iterator[None]:
-    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(platform.registry.tracking_uri)
-    mlflow.set_registry_uri(platform.registry.registry_uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous[0])
-        mlflow.set_registry_uri(previous[1])
 
 
 def _register(platform: Platform, name: str, signature: ModelSignature) -> int:
@@ -68,7 +55,7 @@ def _register(platform: Platform, name: str, signature: ModelSignature) -> int:
     client = MlflowClient(platform.registry.tracking_uri, platform.registry.registry_uri)
     found = client.get_experiment_by_name(experiment)
     assert found is not None, "the demo model's training creates the experiment"
-    with _tracking(platform), mlflow.start_run(experiment_id=found.experiment_id):
+    with tracking(platform), mlflow.start_run(experiment_id=found.experiment_id):
         info = mlflow_lightgbm.log_model(
             booster,
             name="model",
@@ -94,7 +81,7 @@ def _register_nan_scorer(platform: Platform, name: str) -> int:
     client = MlflowClient(platform.registry.tracking_uri, platform.registry.registry_uri)
     found = client.get_experiment_by_name(experiment)
     assert found is not None
-    with _tracking(platform), mlflow.start_run(experiment_id=found.experiment_id):
+    with tracking(platform), mlflow.start_run(experiment_id=found.experiment_id):
         info = mlflow.pyfunc.log_model(  # type: ignore[attr-defined]
             name="model",
             python_model=NanScores(),
