@@ -87,6 +87,12 @@ def _three_classes(frame: pd.DataFrame) -> tuple[Callable[[str], Any], Expected]
     return shapes.log_sklearn(model, inputs), expected
 
 
+def _labels(frame: pd.DataFrame) -> tuple[Callable[[str], Any], Expected]:
+    model = shapes.string_pipeline(frame, shapes.risk_band(frame))
+    inputs = shapes.columns(frame, shapes.STRINGS + shapes.NUMBERS)
+    return shapes.log_sklearn(model, inputs), {"label": model.predict(inputs).astype(str)}
+
+
 def _booster_multiclass(frame: pd.DataFrame) -> tuple[Callable[[str], Any], Expected]:
     bands = pd.Series(shapes.risk_band(frame)).map({"low": 0, "mid": 1, "high": 2}).to_numpy()
     booster = shapes.lightgbm_booster(frame, bands, "multiclass")
@@ -112,6 +118,7 @@ CASES = {
     "shape_lightgbm_booster_regression": Case("value", _booster_regression),
     "shape_sklearn_three_classes": Case("class_probabilities", _three_classes),
     "shape_lightgbm_booster_multiclass": Case("class_probabilities", _booster_multiclass),
+    "shape_sklearn_labels": Case("label", _labels),
     "shape_xgboost_classifier": Case("probability", _xgboost),
 }
 
