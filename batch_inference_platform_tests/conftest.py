@@ -9,12 +9,15 @@ Tables are read through ``lib.lake.tables`` (``read_partition``) or by streaming
 from __future__ import annotations
 
 import datetime as dt
+import os
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import psutil
 import pyarrow as pa
 import pytest
 from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluation
@@ -24,6 +27,45 @@ from batch_inference_platform.definitions import build_definitions
 from batch_inference_platform.lib.lake.layout import LakeLayout
 from batch_inference_platform.lib.lake.tables import DeltaLocation, read_partition, table_schema
 from batch_inference_platform.lib.registry.client import ModelRegistry
+
+from .servers import SESSION_MARKER, describe, kill_all, leftover_processes
+
+# --------------------------------------------------------------------------- process-leak guard
+
+_LEAKS = pytest.StashKey[str]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Mark this session's environment: every process the tests start inherits the marker."""
+    os.environ[SESSION_MARKER] = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A process the suite started that outlives it fails the session (and is killed)."""
+    marker = os.environ.get(SESSION_MARKER)
+    if not marker:
+        return
+    leftovers = leftover_processes(marker)
+    if leftovers:  # give processes on their way out a moment
+        _, leftovers = psutil.wait_procs(leftovers, timeout=10)
+    if not leftovers:
+        return
+    session.config.stash[_LEAKS] = describe(leftovers)
+    kill_all(leftovers)
+    if session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    leaks = config.stash.get(_LEAKS, "")
+    if leaks:
+        terminalreporter.write_sep("=", "PROCESS LEAK", red=True, bold=True)
+        terminalreporter.write_line(
+            "These processes started by the test suite were still running after it ended "
+            f"(killed now; the session fails):\n{leaks}",
+            red=True,
+        )
+
 
 ROWS_PER_DAY = 3000
 NUM_BOOST_ROUND = 20

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -11,9 +12,10 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
+import psutil
 import uvicorn
 from fastapi import FastAPI
 
@@ -104,16 +106,80 @@ def process_serving(
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process group, SIGKILL it if it lingers."""
-    import signal
+    stop_process_tree(process)
 
+
+def stop_process_tree(
+    process: subprocess.Popen[bytes], *, grace: float = 30, linger: float = 10
+) -> None:
+    """Stop ``process`` (started with ``start_new_session=True``) and everything it started.
+
+    SIGTERM to the leader first, so a supervisor (``dagster dev``, ``mlflow server``) stops its
+    children in order; after ``grace`` seconds, or once the leader is gone, SIGTERM to what is
+    left of its process group and its descendants, then SIGKILL after ``linger`` seconds. A
+    leader that exits does not end its group: ``dagster dev`` could leave a ``dagster api
+    grpc`` server behind, re-parented to init and still running an hour later."""
     if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        tracked = descendants(process.pid)
+        with suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGTERM)
+        with suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=grace)
+    else:
+        tracked = []
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        left = _alive([*tracked, *group_members(process.pid), *descendants(process.pid)])
+        if not left and process.poll() is not None:
+            return
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signum)
+        for member in left:
+            with suppress(psutil.Error):
+                member.send_signal(signum)
+        psutil.wait_procs(left, timeout=linger)
+        with suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=linger)
+    left = _alive([*tracked, *group_members(process.pid)])
+    if left or process.poll() is None:
+        raise AssertionError(f"{process.args!r} left processes behind: {describe(left)}")
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    """The live descendants of ``pid`` (none once it is gone)."""
+    with suppress(psutil.Error):
+        return _alive(psutil.Process(pid).children(recursive=True))
+    return []
+
+
+def group_members(pgid: int) -> list[psutil.Process]:
+    """The live processes of process group ``pgid``, whoever their parent is now."""
+    members = []
+    for candidate in psutil.process_iter():
+        with suppress(psutil.Error, ProcessLookupError, PermissionError):
+            if os.getpgid(candidate.pid) == pgid:
+                members.append(candidate)
+    return _alive(members)
+
+
+def _alive(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """``processes`` without the dead, the zombies and duplicates."""
+    alive: dict[int, psutil.Process] = {}
+    for candidate in processes:
+        with suppress(psutil.Error):
+            if candidate.is_running() and candidate.status() != psutil.STATUS_ZOMBIE:
+                alive[candidate.pid] = candidate
+    return list(alive.values())
+
+
+def describe(processes: list[psutil.Process]) -> str:
+    """One line per process: pid, age and command line (shortened)."""
+    lines = []
+    for process in processes:
+        with suppress(psutil.Error):
+            age = time.time() - process.create_time()
+            command = " ".join(process.cmdline())[:200]
+            lines.append(f"  pid {process.pid} (running {age:.0f}s): {command}")
+    return "\n".join(lines)
 
 
 @contextmanager
@@ -258,3 +324,44 @@ def azurite(root: Path) -> Iterator[str]:
     ]
     with process_serving(command, accepts_tcp(port), log=root / "azurite.log", timeout=60):
         yield f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
+
+
+SESSION_MARKER = "BIP_TEST_SESSION"
+"""Set in the pytest process's environment: every process the suite starts inherits it."""
+
+IN_PROCESS_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver", "loky")
+"""Children of the pytest process itself that live as long as it does (pools, trackers)."""
+
+
+def leftover_processes(marker: str) -> list[psutil.Process]:
+    """Processes the suite started that still run: the pytest process's descendants and every
+    process whose environment carries ``SESSION_MARKER=marker`` (orphans re-parented to init
+    included), less the interpreter's own helpers."""
+    me = psutil.Process()
+    found = {p.pid: p for p in me.children(recursive=True)}
+    for candidate in psutil.process_iter():
+        if candidate.pid == me.pid or candidate.pid in found:
+            continue
+        with suppress(psutil.Error):
+            if candidate.environ().get(SESSION_MARKER) == marker:
+                found[candidate.pid] = candidate
+    leftovers = []
+    for process in _alive(list(found.values())):
+        with suppress(psutil.Error):
+            helper = process.ppid() == me.pid and any(
+                name in " ".join(process.cmdline()) for name in IN_PROCESS_HELPERS
+            )
+            if not helper:
+                leftovers.append(process)
+    return leftovers
+
+
+def kill_all(processes: list[psutil.Process], timeout: float = 10) -> None:
+    """SIGTERM ``processes``, SIGKILL those still alive after ``timeout``."""
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        for process in processes:
+            with suppress(psutil.Error):
+                process.send_signal(signum)
+        _, processes = psutil.wait_procs(processes, timeout=timeout)
+        if not processes:
+            return
