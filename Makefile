@@ -8,8 +8,12 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 DAYS ?= 3
 ROWS ?= 200000
 PYTEST_ARGS ?=
+# Azurite (Azure Blob emulator) for the ADLS tests: npm installs it into .ci/node unless
+# AZURITE_BLOB names another azurite-blob binary.
+AZURITE_VERSION := 3.35.0
+AZURITE_BLOB ?= $(CURDIR)/.ci/node/node_modules/.bin/azurite-blob
 
-.PHONY: venv demo test dev lint clean bench api
+.PHONY: venv demo test services azurite dev lint clean bench api
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,9 +28,18 @@ venv: $(STAMP)
 demo: venv
 	$(VENV)/bin/batch-inference demo --days $(DAYS) --rows $(ROWS)
 
-## The test suite (what CI runs).
-test: venv
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+## The test suite (what CI runs), after installing and starting the servers it needs.
+test: venv services azurite
+	AZURITE_BLOB=$(AZURITE_BLOB) $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+## PostgreSQL and Redis on loopback: installed (apt-get, as root) and started where missing.
+services: venv
+	PYTHON=$(PY) bash .ci/services
+
+azurite:
+ifeq ($(origin AZURITE_BLOB),file)
+	bash .ci/azurite $(AZURITE_VERSION)
+endif
 
 ## The Dagster UI on the demo's instance (http://127.0.0.1:3000).
 dev: venv
