@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka import KafkaError
 
 from batch_inference_platform.config import KafkaSettings
 from batch_inference_platform.lib.messaging.kafka import (
@@ -19,6 +21,7 @@ from batch_inference_platform.lib.messaging.kafka import (
     PublishError,
     client_config,
     ensure_topics,
+    is_permanent,
     producer_config,
     read_batch,
 )
@@ -308,3 +311,88 @@ def test_a_refused_message_fails_the_publish_with_its_topic(broker: KafkaBroker)
         publisher.publish([("refused", "k", b"next")])  # the publisher stays usable
     records, _ = read_batch(kafka, "refused", {}, max_messages=10, timeout_seconds=10)
     assert [r.value for r in records] in ([b"next"], [b"ok", b"next"])  # "ok" may have gone out
+
+
+# ---------------------------------------------------------------------- per-message outcomes
+
+
+def test_only_refusals_of_the_message_itself_are_permanent() -> None:
+    permanent = [
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.INVALID_RECORD,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._UNKNOWN_TOPIC,
+    ]
+    transient = [
+        KafkaError._MSG_TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.NOT_ENOUGH_REPLICAS,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError._FATAL,
+    ]
+    assert all(is_permanent(KafkaError(code)) for code in permanent)
+    assert not any(is_permanent(KafkaError(code)) for code in transient)
+
+
+def test_deliver_reports_each_message_and_sends_the_rest(broker: KafkaBroker) -> None:
+    """The broker refuses whole record batches: small messages batched with an oversized one
+    are refused with it, and accepted when sent alone; the oversized one never is."""
+    kafka = kafka_settings(broker.bootstrap)
+    ensure_topics(kafka, ["limited"], partitions=1, config={"max.message.bytes": "2000"})
+    small, big = b"s" * 100, b"B" * 5000
+    with KafkaPublisher(kafka, timeout_seconds=5) as publisher:
+        batch = publisher.deliver([("limited", "k", small), ("limited", "k", big)])
+        assert batch[1] is not None and batch[1].permanent
+        assert "MSG_SIZE_TOO_LARGE" in batch[1].reason
+        alone = [publisher.deliver([message]) for message in [("limited", "k", small)] * 2]
+        assert alone == [[None], [None]]
+        again = publisher.deliver([("limited", "k", big)])[0]
+        assert again is not None and again.permanent
+    records, _ = read_batch(kafka, "limited", {}, max_messages=10, timeout_seconds=10)
+    assert [r.value for r in records] in ([small] * 2, [small] * 3)  # "small" may have gone out
+
+    # The producer's own limit: refused before sending, the others go out.
+    capped = kafka_settings(broker.bootstrap, **{"client-config": {"message.max.bytes": "3000"}})
+    ensure_topics(kafka, ["capped"], partitions=1)
+    with KafkaPublisher(capped, timeout_seconds=5) as publisher:
+        outcomes = publisher.deliver(
+            [("capped", "a", b"1"), ("capped", "b", big), ("capped", "c", b"3")]
+        )
+    assert outcomes[0] is None and outcomes[2] is None
+    assert outcomes[1] is not None and outcomes[1].permanent
+    assert "MSG_SIZE_TOO_LARGE" in outcomes[1].reason and "5,000 bytes" in outcomes[1].reason
+    records, _ = read_batch(kafka, "capped", {}, max_messages=10, timeout_seconds=10)
+    assert [r.value for r in records] == [b"1", b"3"]
+
+
+def test_a_topic_that_does_not_exist_is_a_permanent_refusal(broker: KafkaBroker) -> None:
+    no_auto_create = {"client-config": {"allow.auto.create.topics": "false"}}
+    kafka = kafka_settings(broker.bootstrap, **no_auto_create)
+    ensure_topics(kafka, ["exists"], partitions=1)
+    started = time.monotonic()
+    with KafkaPublisher(kafka, timeout_seconds=2) as publisher:
+        outcomes = publisher.deliver([("exists", "k", b"1"), ("does-not-exist", "k", b"2")])
+    assert outcomes[0] is None
+    assert outcomes[1] is not None and outcomes[1].permanent
+    assert "UNKNOWN_TOPIC" in outcomes[1].reason
+    assert time.monotonic() - started < 2 + 2
+
+
+def test_a_broker_outage_is_transient_and_logged_by_the_caller_not_per_reconnect(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with KafkaBroker(tmp_path / "kafka") as outage:
+        kafka = kafka_settings(outage.bootstrap)
+        ensure_topics(kafka, ["down"], partitions=1)
+        outage.stop()
+        caplog.set_level(logging.DEBUG, logger="batch_inference_platform.lib.messaging.kafka")
+        with KafkaPublisher(kafka, timeout_seconds=1) as publisher:
+            outcomes = publisher.deliver([("down", "k", b"1"), ("down", "k", b"2")])
+    assert all(o is not None and not o.permanent for o in outcomes)
+    assert outcomes[0] is not None and "Connection refused" in outcomes[0].reason
+    reconnects = [r for r in caplog.records if "Connection refused" in r.getMessage()]
+    assert reconnects, "librdkafka's reconnect attempts are still logged, at debug level"
+    assert all(r.levelno == logging.DEBUG for r in reconnects)

@@ -2,9 +2,12 @@
 Hubs' Kafka endpoint (SASL settings in ``client-config``, the password from the environment).
 
 ``KafkaPublisher`` sends with an idempotent producer and waits for every acknowledgement, so a
-caller knows what the broker holds; ``read_batch`` reads by explicit partition offsets (no
-consumer group), so a sensor can keep those offsets in its cursor and re-read deterministically.
-librdkafka's own log lines go to the ``batch_inference_platform.lib.messaging.kafka`` logger.
+caller knows what the broker holds - per message, and whether a refusal is permanent (the same
+message will never be accepted) or transient (retry later); ``read_batch`` reads by explicit
+partition offsets (no consumer group), so a sensor can keep those offsets in its cursor and
+re-read deterministically. librdkafka's own log lines go to the
+``batch_inference_platform.lib.messaging.kafka`` logger; its broker connection failures (every
+reconnect attempt while a broker is down) at debug level: the caller reports an outage once.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import heapq
 import logging
 import os
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -39,6 +41,25 @@ MESSAGE_TIMEOUT_MS = 30_000
 _log = logging.getLogger(__name__)
 _PURGED = (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)
 
+PERMANENT_ERRORS: frozenset[int] = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,  # larger than the producer's or the topic's limit
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.INVALID_RECORD,
+        KafkaError.INVALID_MSG_SIZE,
+        KafkaError.INVALID_TIMESTAMP,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,  # the topic does not exist and is not auto-created
+        KafkaError._UNKNOWN_TOPIC,
+        KafkaError._UNKNOWN_PARTITION,
+        KafkaError.TOPIC_EXCEPTION,  # an invalid topic name
+        KafkaError.POLICY_VIOLATION,
+    }
+)
+"""Refusals of a message itself: sending it again can never succeed. Everything else - a broker
+down, a timeout, a leader election, a fatal producer state (a new producer fixes it) - is
+transient. ``KafkaError.retriable()`` cannot decide this: confluent-kafka leaves it False on
+delivery reports whatever the code."""
+
 
 class MessagingError(RuntimeError):
     """Kafka could not be used: unreachable, refused a request, or misconfigured."""
@@ -54,6 +75,42 @@ class KafkaNotConfigured(KafkaConfigError):
 
 class PublishError(MessagingError):
     """Some messages were not acknowledged by the broker; the text names topics and reasons."""
+
+
+@dataclass(frozen=True)
+class DeliveryFailure:
+    """Why one message was not acknowledged; ``permanent`` if sending it again cannot help.
+
+    A broker refuses a whole record batch (e.g. too large), so a message that shared a batch
+    with an oversized one is refused with it: send a permanently refused message alone before
+    concluding that it is the culprit."""
+
+    reason: str
+    permanent: bool
+
+
+def is_permanent(error: KafkaError) -> bool:
+    """The broker (or the client, before sending) refuses this message for good."""
+    return error.code() in PERMANENT_ERRORS
+
+
+def describe(error: KafkaError) -> str:
+    """``NAME (text)``, e.g. ``MSG_SIZE_TOO_LARGE (Broker: Message size too large)``."""
+    return f"{error.name()} ({error.str()})"
+
+
+class _ClientLog:
+    """librdkafka's log lines to ``_log``; broker connection failures (facility FAIL, logged
+    at every reconnect attempt while a broker is down) at debug level."""
+
+    def log(self, level: int, msg: str, *args: object) -> None:
+        if args and args[0] == "FAIL":
+            level = logging.DEBUG
+        _log.log(level, msg, *args)
+
+
+_CLIENT_LOG = _ClientLog()
+_UNREPORTED = DeliveryFailure("no delivery report", permanent=False)
 
 
 @dataclass(frozen=True)
@@ -110,66 +167,92 @@ class KafkaPublisher:
         timeout_ms = max(1, int(timeout_seconds * 1000))
         config["message.timeout.ms"] = min(MESSAGE_TIMEOUT_MS, timeout_ms)
         config["linger.ms"] = min(kafka.linger_ms, config["message.timeout.ms"] - 1)
+        # A topic that does not exist (and is not auto-created) is reported as such, permanently,
+        # within the timeout - not as a message that timed out.
+        config.setdefault(
+            "topic.metadata.propagation.max.ms", max(1, config["message.timeout.ms"] // 2)
+        )
         config["error_cb"] = self._on_error
-        config["logger"] = _log
+        config["logger"] = _CLIENT_LOG
         self._last_error: str | None = None
+        self._fatal: str | None = None
         self._closed = False
         self._producer = Producer(config)
 
     def _on_error(self, error: KafkaError) -> None:
         self._last_error = error.str()
+        if error.fatal():
+            self._fatal = error.str()
+
+    @property
+    def broken(self) -> str | None:
+        """Why this producer cannot send any more (a fatal error): make a new one."""
+        return self._fatal
 
     def publish(self, messages: Sequence[tuple[str, str, bytes]]) -> None:
         """Send ``messages`` in order; ``PublishError`` unless every one was acknowledged within
         ``timeout_seconds``. After a failure nothing of this call is left queued."""
-        if not messages:
-            return
+        outcomes = self.deliver(messages)
+        failed = [
+            (topic, failure)
+            for (topic, _, _), failure in zip(messages, outcomes, strict=True)
+            if failure is not None
+        ]
+        if failed:
+            shown = "; ".join(dict.fromkeys(f"{t}: {f.reason}" for t, f in failed))
+            raise PublishError(f"{len(failed)} of {len(messages)} messages not published: {shown}")
+
+    def deliver(self, messages: Sequence[tuple[str, str, bytes]]) -> list[DeliveryFailure | None]:
+        """Send ``messages`` in order and wait up to ``timeout_seconds`` for the broker: for
+        each message None if acknowledged, else why not. A message refused is reported and the
+        others are still sent; after the call nothing of it is left queued."""
         deadline = time.monotonic() + self.timeout_seconds
         self._last_error = None
-        unreported: Counter[str] = Counter()
-        reasons: list[str] = []
-        acknowledged = 0
+        outcomes: list[DeliveryFailure | None] = [_UNREPORTED] * len(messages)
 
-        def report(error: KafkaError | None, message: Message) -> None:
-            nonlocal acknowledged
-            topic = message.topic() or "?"
-            unreported[topic] -= 1
+        def report(index: int, error: KafkaError | None) -> None:
             if error is None:
-                acknowledged += 1
+                outcomes[index] = None
             elif error.code() not in _PURGED:
-                reasons.append(f"{topic}: {error.str()}")
+                outcomes[index] = DeliveryFailure(describe(error), is_permanent(error))
 
-        try:
-            for topic, key, value in messages:
-                self._produce(topic, key, value, report, deadline)
-                unreported[topic] += 1
-        except PublishError:
-            self._drop_queued()
-            raise
+        for index, (topic, key, value) in enumerate(messages):
+            outcome = self._produce(
+                topic, key, value, lambda e, _m, i=index: report(i, e), deadline
+            )
+            if outcome is not None:
+                outcomes[index] = outcome
         # The producer fails a message itself at message.timeout.ms; the grace lets it report.
         if self._producer.flush(max(0.0, deadline - time.monotonic()) + 1.0):
-            late = [topic for topic, n in sorted(unreported.items()) if n > 0]
-            self._drop_queued()
-            reasons += [f"{t}: not acknowledged within {self.timeout_seconds:g}s" for t in late]
-        if acknowledged < len(messages):
-            shown = "; ".join(dict.fromkeys(reasons))  # distinct, in order
-            last = f" (last client error: {self._last_error})" if self._last_error else ""
-            raise PublishError(
-                f"{len(messages) - acknowledged} of {len(messages)} messages not published: "
-                f"{shown}{last}"
-            )
+            self._drop_queued()  # purged messages report nothing: they stay unreported
+        last = f" (last client error: {self._last_error})" if self._last_error else ""
+        late = DeliveryFailure(f"not acknowledged within {self.timeout_seconds:g}s{last}", False)
+        for index, outcome in enumerate(outcomes):
+            if outcome is _UNREPORTED:
+                outcomes[index] = late
+            elif outcome is not None and not outcome.permanent and last:
+                outcomes[index] = DeliveryFailure(outcome.reason + last, permanent=False)
+        return outcomes
 
-    def _produce(self, topic: str, key: str, value: bytes, report: Any, deadline: float) -> None:
+    def _produce(
+        self, topic: str, key: str, value: bytes, report: Any, deadline: float
+    ) -> DeliveryFailure | None:
+        """Queue one message; why not, if the client refuses it before sending."""
         while True:
             try:
                 self._producer.produce(topic, value=value, key=key, on_delivery=report)
-                return
+                return None
             except BufferError:  # the send buffer is full: let deliveries drain it
                 if time.monotonic() > deadline:
-                    raise PublishError(f"{topic}: producer buffer full") from None
+                    return DeliveryFailure("producer buffer full", permanent=False)
                 self._producer.poll(0.1)
             except KafkaException as error:
-                raise PublishError(f"{topic}: {error.args[0].str()}") from None
+                refusal: KafkaError = error.args[0]
+                if refusal.fatal():
+                    self._fatal = refusal.str()
+                return DeliveryFailure(
+                    f"{describe(refusal)}, {len(value):,} bytes", is_permanent(refusal)
+                )
 
     def _drop_queued(self) -> None:
         """Purge what is still queued or in flight (its delivery reports fire as failures)."""
@@ -195,12 +278,18 @@ class KafkaPublisher:
         self.close()
 
 
-def ensure_topics(kafka: KafkaSettings, topics: list[str], partitions: int = 3) -> None:
-    """Create the ``topics`` that do not exist yet, with ``partitions`` partitions each."""
-    config: dict[str, Any] = {**client_config(kafka), "logger": _log}
-    admin = AdminClient(config)
+def ensure_topics(
+    kafka: KafkaSettings,
+    topics: list[str],
+    partitions: int = 3,
+    config: dict[str, str] | None = None,
+) -> None:
+    """Create the ``topics`` that do not exist yet, with ``partitions`` partitions each and the
+    topic ``config`` (e.g. ``{"max.message.bytes": "1048588"}``)."""
+    admin_config: dict[str, Any] = {**client_config(kafka), "logger": _CLIENT_LOG}
+    admin = AdminClient(admin_config)
     futures = admin.create_topics(
-        [NewTopic(topic, num_partitions=partitions) for topic in topics],
+        [NewTopic(topic, num_partitions=partitions, config=config or {}) for topic in topics],
         operation_timeout=10,
         request_timeout=15,
     )
@@ -240,7 +329,7 @@ def read_batch(
             "enable.auto.offset.store": False,
             "enable.partition.eof": True,
             "auto.offset.reset": "earliest",
-            "logger": _log,
+            "logger": _CLIENT_LOG,
         }
     )
     try:
