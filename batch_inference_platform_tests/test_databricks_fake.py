@@ -31,6 +31,8 @@ from databricks.sdk.errors import (
 )
 from databricks.sdk.service import compute, files, jobs
 
+from batch_inference_platform.lib.databricks import artifact
+
 from .databricks_fake import FakeDatabricks, FakeRun
 
 TOKEN = "dapi-test-token"
@@ -353,22 +355,26 @@ def test_closing_the_fake_kills_running_drivers(tmp_path: Path) -> None:
     assert (run.life_cycle_state, run.result_state) == ("TERMINATED", "CANCELED")
 
 
-def build_wheel() -> bytes:
-    """A minimal pure-Python wheel: package ``tiny-scorer``, console script ``tiny-score``."""
+TINY_CLI = """
+import sys
+import tiny_scorer
+
+def main() -> int:
+    print("scored", sys.argv, "from", tiny_scorer.__file__)
+    return 0
+"""
+
+
+def build_wheel(cli: str = TINY_CLI, requires: tuple[str, ...] = ()) -> bytes:
+    """A minimal pure-Python wheel: package ``tiny-scorer``, console script ``tiny-score``
+    running ``tiny_scorer.cli:main`` from ``cli``, dependencies ``requires``."""
     info = "tiny_scorer-0.1.0.dist-info"
+    metadata = "Metadata-Version: 2.1\nName: tiny-scorer\nVersion: 0.1.0\n"
+    metadata += "".join(f"Requires-Dist: {requirement}\n" for requirement in requires)
     members = {
         "tiny_scorer/__init__.py": "",
-        "tiny_scorer/cli.py": dedent(
-            """
-            import sys
-            import tiny_scorer
-
-            def main() -> int:
-                print("scored", sys.argv, "from", tiny_scorer.__file__)
-                return 0
-            """
-        ),
-        f"{info}/METADATA": "Metadata-Version: 2.1\nName: tiny-scorer\nVersion: 0.1.0\n",
+        "tiny_scorer/cli.py": dedent(cli),
+        f"{info}/METADATA": metadata,
         f"{info}/WHEEL": "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
         f"{info}/entry_points.txt": "[console_scripts]\ntiny-score = tiny_scorer.cli:main\n",
     }
@@ -380,35 +386,123 @@ def build_wheel() -> bytes:
     return buffer.getvalue()
 
 
+def upload_wheel(client: WorkspaceClient, folder: str, wheel: bytes) -> str:
+    """Upload ``wheel`` as ``dbfs:/<folder>/tiny_scorer-0.1.0-py3-none-any.whl``."""
+    uri = f"dbfs:/{folder}/tiny_scorer-0.1.0-py3-none-any.whl"
+    client.dbfs.upload(uri, io.BytesIO(wheel), overwrite=True)
+    return uri
+
+
+def wheel_task(
+    library: str, package: str = "tiny-scorer", entry_point: str = "tiny-score", *parameters: str
+) -> dict[str, Any]:
+    return {
+        "task_key": "score",
+        "new_cluster": dict(CLUSTER),
+        "python_wheel_task": {
+            "package_name": package,
+            "entry_point": entry_point,
+            "parameters": list(parameters),
+        },
+        "libraries": [{"whl": library}],
+    }
+
+
 def test_python_wheel_task_runs_the_console_script(
     fake: FakeDatabricks, client: WorkspaceClient
 ) -> None:
-    wheel_uri = "dbfs:/wheels/tiny_scorer-0.1.0-py3-none-any.whl"
-    client.dbfs.upload(wheel_uri, io.BytesIO(build_wheel()), overwrite=True)
-
-    def wheel_task(library: str) -> dict[str, Any]:
-        return {
-            "task_key": "score",
-            "new_cluster": dict(CLUSTER),
-            "python_wheel_task": {
-                "package_name": "tiny-scorer",
-                "entry_point": "tiny-score",
-                "parameters": ["--date", "2026-11-02"],
-            },
-            "libraries": [{"whl": library}],
-        }
-
-    good = submit(client, wheel_task(wheel_uri))
+    wheel_uri = upload_wheel(client, "wheels", build_wheel())
+    good = submit(
+        client, wheel_task(wheel_uri, "tiny-scorer", "tiny-score", "--date", "2026-11-02")
+    )
     missing = submit(client, wheel_task("dbfs:/wheels/missing-0.1-py3-none-any.whl"))
     run, failed = fake.wait_for_run(good, timeout=30), fake.wait_for_run(missing, timeout=30)
 
     assert (run.result_state, run.return_code) == ("SUCCESS", 0), run.state_message
     stdout = run.stdout_path.read_text()
     assert "scored ['tiny-score', '--date', '2026-11-02'] from " in stdout
-    assert ".whl/tiny_scorer/__init__.py" in stdout  # imported from the wheel itself
+    # Installed into the run's own environment.
+    site = run.stdout_path.parent / "python" / "lib"
+    assert f"from {site}/python3." in stdout and "/site-packages/tiny_scorer/__init__.py" in stdout
     assert (failed.life_cycle_state, failed.result_state) == ("INTERNAL_ERROR", "FAILED")
     assert "Library installation failed" in failed.state_message
     assert "dbfs:/wheels/missing-0.1-py3-none-any.whl" in failed.state_message
+
+
+DECLARING_CLI = """
+import importlib.util, sys
+import yaml
+
+def main() -> int:
+    print("prefix", sys.prefix)
+    print("yaml from", yaml.__file__)
+    for name in ("pytest", "batch_inference_platform", "dagster"):
+        print(name, "importable:", importlib.util.find_spec(name) is not None)
+    return 0
+"""
+
+
+def test_a_wheel_gets_what_it_declares_and_nothing_else(
+    fake: FakeDatabricks, client: WorkspaceClient
+) -> None:
+    """Each task runs in a clean environment: the wheel and its declared dependencies (from
+    the packages installed here), never the test environment's other packages."""
+    declared = upload_wheel(client, "declared", build_wheel(DECLARING_CLI, ("pyyaml>=6",)))
+    undeclared = upload_wheel(client, "undeclared", build_wheel(DECLARING_CLI))
+    run_ids = [submit(client, wheel_task(uri)) for uri in (declared, undeclared)]
+    good, bad = (fake.wait_for_run(run_id, timeout=60) for run_id in run_ids)
+    assert (good.result_state, good.return_code) == ("SUCCESS", 0), good.state_message
+    stdout = good.stdout_path.read_text()
+    assert f"prefix {good.stdout_path.parent / 'python'}\n" in stdout
+    assert "yaml from " in stdout
+    assert "pytest importable: False" in stdout
+    assert "batch_inference_platform importable: False" in stdout
+    assert "dagster importable: False" in stdout
+    assert (bad.life_cycle_state, bad.result_state) == ("TERMINATED", "FAILED")
+    assert "ModuleNotFoundError: No module named 'yaml'" in bad.state_message
+
+
+def test_a_declared_dependency_that_cannot_be_installed_fails_the_library(
+    fake: FakeDatabricks, client: WorkspaceClient
+) -> None:
+    wheel = build_wheel(requires=("tiny-dependency-nobody-publishes>=1",))
+    run = fake.wait_for_run(submit(client, wheel_task(upload_wheel(client, "w", wheel))))
+
+    assert (run.life_cycle_state, run.result_state) == ("INTERNAL_ERROR", "FAILED")
+    assert run.pid is None
+    assert "Library installation failed" in run.state_message
+    assert "No matching distribution found for tiny-dependency-nobody-publishes" in (
+        run.state_message
+    )
+
+
+def test_a_platform_wheel_missing_a_module_fails_the_task(
+    fake: FakeDatabricks, client: WorkspaceClient, tmp_path: Path
+) -> None:
+    """The platform is installed here from source (editable), so a wheel that left out a
+    package would still import it if the task saw this environment; it does not."""
+    built = artifact.build_wheel(tmp_path / "built")
+    broken = tmp_path / "broken" / built.name
+    broken.parent.mkdir()
+    with zipfile.ZipFile(built) as source, zipfile.ZipFile(broken, "w") as target:
+        for item in source.infolist():
+            if not item.filename.startswith("spark_jobs/"):
+                target.writestr(item, source.read(item))
+    uploads = []
+    for wheel in (built, broken):
+        uri = f"dbfs:/{wheel.parent.name}/{wheel.name}"
+        client.dbfs.upload(uri, io.BytesIO(wheel.read_bytes()), overwrite=True)
+        uploads.append(uri)
+    run_ids = [
+        submit(client, wheel_task(uri, "batch_inference_platform", "score-partitions", "--help"))
+        for uri in uploads
+    ]
+    complete, missing = (fake.wait_for_run(run_id, timeout=120) for run_id in run_ids)
+
+    assert (complete.result_state, complete.return_code) == ("SUCCESS", 0), complete.state_message
+    assert "usage: score-partitions" in complete.stdout_path.read_text()
+    assert (missing.life_cycle_state, missing.result_state) == ("TERMINATED", "FAILED")
+    assert "No module named 'spark_jobs'" in missing.state_message
 
 
 PIPES_SCRIPT = """
@@ -454,7 +548,9 @@ def test_pipes_databricks_client_materializes_through_the_fake(tmp_path: Path) -
             def scores(
                 context: dg.AssetExecutionContext, pipes_databricks: PipesDatabricksClient
             ) -> dg.MaterializeResult:
-                task = jobs.SubmitTask.from_dict(python_task(python_file))
+                # A cluster has no dagster-pipes unless the task installs it.
+                libraries = [{"pypi": {"package": "dagster-pipes"}}]
+                task = jobs.SubmitTask.from_dict(python_task(python_file, libraries=libraries))
                 invocation = pipes_databricks.run(context=context, task=task, extras={"rows": 3})
                 return invocation.get_materialize_result()
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from .clusters import ClustersService, FakeCluster, azure_quota_error
 from .dbfs import FakeDbfs
+from .environment import LocalIndex
 from .process import DriverProcess
 from .protocol import now_ms
 from .runs import (
@@ -26,7 +27,7 @@ from .runs import (
     FakeRun,
     Outcome,
 )
-from .tasks import TaskSetupError, build_launch, task_environment
+from .tasks import Launch, TaskSetupError, build_launch, task_environment
 
 JOB_FINISHED = {"code": "JOB_FINISHED", "type": "SUCCESS"}
 USER_REQUEST = {"code": "USER_REQUEST", "type": "SUCCESS"}
@@ -87,6 +88,7 @@ class RunLifecycle:
         self._dbfs = dbfs
         self._clusters = clusters
         self._config = config
+        self._index = LocalIndex(config.workdir / "wheelhouse")
 
     def drive(self, run: FakeRun, cluster: FakeCluster) -> None:
         """PENDING -> (INTERNAL_ERROR | RUNNING -> TERMINATING -> TERMINATED)."""
@@ -107,12 +109,13 @@ class RunLifecycle:
         details = {"current_num_workers": run.requested_workers}
         self._clusters.update(cluster, "RUNNING", event="RUNNING", details=details)
         try:
-            launch = build_launch(run.task, self._dbfs, run.cluster_id)
+            root = run.stdout_path.parent / "python"
+            launch = build_launch(run.task, self._dbfs, run.cluster_id, root, self._index)
         except TaskSetupError as error:
             self._terminate(cluster, JOB_FINISHED)
             self._board.finish(run, error.outcome, _task_failed(run, error.message))
             return
-        code, interruption = self._execute(run, launch.argv, launch.pythonpath)
+        code, interruption = self._execute(run, launch)
         self._board.update(
             run, life_cycle_state="TERMINATING", state_message="", terminating_time=now_ms()
         )
@@ -126,9 +129,7 @@ class RunLifecycle:
             cluster, "TERMINATED", message, event="TERMINATING", details={"reason": reason}
         )
 
-    def _execute(
-        self, run: FakeRun, argv: list[str], pythonpath: list[str]
-    ) -> tuple[int, str | None]:
+    def _execute(self, run: FakeRun, launch: Launch) -> tuple[int, str | None]:
         """Run the driver to its end; return its exit code and why it was stopped, if it was."""
         stdout, stderr = [run.stdout_path], [run.stderr_path]
         if run.driver_log_root is not None:
@@ -140,10 +141,10 @@ class RunLifecycle:
             run.task["new_cluster"],
             cluster_id=run.cluster_id,
             spark_remote=self._config.spark_remote,
-            pythonpath=pythonpath,
+            environment=launch.environment,
         )
         cwd = Path(tempfile.mkdtemp(prefix="cwd-", dir=run.stdout_path.parent))
-        process = DriverProcess(argv, env=env, cwd=cwd, stdout=stdout, stderr=stderr)
+        process = DriverProcess(launch.argv, env=env, cwd=cwd, stdout=stdout, stderr=stderr)
         self._board.update(
             run,
             life_cycle_state="RUNNING",

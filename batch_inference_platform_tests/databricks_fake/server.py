@@ -22,8 +22,10 @@ class FakeDatabricks:
 
     ``with FakeDatabricks(dbfs_root=Path("/dbfs"), token="t", spark_remote="sc://127.0.0.1:50051",
     max_workers_quota=8) as fake:`` then ``WorkspaceClient(host=fake.url, token=fake.token)``.
-    Submitted runs execute locally with ``sys.executable``; their local driver logs live in
-    ``workdir`` (a temporary directory removed on exit unless given).
+    Each submitted run's task executes locally in a new virtual environment with the task's
+    libraries and their dependencies installed from this environment's packages
+    (``environment.py``). Driver logs and environments live in ``workdir`` (a temporary
+    directory removed on exit unless given).
     """
 
     url: str

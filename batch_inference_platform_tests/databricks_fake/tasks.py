@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import configparser
-import importlib.metadata
 import os
 import re
-import sys
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +11,7 @@ from typing import Any
 
 from .clusters import requested_workers
 from .dbfs import FakeDbfs
+from .environment import Environment, LibraryError, LocalIndex, create_environment
 from .protocol import invalid_parameter
 from .runs import FILE_MISSING, LIBRARY_FAILED, Outcome
 
@@ -33,10 +30,10 @@ sys.exit(target())
 
 @dataclass(frozen=True)
 class Launch:
-    """How to start a task's driver: the command and what goes first on PYTHONPATH."""
+    """How to start a task's driver: the command, run by its environment's interpreter."""
 
     argv: list[str]
-    pythonpath: list[str]
+    environment: Environment
 
 
 class TaskSetupError(Exception):
@@ -100,8 +97,13 @@ def driver_log_root(spec: Mapping[str, Any], cluster_id: str) -> str | None:
     return f"{destination.rstrip('/')}/{cluster_id}/driver" if destination else None
 
 
-def build_launch(task: Mapping[str, Any], dbfs: FakeDbfs, cluster_id: str) -> Launch:
-    """The driver command for a validated task, with its wheels "installed"."""
+def build_launch(
+    task: Mapping[str, Any], dbfs: FakeDbfs, cluster_id: str, root: Path, index: LocalIndex
+) -> Launch:
+    """The driver command for a validated task, in a new environment in ``root`` with the
+    task's libraries installed."""
+    environment = install_libraries(task.get("libraries", []), dbfs, cluster_id, root, index)
+    python = str(environment.python)
     if "spark_python_task" in task:
         body = task["spark_python_task"]
         local = dbfs.local_path(body["python_file"])
@@ -111,86 +113,93 @@ def build_launch(task: Mapping[str, Any], dbfs: FakeDbfs, cluster_id: str) -> La
                 "Please check driver logs for more details.",
                 FILE_MISSING,
             )
-        return Launch([sys.executable, str(local), *body.get("parameters", [])], [])
+        return Launch([python, str(local), *body.get("parameters", [])], environment)
     body = task["python_wheel_task"]
-    wheels = install_wheels(task.get("libraries", []), dbfs, cluster_id)
-    module, attribute = resolve_entry_point(wheels, body["package_name"], body["entry_point"])
+    module, attribute = resolve_entry_point(environment, body["package_name"], body["entry_point"])
     arguments = [*body.get("parameters", [])]
     arguments += [f"--{key}={value}" for key, value in body.get("named_parameters", {}).items()]
-    argv = [sys.executable, "-c", WHEEL_BOOTSTRAP, module, attribute, body["entry_point"]]
-    return Launch([*argv, *arguments], [str(wheel) for wheel in wheels])
+    argv = [python, "-c", WHEEL_BOOTSTRAP, module, attribute, body["entry_point"]]
+    return Launch([*argv, *arguments], environment)
 
 
-def install_wheels(
-    libraries: list[Mapping[str, Any]], dbfs: FakeDbfs, cluster_id: str
-) -> list[Path]:
-    """The local files of the task's ``whl`` libraries; a missing one fails like Databricks."""
-    wheels = []
+def install_libraries(
+    libraries: list[Mapping[str, Any]],
+    dbfs: FakeDbfs,
+    cluster_id: str,
+    root: Path,
+    index: LocalIndex,
+) -> Environment:
+    """A clean environment with the task's ``whl`` and ``pypi`` libraries and their
+    dependencies installed (``environment.py``); a missing wheel file, or a dependency that
+    cannot be installed, fails like Databricks."""
+    wheels, requirements, described = [], [], []
     for library in libraries:
+        if "pypi" in library:
+            package = str(library["pypi"].get("package", ""))
+            requirements.append(package)
+            described.append(f'pypi {{\n package: "{package}"\n}}\n')
         uri = library.get("whl")
         if uri is None:
-            continue  # pypi/maven/jar libraries: the venv stands for the cluster's runtime.
+            continue  # maven/jar libraries: nothing a Python driver imports
+        described.append(f'whl: "{uri}"')
         local = dbfs.local_path(uri) if uri.startswith("dbfs:/") else None
         if local is None or not local.is_file():
-            raise TaskSetupError(
-                f'Library installation failed for library due to user error for whl: "{uri}"\n'
-                " Error messages:\nLibrary installation attempted on the driver node of cluster "
-                f"{cluster_id} and failed. Please refer to the following error message to fix the "
-                "library or contact Databricks support. Error Code: "
-                "DRIVER_LIBRARY_INSTALLATION_FAILURE. Error Message: "
+            raise _library_failed(
+                described[-1],
+                cluster_id,
                 f"java.io.FileNotFoundException: {uri} (No such file or directory)",
-                LIBRARY_FAILED,
             )
         wheels.append(local)
-    return wheels
+    try:
+        return create_environment(root, index, wheels, requirements)
+    except LibraryError as error:
+        pip = ", ".join(["/databricks/python/bin/pip", "install", *map(str, wheels), *requirements])
+        raise _library_failed(
+            ", ".join(described),
+            cluster_id,
+            f"org.apache.spark.SparkException: Process List({pip}) exited with code 1. "
+            f"{error.detail}",
+        ) from None
+
+
+def _library_failed(library: str, cluster_id: str, error: str) -> TaskSetupError:
+    return TaskSetupError(
+        f"Library installation failed for library due to user error for {library}\n"
+        " Error messages:\nLibrary installation attempted on the driver node of cluster "
+        f"{cluster_id} and failed. Please refer to the following error message to fix the "
+        "library or contact Databricks support. Error Code: "
+        f"DRIVER_LIBRARY_INSTALLATION_FAILURE. Error Message: {error}",
+        LIBRARY_FAILED,
+    )
 
 
 def _normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "_", name).lower()
 
 
-def resolve_entry_point(wheels: list[Path], package_name: str, entry_point: str) -> tuple[str, str]:
-    """(module, attribute) of ``entry_point``: the package's console_scripts, else
+def resolve_entry_point(
+    environment: Environment, package_name: str, entry_point: str
+) -> tuple[str, str]:
+    """(module, attribute) of ``entry_point``: the installed package's console_scripts, else
     ``<package>.<entry_point>`` as Databricks falls back to."""
-    for wheel in wheels:
-        if _normalize(wheel.name.split("-")[0]) != _normalize(package_name):
-            continue
-        with zipfile.ZipFile(wheel) as archive:
-            for name in archive.namelist():
-                if name.endswith(".dist-info/entry_points.txt"):
-                    found = _console_script(archive.read(name).decode(), entry_point)
-                    if found is not None:
-                        return found
-        return _normalize(package_name), entry_point
-    try:
-        scripts = importlib.metadata.distribution(package_name).entry_points
-    except importlib.metadata.PackageNotFoundError:
+    dist = environment.distribution(package_name)
+    if dist is None:
         raise TaskSetupError(
             f"Python wheel with name {package_name} could not be found. "
             "Please check the driver logs for more details",
             LIBRARY_FAILED,
-        ) from None
-    for script in scripts:
+        )
+    for script in dist.entry_points:
         if script.group == "console_scripts" and script.name == entry_point:
             return script.module, script.attr
     return _normalize(package_name), entry_point
 
 
-def _console_script(text: str, entry_point: str) -> tuple[str, str] | None:
-    parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
-    parser.optionxform = str  # type: ignore[assignment]  # entry point names are case-sensitive
-    parser.read_string(text)
-    if not parser.has_option("console_scripts", entry_point):
-        return None
-    target = parser.get("console_scripts", entry_point).split("[")[0].strip()
-    module, _, attribute = target.partition(":")
-    return module.strip(), attribute.strip()
-
-
 def task_environment(
-    spec: Mapping[str, Any], *, cluster_id: str, spark_remote: str | None, pythonpath: list[str]
+    spec: Mapping[str, Any], *, cluster_id: str, spark_remote: str | None, environment: Environment
 ) -> dict[str, str]:
-    """os.environ + the cluster's spark_env_vars + what a Databricks driver would see."""
+    """os.environ + the cluster's spark_env_vars + what a Databricks driver would see, for
+    the task's own Python environment."""
     env = {
         **os.environ,
         **{key: str(value) for key, value in spec.get("spark_env_vars", {}).items()},
@@ -200,6 +209,4 @@ def task_environment(
     env["DATABRICKS_RUNTIME_VERSION"] = str(spec["spark_version"])
     env.update(DB_CLUSTER_ID=cluster_id, DB_IS_DRIVER="TRUE", DB_IS_JOB_CLUSTER="TRUE")
     env.setdefault("PYTHONUNBUFFERED", "1")  # stream driver logs as they are printed
-    if pythonpath:
-        env["PYTHONPATH"] = os.pathsep.join([*pythonpath, *filter(None, [env.get("PYTHONPATH")])])
-    return env
+    return environment.variables(env)
