@@ -1,4 +1,9 @@
-"""The platform's ASGI application (served by uvicorn: ``batch-inference api``)."""
+"""The platform's ASGI application (served by uvicorn: ``batch-inference api``).
+
+Hardened for the open network: a body limit on every endpoint (413 before reading), problem
+documents for every error, security headers on every response, no redirects built from the
+``Host`` header, interactive docs only in environment ``local``, and - through ``serve`` /
+``server_config`` - no ``server`` banner."""
 
 from __future__ import annotations
 
@@ -6,10 +11,14 @@ import os
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+import uvicorn
 from fastapi import FastAPI
 
+from batch_inference_platform.api.headers import SecurityHeadersMiddleware
 from batch_inference_platform.api.jobs import JobsService, jobs_router
+from batch_inference_platform.api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware
 from batch_inference_platform.api.problems import install_problem_handlers
 from batch_inference_platform.api.recommendations import recommendations_router
 from batch_inference_platform.api.webhooks import webhook_router
@@ -26,10 +35,14 @@ def create_app(
     jobs: JobsService | None = None,
     relay: OutboxRelay | None = None,
     recommendations: RecommendationCache | None = None,
+    environment: str | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
     """The service. Webhook secrets come from the environment, never from files. With
     ``jobs`` it also serves the client API; with ``relay`` a background thread publishes the
-    outbox to Kafka while the service runs."""
+    outbox to Kafka while the service runs. ``/docs`` (Swagger UI, assets from a CDN) is
+    served only when ``environment`` is ``local``; ``/openapi.json`` always. A request body
+    over ``max_body_bytes`` gets 413 on every endpoint."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -50,8 +63,14 @@ def create_app(
         version="1",
         description="Client batch inference jobs and model-registry webhook receivers.",
         lifespan=lifespan,
+        docs_url="/docs" if environment == "local" else None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
+        redirect_slashes=False,
     )
     install_problem_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(SecurityHeadersMiddleware)  # added last: outermost, sees every answer
     app.include_router(
         webhook_router(
             WebhookInbox(inbox_url),
@@ -64,3 +83,13 @@ def create_app(
         if recommendations is not None:
             app.include_router(recommendations_router(recommendations, jobs.tenants))
     return app
+
+
+def server_config(app: FastAPI, host: str, port: int, **options: Any) -> uvicorn.Config:
+    """How the service is served: uvicorn without its ``server`` banner."""
+    return uvicorn.Config(app, host=host, port=port, server_header=False, **options)
+
+
+def serve(app: FastAPI, host: str, port: int) -> None:
+    """Run the service under uvicorn until interrupted (``batch-inference api``)."""
+    uvicorn.Server(server_config(app, host, port)).run()

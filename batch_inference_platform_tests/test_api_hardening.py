@@ -1,0 +1,371 @@
+"""Hostile input against the HTTP service, served by a real uvicorn on loopback (the way
+``batch-inference api`` serves it: ``server_config``) with the job store and the webhook inbox
+in PostgreSQL: every class of bad request gets a 4xx (or 503 for a store that is down) as
+``application/problem+json`` naming what is wrong, with security headers, and never a
+traceback in the server's log."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.client
+import json
+import logging
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from fastapi import FastAPI
+
+from batch_inference_platform.api.app import create_app, server_config
+from batch_inference_platform.api.jobs import JobsService
+from batch_inference_platform.config import load_settings
+from batch_inference_platform.lib.inbox.jobs import JobStore
+from batch_inference_platform.lib.inbox.signatures import sign_mlflow
+from batch_inference_platform.lib.inbox.store import WebhookInbox
+from batch_inference_platform.lib.messaging.topics import Topics
+from batch_inference_platform.lib.tenants import hash_api_key, load_tenants
+
+from .servers import free_port, postgres_database
+
+KEY = "acme-" + uuid.uuid4().hex
+TABLE = "validated/credit_risk"
+MLFLOW_SECRET = "mlflow-hardening-secret"
+DATABRICKS_SECRET = "databricks-hardening-secret"
+LIMIT = 1 << 20
+PROBLEM = "application/problem+json"
+JOBS = "/api/v1/batch/inference"
+SECURITY = {
+    "x-content-type-options": "nosniff",
+    "cache-control": "no-store",
+    "referrer-policy": "no-referrer",
+}
+
+
+# --------------------------------------------------------------------------- harness
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def is_problem(self, status: int, *words: str) -> None:
+        """A problem document with ``status`` whose detail names each of ``words``."""
+        assert self.status == status, (self.status, self.body[:500])
+        assert self.headers["content-type"] == PROBLEM, self.headers
+        document = self.json
+        assert document["status"] == status and document["title"], document
+        for word in words:
+            assert word in document["detail"], (word, document)
+        for name, value in SECURITY.items():
+            assert self.headers.get(name) == value, (name, self.headers)
+        assert "server" not in self.headers
+
+
+@dataclass
+class Service:
+    url: str
+    store: JobStore
+    inbox: WebhookInbox
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or 80
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: bytes | dict[str, Any] | None = None,
+        headers: dict[str, Any] | None = None,
+        key: str | None = KEY,
+    ) -> Answer:
+        return call(self.port, method, path, body, headers, key)
+
+    def submit(self, headers: dict[str, str] | None = None, /, **fields: Any) -> Answer:
+        return self.call("POST", JOBS, job_body(**fields), headers)
+
+    def jobs(self) -> int:
+        return len(self.store.list("acme", limit=1000))
+
+    def mlflow(
+        self, body: bytes, *, delivery_id: str | None = None, timestamp: int | None = None
+    ) -> Answer:
+        delivery = delivery_id or str(uuid.uuid4())
+        stamp = str(int(time.time()) if timestamp is None else timestamp)
+        signature = sign_mlflow(MLFLOW_SECRET, delivery, stamp, body)
+        headers = {
+            "X-MLflow-Delivery-Id": delivery,
+            "X-MLflow-Timestamp": stamp,
+            "X-MLflow-Signature": signature,
+        }
+        return self.call("POST", "/api/v1/webhooks/mlflow", body, headers, key=None)
+
+    def databricks(self, body: bytes) -> Answer:
+        signature = hmac.new(DATABRICKS_SECRET.encode(), body, hashlib.sha256).hexdigest()
+        headers = {"X-Databricks-Signature": signature}
+        return self.call("POST", "/api/v1/webhooks/databricks", body, headers, key=None)
+
+
+def call(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | dict[str, Any] | None = None,
+    headers: dict[str, Any] | None = None,
+    key: str | None = None,
+) -> Answer:
+    """One request on its own connection; header values may be bytes (sent as they are)."""
+    data = json.dumps(body).encode() if isinstance(body, dict) else body
+    sent = {"Content-Type": "application/json", **(headers or {})}
+    if key:
+        sent["Authorization"] = f"Bearer {key}"
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request(method, path, body=data, headers=sent)
+        response = connection.getresponse()
+        answer = response.read()
+        return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, answer)
+    finally:
+        connection.close()
+
+
+def job_body(**overrides: Any) -> dict[str, Any]:
+    body = {
+        "model": "credit_risk_default@champion",
+        "feature_table": TABLE,
+        "partition": "2026-11-02",
+        **overrides,
+    }
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def write_tenants(path: Path) -> Path:
+    path.write_text(
+        f"""tenants:
+  - id: acme
+    api-key-sha256: {hash_api_key(KEY)}
+    default-priority: normal
+    max-concurrent-runs: 1
+    allowed-input-tables: [{TABLE}]
+    output-root: tenants/acme
+    read-recommendations: true
+"""
+    )
+    return path
+
+
+@contextmanager
+def hardened(app: FastAPI) -> Iterator[str]:
+    """``app`` under uvicorn as ``batch-inference api`` serves it, logging to the root logger
+    (no uvicorn logging config), on a free loopback port."""
+    import uvicorn
+
+    port = free_port()
+    config = server_config(app, "127.0.0.1", port, log_config=None, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def tracebacks(self) -> list[str]:
+        return [
+            f"{r.name}: {r.getMessage()}"
+            for r in self.records
+            if r.exc_info or r.exc_text or "Traceback" in r.getMessage()
+        ]
+
+
+@pytest.fixture
+def logs() -> Iterator[_Records]:
+    """What the server logs during a test (uvicorn's error logger and ours, wherever other
+    tests' logging configs left propagation)."""
+    handler = _Records()
+    loggers = [logging.getLogger(), logging.getLogger("uvicorn.error")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+
+
+def no_tracebacks(logs: _Records) -> None:
+    """Nothing logged a traceback. uvicorn logs an unhandled error just after the response is
+    sent, so give it a moment first."""
+    time.sleep(0.03)
+    assert logs.tracebacks() == []
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """The hardened service in environment prod: job store and inbox in one PostgreSQL
+    database; partitions from the settings' start date to today + 7 days."""
+    root = tmp_path_factory.mktemp("hardening")
+    tenants = load_tenants(write_tenants(root / "tenants.yml"), str(root / "lake"))
+    settings = load_settings()
+    with postgres_database() as url, pytest.MonkeyPatch.context() as env:
+        env.setenv("MLFLOW_WEBHOOK_SECRET", MLFLOW_SECRET)
+        env.setenv("DATABRICKS_WEBHOOK_SECRET", DATABRICKS_SECRET)
+        store = JobStore(url, Topics.from_settings(settings.application.kafka))
+        app = create_app(
+            url,
+            jobs=JobsService(store, tenants, max_days=31),
+            environment="prod",
+            max_body_bytes=LIMIT,
+        )
+
+        @app.get("/api/v1/test-only/boom")
+        def boom() -> None:
+            raise RuntimeError("cannot reach db-internal.example:5432 as admin")
+
+        inbox = WebhookInbox(url)
+        with hardened(app) as base:
+            yield Service(base, store, inbox)
+        inbox.engine.dispose()
+
+
+# --------------------------------------------------------------------------- body limit
+
+
+def _raw(port: int, head: bytes, chunks: tuple[bytes, ...] | list[bytes] = ()) -> Answer:
+    """Send ``head`` then ``chunks`` on a raw socket, then read until the server closes (or
+    the response is complete); what a misbehaving client does."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        raw.sendall(head)
+        for chunk in chunks:
+            raw.sendall(chunk)
+            time.sleep(0.05)
+        response = http.client.HTTPResponse(raw)
+        response.begin()
+        body = response.read()
+        return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, body)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [JOBS, f"{JOBS}/some-job/cancel", "/api/v1/webhooks/mlflow", "/api/v1/webhooks/databricks"],
+)
+def test_a_body_declared_over_the_limit_gets_413_before_it_is_sent(
+    service: Service, logs: _Records, path: str
+) -> None:
+    """100 MB declared, not one byte of it sent (and no credentials): 413 at once, not 401
+    after reading it."""
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {100 << 20}\r\n\r\n"
+    ).encode()
+    started = time.monotonic()
+    answer = _raw(service.port, head)
+    answer.is_problem(413, str(LIMIT))
+    assert time.monotonic() - started < 5
+    no_tracebacks(logs)
+
+
+@pytest.mark.parametrize("path", [JOBS, "/api/v1/webhooks/mlflow"])
+def test_a_chunked_body_gets_413_as_soon_as_it_passes_the_limit(
+    service: Service, logs: _Records, path: str
+) -> None:
+    """No Content-Length: counted while it streams; refused after 1.2 MiB of an endless
+    body, without waiting for the end."""
+    before = service.jobs()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {KEY}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    quarter, extra = b" " * (LIMIT // 4), b" " * 16
+    chunks = [f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in [quarter] * 4 + [extra]]
+    answer = _raw(service.port, head, chunks)  # no terminating chunk: it never ends
+    answer.is_problem(413, str(LIMIT))
+    assert service.jobs() == before
+    no_tracebacks(logs)
+
+
+# --------------------------------------------------------------------------- the service
+
+
+def test_no_redirect_is_built_from_the_host_header(service: Service, logs: _Records) -> None:
+    for method in ("POST", "GET"):
+        answer = service.call(method, JOBS + "/", job_body(), {"Host": "evil.example"})
+        answer.is_problem(404)
+        assert "location" not in answer.headers
+        assert b"evil.example" not in answer.body
+    no_tracebacks(logs)
+
+
+def test_every_answer_carries_security_headers_and_no_server_banner(
+    service: Service, logs: _Records
+) -> None:
+    accepted = service.submit()
+    assert accepted.status == 202
+    for answer in (accepted, service.call("GET", JOBS)):
+        for name, value in SECURITY.items():
+            assert answer.headers[name] == value
+        assert "default-src 'none'" in answer.headers["content-security-policy"]
+        assert "server" not in answer.headers
+    service.call("GET", JOBS, key=None).is_problem(401)
+    service.call("GET", "/nowhere").is_problem(404)
+    service.call("DELETE", JOBS).is_problem(405)
+    no_tracebacks(logs)
+
+
+def test_an_unexpected_error_is_a_problem_500_that_names_nothing_internal(
+    service: Service, logs: _Records
+) -> None:
+    """The generic handler: problem+json, security headers, no detail; the server logs it."""
+    answer = service.call("GET", "/api/v1/test-only/boom")
+    answer.is_problem(500)
+    assert b"db-internal" not in answer.body and b"RuntimeError" not in answer.body
+    deadline = time.monotonic() + 5
+    while not logs.tracebacks():  # unexpected errors are logged, with their traceback
+        assert time.monotonic() < deadline, "the unexpected error was not logged"
+        time.sleep(0.05)
+    time.sleep(0.2)  # let the record finish reaching every logger it propagates to
+
+
+def test_docs_are_served_only_in_environment_local(tmp_path: Path, logs: _Records) -> None:
+    inbox_url = f"sqlite:///{tmp_path / 'inbox.db'}"
+    with hardened(create_app(inbox_url, environment="prod")) as url:
+        port = urlsplit(url).port or 80
+        call(port, "GET", "/docs").is_problem(404)
+        call(port, "GET", "/redoc").is_problem(404)
+        assert call(port, "GET", "/openapi.json").status == 200
+    with hardened(create_app(inbox_url, environment="local")) as url:
+        page = call(urlsplit(url).port or 80, "GET", "/docs")
+        assert page.status == 200 and page.headers["content-type"].startswith("text/html")
+        policy = page.headers["content-security-policy"]
+        assert "script-src 'unsafe-inline' https://cdn.jsdelivr.net;" in policy
+        assert "default-src 'none'" in policy
+    no_tracebacks(logs)
