@@ -324,6 +324,19 @@ class ApiSettings(_Section):
     )
     tenants_file: str = Field(min_length=1, description="YAML file of the API's tenants.")
     max_days_per_request: int = Field(ge=1, description="Longest date range one job may ask.")
+    partition_days_ahead: int = Field(
+        default=7,
+        ge=0,
+        le=366,
+        description="Latest day a request may name: today (UTC) plus this many days (the "
+        "earliest is partitions.start-date).",
+    )
+    max_body_bytes: int = Field(
+        default=1 << 20,
+        ge=1024,
+        le=64 << 20,
+        description="Largest request body on any endpoint; larger ones get 413 unread.",
+    )
 
 
 class DatabricksSettings(_Section):

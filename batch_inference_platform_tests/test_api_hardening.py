@@ -6,6 +6,7 @@ traceback in the server's log."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import http.client
@@ -20,9 +21,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
+import redis
 from fastapi import FastAPI
 
 from batch_inference_platform.api.app import create_app, server_config
@@ -32,6 +34,7 @@ from batch_inference_platform.lib.inbox.jobs import JobStore
 from batch_inference_platform.lib.inbox.signatures import sign_mlflow
 from batch_inference_platform.lib.inbox.store import WebhookInbox
 from batch_inference_platform.lib.messaging.topics import Topics
+from batch_inference_platform.lib.realtime.cache import RecommendationCache
 from batch_inference_platform.lib.tenants import hash_api_key, load_tenants
 
 from .servers import free_port, postgres_database
@@ -242,7 +245,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         store = JobStore(url, Topics.from_settings(settings.application.kafka))
         app = create_app(
             url,
-            jobs=JobsService(store, tenants, max_days=31),
+            jobs=JobsService(store, tenants, max_days=31, days_ahead=7),
             environment="prod",
             max_body_bytes=LIMIT,
         )
@@ -310,6 +313,210 @@ def test_a_chunked_body_gets_413_as_soon_as_it_passes_the_limit(
     answer = _raw(service.port, head, chunks)  # no terminating chunk: it never ends
     answer.is_problem(413, str(LIMIT))
     assert service.jobs() == before
+    no_tracebacks(logs)
+
+
+# --------------------------------------------------------------------------- strings
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("output_table", "scores/" + "x" * 110_000, ["output_table", "at most 200"]),
+        ("feature_table", "v" * 5000, ["feature_table", "at most 200"]),
+        ("model", "m" * 300 + "@champion", ["model", "at most 200"]),
+        ("tenant", "t" * 101, ["tenant", "at most 100"]),
+        ("output_table", "scores/x\n", ["output_table", "table name", r"'scores/x\n'"]),
+        ("feature_table", TABLE + "\n", ["feature_table", "table name"]),
+        ("model", "credit_risk_default@champion\n", ["model", "name@alias"]),
+        ("tenant", "acme\n", ["tenant", "tenant id"]),
+        ("output_table", "scores/\x00x", ["output_table", r"\x00"]),
+        ("output_table", "scores/é", ["output_table", "table name"]),
+        ("model", "credit_risk_default@\u0663", ["model", "name@alias"]),
+    ],
+)
+def test_long_or_ill_formed_strings_are_refused_naming_the_field(
+    service: Service, logs: _Records, field: str, value: str, words: list[str]
+) -> None:
+    """Lengths and whole-string character sets: a trailing newline, NUL or non-ASCII
+    character never passes, and nothing is stored."""
+    before = service.jobs()
+    service.submit(**{field: value}).is_problem(422, *words)
+    assert service.jobs() == before
+    no_tracebacks(logs)
+
+
+@pytest.mark.parametrize(
+    ("fields", "words"),
+    [
+        ({"partition": "0001-01-01"}, ["before the first partition", "start-date"]),
+        ({"partition": "9999-12-31"}, ["after the last day", "today + 7 days"]),
+        ({"partition": "day-before-start"}, ["is before the first partition"]),
+        ({"partition": 1795910400}, ["partition", "YYYY-MM-DD"]),
+        ({"partition": "2026-11-02T00:00:00"}, ["partition", "YYYY-MM-DD"]),
+        ({"partition": "2026-11-0\u0662"}, ["partition", "YYYY-MM-DD"]),
+    ],
+)
+def test_partitions_outside_the_use_case_are_refused_naming_the_bound(
+    service: Service, logs: _Records, fields: dict[str, Any], words: list[str]
+) -> None:
+    start = load_settings().application.partitions.start_date
+    if fields["partition"] == "day-before-start":
+        fields = {"partition": (start - dt.timedelta(days=1)).isoformat()}
+        words = [*words, f"{fields['partition']} is before the first partition {start}"]
+    before = service.jobs()
+    service.submit(**fields).is_problem(422, *words)
+    assert service.jobs() == before
+    no_tracebacks(logs)
+
+
+def test_the_last_allowed_day_is_today_plus_the_configured_days(
+    service: Service, logs: _Records
+) -> None:
+    latest = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=7)
+    assert service.submit(partition=latest.isoformat()).status == 202
+    after = (latest + dt.timedelta(days=1)).isoformat()
+    service.submit(partition=after).is_problem(422, f"{after} is after", str(latest))
+    no_tracebacks(logs)
+
+
+@pytest.mark.parametrize(
+    ("key", "words"),
+    [
+        ("", ["Idempotency-Key is empty"]),
+        ("k" * 201, ["1-200 visible ASCII"]),
+        ("clé", ["1-200 visible ASCII"]),
+        ("two words", ["1-200 visible ASCII"]),
+    ],
+)
+def test_an_empty_or_ill_formed_idempotency_key_is_refused(
+    service: Service, logs: _Records, key: str, words: list[str]
+) -> None:
+    before = service.jobs()
+    service.submit({"Idempotency-Key": key}).is_problem(400, *words)
+    assert service.jobs() == before
+    no_tracebacks(logs)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "words"),
+    [
+        ("GET", f"{JOBS}/{quote(chr(0))}", ["job id", r"\x00"]),
+        ("GET", f"{JOBS}/abc{quote(chr(0))}def", ["job id", r"\x00"]),
+        ("GET", f"{JOBS}/{quote(chr(10))}", ["job id", r"\n"]),
+        ("GET", f"{JOBS}/{'j' * 201}", ["job id", "1-200"]),
+        ("POST", f"{JOBS}/{quote(chr(0))}/cancel", ["job id", r"\x00"]),
+        ("GET", f"{JOBS}?status={quote(chr(0))}", ["status", "accepted"]),
+        ("GET", f"{JOBS}?status=queued{quote(chr(10))}", ["status", "accepted"]),
+        ("GET", f"{JOBS}?status=anything", ["status", "accepted"]),
+    ],
+)
+def test_control_characters_in_ids_and_filters_get_400(
+    service: Service, logs: _Records, method: str, path: str, words: list[str]
+) -> None:
+    """On PostgreSQL a NUL reached the driver and became a 500; now it is refused first."""
+    service.call(method, path).is_problem(400, *words)
+    no_tracebacks(logs)
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize(
+    ("kind", "words"),
+    [("deep", ["nested deeper than 32"]), ("digits", ["4300 digits"]), ("nan", ["NaN"])],
+)
+def test_hostile_json_is_refused_with_400(
+    service: Service, logs: _Records, kind: str, words: list[str]
+) -> None:
+    """100k levels of nesting (RecursionError in Python's json), a 4,300-digit integer
+    (ValueError) and NaN: signed webhook deliveries and client requests alike."""
+    value = {"deep": _nested(100_000), "digits": "9" * 4300, "nan": "NaN"}[kind]
+    before_jobs, before_inbox = service.jobs(), len(service.inbox.read_after(0))
+    client = json.dumps(job_body())[:-1] + f', "priority": {value}}}'
+    service.call("POST", JOBS, client.encode()).is_problem(400, *words)
+    assert service.jobs() == before_jobs
+    assert len(service.inbox.read_after(0)) == before_inbox
+    no_tracebacks(logs)
+
+
+# --------------------------------------------------------------------------- stores down
+
+
+@pytest.fixture(scope="module")
+def stores_down(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """The service with its job store on a PostgreSQL port nothing listens on, its inbox in a
+    PostgreSQL database dropped after start, and Redis unreachable."""
+    root = tmp_path_factory.mktemp("stores_down")
+    tenants = load_tenants(write_tenants(root / "tenants.yml"), str(root / "lake"))
+    settings = load_settings()
+    dead_port = free_port()
+    store = JobStore(
+        f"postgresql+psycopg://postgres@127.0.0.1:{dead_port}/test",
+        Topics.from_settings(settings.application.kafka),
+    )
+    cache = RecommendationCache(
+        redis.Redis(host="127.0.0.1", port=dead_port, socket_connect_timeout=2),
+        "bip",
+        dt.timedelta(days=1),
+    )
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLFLOW_WEBHOOK_SECRET", MLFLOW_SECRET)
+        env.setenv("DATABRICKS_WEBHOOK_SECRET", DATABRICKS_SECRET)
+        with postgres_database() as inbox_url:
+            app = create_app(
+                inbox_url,
+                jobs=JobsService(store, tenants, max_days=31),
+                recommendations=cache,
+                environment="prod",
+            )
+            inbox = WebhookInbox(inbox_url)
+        inbox.engine.dispose()
+    with hardened(app) as base:
+        yield Service(base, store, inbox)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", JOBS, job_body()),
+        ("GET", f"{JOBS}/{uuid.uuid4()}", None),
+        ("GET", JOBS, None),
+        ("POST", f"{JOBS}/{uuid.uuid4()}/cancel", None),
+        ("GET", "/api/v1/customers/42/recommendation", None),
+    ],
+)
+def test_a_store_that_is_down_answers_503_without_naming_it(
+    stores_down: Service,
+    logs: _Records,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None,
+) -> None:
+    answer = stores_down.call(method, path, body)
+    answer.is_problem(503, "unavailable")
+    assert answer.headers["retry-after"]
+    text = answer.body.decode()
+    assert "127.0.0.1" not in text and str(stores_down_port(stores_down)) not in text
+    assert any("unavailable" in r.getMessage() for r in logs.records)  # logged server-side
+    no_tracebacks(logs)
+
+
+def stores_down_port(service: Service) -> int:
+    return service.store.engine.url.port or 0
+
+
+def test_bad_ids_are_refused_before_the_store_is_asked(
+    stores_down: Service, logs: _Records
+) -> None:
+    """With the store down, a NUL id still gets 400, not 503: nothing reached the store."""
+    stores_down.call("GET", f"{JOBS}/{quote(chr(0))}").is_problem(400, "job id")
+    stores_down.call("GET", f"{JOBS}?status={quote(chr(0))}").is_problem(400, "status")
+    stores_down.submit({"Idempotency-Key": ""}).is_problem(400, "Idempotency-Key")
     no_tracebacks(logs)
 
 

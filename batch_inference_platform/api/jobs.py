@@ -4,19 +4,26 @@ A request is authenticated (``Authorization: Bearer <key>`` or ``X-API-Key``), c
 the tenant's tables, and persisted with its Kafka message in one transaction (the outbox)
 before the 202: a broker outage delays delivery and loses nothing; only a store that cannot
 persist gives 503. ``Idempotency-Key`` makes a retried submit return the same job.
+
+Every string a client sends is checked whole (``re.fullmatch``) against a length and an ASCII
+character set, and every day against the use case's partitions, before the store sees it:
+bad input gets a 4xx naming the field, never a 500. A store that cannot be reached answers
+503 on every endpoint, without naming where it is.
 """
 
 import datetime as dt
+import logging
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from fastapi import APIRouter, Depends, Header, Query, Response, status
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from batch_inference_platform.api.auth import tenant_dependency
-from batch_inference_platform.api.problems import Problem
+from batch_inference_platform.api.limits import LimitedJsonRoute, matches, shown
+from batch_inference_platform.api.problems import Problem, log_reason
 from batch_inference_platform.lib.inbox.jobs import (
     IdempotencyConflict,
     InvalidTransition,
@@ -25,7 +32,7 @@ from batch_inference_platform.lib.inbox.jobs import (
     JobStore,
     StoreUnavailable,
 )
-from batch_inference_platform.lib.messaging.schemas import InferenceRequestMessage
+from batch_inference_platform.lib.messaging.schemas import InferenceRequestMessage, JobStatus
 from batch_inference_platform.lib.registry.references import (
     ModelReferenceError,
     parse_model_reference,
@@ -33,6 +40,49 @@ from batch_inference_platform.lib.registry.references import (
 from batch_inference_platform.lib.tenants import AccessDenied, Priority, Tenant, TenantDirectory
 
 PREFIX = "/api/v1/batch/inference"
+logger = logging.getLogger(__name__)
+
+
+def _whole(pattern: str, what: str) -> AfterValidator:
+    """A validator: the whole string is ``pattern`` (no trailing newline or other leftover)."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not matches(compiled, value):
+            raise ValueError(f"must be {what} (got {shown(value)})")
+        return value
+
+    return AfterValidator(check)
+
+
+def _iso_day(value: object) -> object:
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+        raise ValueError("must be a date as YYYY-MM-DD")
+    return value
+
+
+_TENANT = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}"
+_MODEL = r"[A-Za-z0-9][A-Za-z0-9_.@/-]{0,199}"
+_TABLE = r"[a-z0-9_./-]{1,200}"
+TenantId = Annotated[
+    str,
+    Field(min_length=1, max_length=100, json_schema_extra={"pattern": _TENANT}),
+    _whole(_TENANT, "a tenant id of [A-Za-z0-9_.-]"),
+]
+ModelName = Annotated[
+    str,
+    Field(min_length=1, max_length=200, json_schema_extra={"pattern": _MODEL}),
+    _whole(_MODEL, "'name@alias' or 'name/version' of [A-Za-z0-9_.-]"),
+]
+TableName = Annotated[
+    str,
+    Field(min_length=1, max_length=200, json_schema_extra={"pattern": _TABLE}),
+    _whole(_TABLE, "a table name: lower-case segments of [a-z0-9_-] joined by '/'"),
+]
+Day = Annotated[dt.date, BeforeValidator(_iso_day)]
+JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}")
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
+STATUSES: tuple[str, ...] = get_args(JobStatus)
 
 
 class InferenceRequest(BaseModel):
@@ -40,14 +90,18 @@ class InferenceRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    tenant: str | None = Field(None, description="Optional; must be the key's tenant.")
-    model: str = Field(description="name@alias or name/version", examples=["credit_risk@champion"])
-    feature_table: str = Field(description="A table the tenant may read, e.g. validated/credit")
-    partition: dt.date | None = Field(None, description="One day (or use start/end date).")
-    start_date: dt.date | None = None
-    end_date: dt.date | None = None
+    tenant: TenantId | None = Field(None, description="Optional; must be the key's tenant.")
+    model: ModelName = Field(
+        description="name@alias or name/version", examples=["credit_risk@champion"]
+    )
+    feature_table: TableName = Field(
+        description="A table the tenant may read, e.g. validated/credit"
+    )
+    partition: Day | None = Field(None, description="One day (or use start/end date).")
+    start_date: Day | None = None
+    end_date: Day | None = None
     priority: Priority | None = Field(None, description="Default: the tenant's.")
-    output_table: str | None = Field(None, description="Under the tenant's output root.")
+    output_table: TableName | None = Field(None, description="Under the tenant's output root.")
 
     @model_validator(mode="after")
     def _one_range(self) -> "InferenceRequest":
@@ -108,16 +162,60 @@ class JobView(BaseModel):
 
 @dataclass(frozen=True)
 class JobsService:
-    """What the client API needs: the job store and the tenants, plus request limits."""
+    """What the client API needs: the job store and the tenants, plus request limits.
+
+    Requests may name days from ``first_day`` (the use case's first partition) to today (UTC)
+    plus ``days_ahead``; left out, both come from the settings
+    (``batch-inference.partitions.start-date``, ``batch-inference.api.partition-days-ahead``).
+    """
 
     store: JobStore
     tenants: TenantDirectory
     max_days: int
+    first_day: dt.date | None = None
+    days_ahead: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.first_day is None or self.days_ahead is None:
+            from batch_inference_platform.config import load_settings
+
+            application = load_settings().application
+            if self.first_day is None:
+                object.__setattr__(self, "first_day", application.partitions.start_date)
+            if self.days_ahead is None:
+                object.__setattr__(self, "days_ahead", application.api.partition_days_ahead)
+
+    def day_range(self) -> tuple[dt.date, dt.date]:
+        """The first and the last day a request may name now."""
+        assert self.first_day is not None and self.days_ahead is not None
+        today = dt.datetime.now(dt.UTC).date()
+        return self.first_day, today + dt.timedelta(days=self.days_ahead)
+
+
+def _unavailable(error: StoreUnavailable, action: str) -> Problem:
+    """503 for a store that cannot be reached: the reason goes to the log, not the client."""
+    logger.warning("job store unavailable (%s): %s", action, log_reason(error))
+    return Problem(
+        503,
+        "Unavailable",
+        f"the job store is unavailable; could not {action}, try again later",
+        {"Retry-After": "5"},
+    )
+
+
+def _job_id(job_id: str) -> str:
+    if not matches(JOB_ID, job_id):
+        raise Problem(
+            400,
+            "Invalid job id",
+            f"job id {shown(job_id)} must be 1-200 characters of [A-Za-z0-9_.:-]",
+        )
+    return job_id
 
 
 def jobs_router(service: JobsService) -> APIRouter:
     """Routes under ``/api/v1/batch/inference``."""
-    router = APIRouter(prefix=PREFIX, tags=["batch inference"])
+    router = APIRouter(prefix=PREFIX, tags=["batch inference"], route_class=LimitedJsonRoute)
 
     tenant_of = tenant_dependency(service.tenants)
 
@@ -131,9 +229,19 @@ def jobs_router(service: JobsService) -> APIRouter:
         body: InferenceRequest,
         tenant: Annotated[Tenant, Depends(tenant_of)],
         response: Response,
-        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+        idempotency_key: Annotated[
+            str | None, Header(description="1-200 visible ASCII characters.")
+        ] = None,
     ) -> JobView:
         """Accept a batch inference job; it runs when the platform's sensor picks it up."""
+        if idempotency_key is not None and not matches(IDEMPOTENCY_KEY, idempotency_key):
+            raise Problem(
+                400,
+                "Invalid Idempotency-Key",
+                "Idempotency-Key is empty"
+                if not idempotency_key
+                else "Idempotency-Key must be 1-200 visible ASCII characters (no spaces)",
+            )
         if body.tenant and body.tenant != tenant.id:
             raise Problem(403, "Forbidden", f"the API key belongs to tenant {tenant.id!r}")
         try:
@@ -144,6 +252,21 @@ def jobs_router(service: JobsService) -> APIRouter:
         if (last - first).days + 1 > service.max_days:
             raise Problem(
                 422, "Invalid request", f"{first}..{last} is longer than {service.max_days} days"
+            )
+        earliest, latest = service.day_range()
+        if first < earliest:
+            raise Problem(
+                422,
+                "Invalid request",
+                f"{first} is before the first partition {earliest} "
+                "(batch-inference.partitions.start-date)",
+            )
+        if last > latest:
+            raise Problem(
+                422,
+                "Invalid request",
+                f"{last} is after the last day a request may name, {latest} (today + "
+                f"{service.days_ahead} days: batch-inference.api.partition-days-ahead)",
             )
         output = body.output_table or "predictions/" + re.sub(
             r"[^a-z0-9_-]", "_", reference.name.lower()
@@ -169,12 +292,7 @@ def jobs_router(service: JobsService) -> APIRouter:
         except IdempotencyConflict as error:
             raise Problem(409, "Idempotency key reused", str(error)) from error
         except StoreUnavailable as error:
-            raise Problem(
-                503,
-                "Unavailable",
-                f"the job could not be persisted: {error}",
-                {"Retry-After": "5"},
-            ) from error
+            raise _unavailable(error, "persist the job") from None
         location = f"{PREFIX}/{result.job.job_id}"
         response.headers["Location"] = location
         if not result.created:
@@ -184,9 +302,12 @@ def jobs_router(service: JobsService) -> APIRouter:
     @router.get("/{job_id}", response_model=JobView)
     def read(job_id: str, tenant: Annotated[Tenant, Depends(tenant_of)]) -> JobView:
         """A job of the caller's tenant (another tenant's job is not found)."""
-        job = service.store.get(tenant.id, job_id)
+        try:
+            job = service.store.get(tenant.id, _job_id(job_id))
+        except StoreUnavailable as error:
+            raise _unavailable(error, "read the job") from None
         if job is None:
-            raise Problem(404, "Not found", f"no job {job_id!r} for tenant {tenant.id!r}")
+            raise Problem(404, "Not found", f"no job {job_id} for tenant {tenant.id!r}")
         return JobView.of(job)
 
     @router.get("", response_model=list[JobView])
@@ -196,15 +317,25 @@ def jobs_router(service: JobsService) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[JobView]:
         """The caller's jobs, newest first."""
-        return [
-            JobView.of(j) for j in service.store.list(tenant.id, status=status_filter, limit=limit)
-        ]
+        if status_filter is not None and status_filter not in STATUSES:
+            raise Problem(
+                400,
+                "Invalid status filter",
+                f"status {shown(status_filter)} must be one of {', '.join(STATUSES)}",
+            )
+        try:
+            jobs = service.store.list(tenant.id, status=status_filter, limit=limit)
+        except StoreUnavailable as error:
+            raise _unavailable(error, "list the jobs") from None
+        return [JobView.of(j) for j in jobs]
 
     @router.post("/{job_id}/cancel", response_model=JobView)
     def cancel(job_id: str, tenant: Annotated[Tenant, Depends(tenant_of)]) -> JobView:
         """Cancel a job that has not finished (a queued or running run is cancelled too)."""
         try:
-            return JobView.of(service.store.cancel(tenant.id, job_id))
+            return JobView.of(service.store.cancel(tenant.id, _job_id(job_id)))
+        except StoreUnavailable as error:
+            raise _unavailable(error, "cancel the job") from None
         except JobNotFound as error:
             raise Problem(404, "Not found", str(error)) from error
         except InvalidTransition as error:

@@ -1,14 +1,18 @@
 """The real-time read path: a customer's current precomputed recommendation from Redis."""
 
+import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel
+from redis.exceptions import RedisError
 
 from batch_inference_platform.api.auth import tenant_dependency
-from batch_inference_platform.api.problems import Problem
+from batch_inference_platform.api.problems import Problem, log_reason
 from batch_inference_platform.lib.realtime.cache import RecommendationCache
 from batch_inference_platform.lib.tenants import Tenant, TenantDirectory
+
+logger = logging.getLogger(__name__)
 
 
 class RecommendationView(BaseModel):
@@ -33,13 +37,23 @@ def recommendations_router(cache: RecommendationCache, tenants: TenantDirectory)
 
     @router.get("/{customer_id}/recommendation", response_model=RecommendationView)
     def recommendation(
-        customer_id: int, tenant: Annotated[Tenant, Depends(tenant_of)]
+        customer_id: Annotated[int, Path(ge=0, le=2**63 - 1)],
+        tenant: Annotated[Tenant, Depends(tenant_of)],
     ) -> RecommendationView:
         """The customer's recommendation in the current cache version (404 if none); only for
         tenants allowed to read recommendations."""
         if not tenant.read_recommendations:
             raise Problem(403, "Forbidden", f"tenant {tenant.id!r} may not read recommendations")
-        found = cache.current(customer_id)
+        try:
+            found = cache.current(customer_id)
+        except RedisError as error:
+            logger.warning("recommendation cache unavailable: %s", log_reason(error))
+            raise Problem(
+                503,
+                "Unavailable",
+                "the recommendation cache is unavailable; try again later",
+                {"Retry-After": "5"},
+            ) from None
         if found is None:
             raise Problem(404, "Not found", f"no current recommendation for {customer_id}")
         i = found.insight
