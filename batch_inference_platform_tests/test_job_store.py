@@ -26,6 +26,7 @@ from batch_inference_platform.lib.messaging.kafka import (
     read_batch,
 )
 from batch_inference_platform.lib.messaging.schemas import (
+    ErrorMessage,
     InferenceRequestMessage,
     OutputMessage,
     StatusMessage,
@@ -185,6 +186,71 @@ def test_concurrent_submits(store: JobStore) -> None:
     assert len({job_id for _, job_id in results}) == 1
     assert len(store.list("globex")) == 1
     assert len(store.pending(limit=1000)) == 402
+
+
+def test_pending_messages_go_out_tenant_by_tenant_each_job_in_order(store: JobStore) -> None:
+    """A tenant's backlog delays another tenant by one message per turn, not by all of it."""
+    for n in range(5):
+        store.submit(request(f"acme-{n}"), None)
+    store.submit(request("globex-0", tenant="globex"), None)
+    store.update_status("acme-0", "queued")
+    first = store.pending(limit=4)
+    assert [(row.tenant, row.message_key, row.topic) for row in first] == [
+        ("acme", "acme-0", TOPICS.input),
+        ("globex", "globex-0", TOPICS.input),
+        ("acme", "acme-0", TOPICS.status),
+        ("globex", "globex-0", TOPICS.status),
+    ]
+    every = store.pending()
+    assert len(every) == 13
+    for job_id in {row.message_key for row in every}:
+        ids = [row.id for row in every if row.message_key == job_id]
+        assert ids == sorted(ids), f"{job_id}'s messages out of order"
+    store.mark_published([row.id for row in first])
+    assert [row.message_key for row in store.pending(limit=3)] == ["acme-1", "acme-1", "acme-2"]
+
+
+def test_parking_a_message_keeps_it_and_fails_its_job_with_the_reason(store: JobStore) -> None:
+    store.submit(request("job-1"), None)
+    store.submit(request("job-2"), None)
+    rows = store.pending()
+    refused = next(r for r in rows if r.message_key == "job-1" and r.topic == TOPICS.input)
+
+    result = store.park(refused.id, "MSG_SIZE_TOO_LARGE (Broker: Message size too large)")
+    assert result is not None and result.failed_job is not None
+    detail = (
+        f"Kafka refused the job's request message ({len(refused.payload):,} bytes to "
+        f"{TOPICS.input}): MSG_SIZE_TOO_LARGE (Broker: Message size too large)"
+    )
+    assert (result.failed_job.status, result.failed_job.detail) == ("failed", detail)
+    assert store.get("acme", "job-1") == result.failed_job
+    assert store.get("acme", "job-2").status == "accepted"  # type: ignore[union-attr]
+
+    parked = store.parked()
+    assert len(parked) == 1 and parked[0] == result.message
+    assert (parked[0].outbox_id, parked[0].payload, parked[0].attempts) == (
+        refused.id,
+        refused.payload,
+        1,
+    )
+    assert store.parked("job-2") == []
+    pending = store.pending()
+    assert refused.id not in {row.id for row in pending}
+    failed = [r for r in pending if r.message_key == "job-1" and r.topic == TOPICS.status]
+    assert [decode(StatusMessage, r.payload).status for r in failed] == ["accepted", "failed"]
+    assert decode(StatusMessage, failed[-1].payload).detail == detail
+    assert len(failed[-1].payload) < 1000, "the failure itself must be publishable"
+    (error,) = [decode(ErrorMessage, r.payload) for r in pending if r.topic == TOPICS.errors]
+    assert (error.job_id, error.tenant, error.error) == ("job-1", "acme", detail)
+
+    assert store.park(refused.id, "again") is None  # not pending any more
+    # A refused message of a finished job is parked; the job stays as it was.
+    store.update_status("job-2", "succeeded")
+    last = store.pending()[-1]
+    result = store.park(last.id, "UNKNOWN_TOPIC_OR_PART (Broker: Unknown topic or partition)")
+    assert result is not None and result.failed_job is None
+    assert store.get("acme", "job-2").status == "succeeded"  # type: ignore[union-attr]
+    assert [p.message_key for p in store.parked()] == ["job-2", "job-1"]
 
 
 def test_an_unreachable_database_is_reported_as_unavailable() -> None:

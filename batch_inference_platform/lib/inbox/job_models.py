@@ -71,6 +71,32 @@ class OutboxRow:
     published_at: dt.datetime | None
     attempts: int
     last_error: str | None
+    tenant: str | None = None
+    """The tenant of the job the message is about (its key), if the job is known."""
+
+
+@dataclass(frozen=True)
+class ParkedMessage:
+    """An outbox message Kafka refused for good, set aside with the reason (never resent)."""
+
+    id: int
+    outbox_id: int
+    topic: str
+    message_key: str
+    payload: bytes
+    created_at: dt.datetime
+    parked_at: dt.datetime
+    attempts: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class ParkResult:
+    """A message parked, and the job that failed because of it (None when the message is not
+    about a job, or its job had finished already)."""
+
+    message: ParkedMessage
+    failed_job: Job | None
 
 
 def request_hash(request: InferenceRequestMessage) -> str:

@@ -35,6 +35,23 @@ OUTBOX = sa.Table(
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Index("ix_outbox_unpublished", "published_at", "id"),
 )
+OUTBOX_PARKED = sa.Table(
+    "outbox_parked",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("outbox_id", sa.Integer, nullable=False),
+    sa.Column("topic", sa.String(249), nullable=False),
+    sa.Column("message_key", sa.String(200), nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("parked_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Index("ix_outbox_parked_key", "message_key"),
+)
+"""Outbox messages Kafka refused for good (too large, invalid, no such topic), moved here with
+the reason - kept for inspection, never sent again. ``outbox_id`` is the id it had there (sqlite
+may give that id to a later outbox row once this one is gone)."""
 RELAY_LEASE = sa.Table(
     "outbox_relay_lease",
     metadata,

@@ -32,6 +32,8 @@ from batch_inference_platform.lib.inbox.job_models import (
     JobNotFound,
     JobStoreError,
     OutboxRow,
+    ParkedMessage,
+    ParkResult,
     StoreUnavailable,
     SubmitResult,
     request_hash,
@@ -39,6 +41,7 @@ from batch_inference_platform.lib.inbox.job_models import (
 from batch_inference_platform.lib.inbox.job_tables import JOBS
 from batch_inference_platform.lib.messaging.schemas import (
     TERMINAL_STATUSES,
+    ErrorMessage,
     InferenceRequestMessage,
     JobStatus,
     StatusMessage,
@@ -55,12 +58,16 @@ __all__ = [
     "JobStore",
     "JobStoreError",
     "OutboxRow",
+    "ParkResult",
+    "ParkedMessage",
     "StoreUnavailable",
     "SubmitResult",
     "request_hash",
 ]
 
 _STATUSES = frozenset(get_args(JobStatus))
+MAX_DETAIL_CHARS = 1000
+"""A job's failure detail stays small: its status message must always be publishable."""
 
 
 class JobStore:
@@ -225,7 +232,7 @@ class JobStore:
     # ------------------------------------------------------------------ outbox
 
     def pending(self, limit: int = 500) -> builtins.list[OutboxRow]:
-        """Unpublished messages, oldest first."""
+        """Unpublished messages: tenants in turns, each tenant's (and job's) oldest first."""
         with self._transaction() as connection:
             return outbox.pending(connection, limit)
 
@@ -240,6 +247,52 @@ class JobStore:
         if ids:
             with self._transaction() as connection:
                 outbox.mark_failed(connection, ids, error)
+
+    def park(self, row_id: int, reason: str) -> ParkResult | None:
+        """Set pending message ``row_id`` aside for good - Kafka refused it permanently - with
+        ``reason``, and fail its job (unless finished) saying so: status 'failed' with that
+        detail and an error message, both small enough to publish. One transaction; None if
+        the message is not pending any more."""
+        with self._transaction() as connection:
+            message = outbox.park(connection, row_id, reason, now())
+            if message is None:
+                return None
+            query = JOBS.select().where(JOBS.c.job_id == message.message_key).with_for_update()
+            row = connection.execute(query).mappings().first()
+            if row is None or row["status"] in TERMINAL_STATUSES:
+                return ParkResult(message, None)
+            detail = self._refusal(message)
+            error = ErrorMessage(
+                job_id=row["job_id"],
+                tenant=row["tenant"],
+                dagster_run_id=row["dagster_run_id"],
+                error=detail,
+                failed_step=None,
+                metrics={},
+                at=now(),
+            )
+            extra = [(self.topics.errors, row["job_id"], encode(error))]
+            job = self._transition(connection, row["job_id"], "failed", None, None, detail, extra)
+            return ParkResult(message, job)
+
+    def _refusal(self, message: ParkedMessage) -> str:
+        kinds = {
+            self.topics.input: "request",
+            self.topics.status: "status",
+            self.topics.output: "output",
+            self.topics.errors: "error",
+        }
+        what = " ".join(filter(None, [kinds.get(message.topic), "message"]))
+        detail = (
+            f"Kafka refused the job's {what} ({len(message.payload):,} bytes to "
+            f"{message.topic}): {message.reason}"
+        )
+        return detail[:MAX_DETAIL_CHARS]
+
+    def parked(self, job_id: str | None = None, limit: int = 100) -> builtins.list[ParkedMessage]:
+        """Messages Kafka refused for good, newest first (only ``job_id``'s if given)."""
+        with self._transaction() as connection:
+            return outbox.parked(connection, job_id, limit)
 
     def try_relay_lease(self, holder: str, seconds: float) -> bool:
         """Take or renew the publishing lease for ``seconds``; False while another relay

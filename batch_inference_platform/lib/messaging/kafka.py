@@ -250,9 +250,7 @@ class KafkaPublisher:
                 refusal: KafkaError = error.args[0]
                 if refusal.fatal():
                     self._fatal = refusal.str()
-                return DeliveryFailure(
-                    f"{describe(refusal)}, {len(value):,} bytes", is_permanent(refusal)
-                )
+                return DeliveryFailure(describe(refusal), is_permanent(refusal))
 
     def _drop_queued(self) -> None:
         """Purge what is still queued or in flight (its delivery reports fire as failures)."""
