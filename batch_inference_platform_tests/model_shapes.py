@@ -179,3 +179,18 @@ def lightgbm_booster(frame: pd.DataFrame, target: np.ndarray, objective: str) ->
 def xgboost_classifier(frame: pd.DataFrame, target: np.ndarray) -> xgboost.XGBClassifier:
     model = xgboost.XGBClassifier(n_estimators=20, max_depth=4, n_jobs=1)
     return model.fit(frame[NUMBERS].to_numpy(np.float64), target)
+
+
+class NanOnLargeBatches(PythonModel):
+    """Passes a small smoke sample, then scores NaN for every row of a large batch."""
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> Any:
+        value = np.nan if len(model_input) > 2000 else 0.5
+        return np.full(len(model_input), value)
+
+
+class IntegerLabels(PythonModel):
+    """Returns classes 0/1 as integers: labels, never probabilities."""
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> Any:
+        return (model_input["credit_score"] < 600).astype(np.int64).to_numpy()

@@ -214,10 +214,14 @@ def test_the_model_is_loaded_once(backfill: Backfill) -> None:
             1,
             OutputKind.PROBABILITY,
             "1",
+            platform.registry.version(platform.model_name, 1).source,
             str(platform.settings.model_cache_dir),
         )
     ]
-    assert backfill.native_keys == [(platform.registry.registry_uri, platform.model_name, 1)]
+    source = platform.registry.version(platform.model_name, 1).source
+    assert backfill.native_keys == [
+        (platform.registry.registry_uri, platform.model_name, 1, source)
+    ]
     # ... and one compiled cache entry on disk.
     entries = list((platform.settings.model_cache_dir / platform.model_name).iterdir())
     assert [e.name.split("-")[0] for e in entries] == ["v1"]

@@ -111,6 +111,45 @@ def _xgboost(frame: pd.DataFrame) -> tuple[Callable[[str], Any], Expected]:
     return shapes.log_xgboost(model, shapes.columns(frame, shapes.NUMBERS)), expected
 
 
+def _booster_reordered(frame: pd.DataFrame) -> tuple[Callable[[str], Any], Expected]:
+    """Fit on the features in reverse order; the signature lists them in table order."""
+    reverse = shapes.NUMBERS[::-1]
+    matrix = shapes.columns(frame, reverse).to_numpy(np.float64)
+    booster = lgb.train(
+        {"objective": "binary", "verbose": -1, "num_threads": 1},
+        lgb.Dataset(matrix, shapes.default_label(frame), feature_name=reverse),
+        num_boost_round=15,
+    )
+    log = shapes.log_lightgbm(booster, shapes.columns(frame, shapes.NUMBERS))
+    return log, {"score": np.asarray(booster.predict(matrix))}
+
+
+def _forest_reordered(frame: pd.DataFrame) -> tuple[Callable[[str], Any], Expected]:
+    reverse = shapes.columns(frame, shapes.NUMBERS[::-1]).fillna(0)
+    model = RandomForestClassifier(n_estimators=5, max_depth=4, random_state=0)
+    model.fit(reverse, shapes.default_label(frame))
+    log = shapes.log_sklearn(
+        model, shapes.columns(frame, shapes.NUMBERS).fillna(0), ("sklearn.tree._tree.Tree",)
+    )
+    expected = np.asarray(model.predict_proba(shapes.columns(frame, shapes.NUMBERS[::-1])))[:, 1]
+    return log, {"score": expected}
+
+
+def _lightgbm_categoricals(frame: pd.DataFrame) -> tuple[Callable[[str], Any], Expected]:
+    """LightGBM on a DataFrame with string and integer pandas categoricals."""
+    names = ["employment_type", "loan_term_months", *shapes.NUMBERS[1:]]
+    training = shapes.columns(frame, names).astype(
+        {"employment_type": "category", "loan_term_months": "category"}
+    )
+    booster = lgb.train(
+        {"objective": "binary", "verbose": -1, "num_threads": 1, "min_data_per_group": 5},
+        lgb.Dataset(training, shapes.default_label(frame)),
+        num_boost_round=15,
+    )
+    log = shapes.log_lightgbm(booster, shapes.columns(frame, names))
+    return log, {"score": np.asarray(booster.predict(training))}
+
+
 CASES = {
     "shape_sklearn_pipeline_strings": Case("probability", _pipeline),
     "shape_pyfunc_integers": Case("probability", _pyfunc_integers),
@@ -119,6 +158,9 @@ CASES = {
     "shape_sklearn_three_classes": Case("class_probabilities", _three_classes),
     "shape_lightgbm_booster_multiclass": Case("class_probabilities", _booster_multiclass),
     "shape_sklearn_labels": Case("label", _labels),
+    "shape_lightgbm_reordered_features": Case("probability", _booster_reordered),
+    "shape_forest_reordered_features": Case("probability", _forest_reordered),
+    "shape_lightgbm_pandas_categoricals": Case("probability", _lightgbm_categoricals),
     "shape_xgboost_classifier": Case("probability", _xgboost),
 }
 
@@ -387,3 +429,58 @@ def test_a_skops_model_has_the_same_cache_key_in_every_process(base: Base) -> No
     ]
     keys = [line.split()[1] for out in prints for line in out.splitlines() if "FINGERPRINT" in line]
     assert len(keys) == 2 and keys[0] == keys[1], prints
+
+
+def test_a_version_whose_checks_fail_is_not_an_approved_champion(base: Base) -> None:
+    """It passes the smoke test (1,024 rows) but scores NaN on the real partition."""
+    platform = _deployment(base, "shape_nan_on_large_batches", "probability")
+    inputs = shapes.columns(base.frame, shapes.NUMBERS)
+    assert shapes.register(platform, shapes.log_pyfunc(shapes.NanOnLargeBatches(), inputs)) == 1
+    result = platform.score(DAY_A)
+    assert check_evaluations(result)["no_null_scores"].passed is False
+    tags = platform.registry.client.get_model_version("shape_nan_on_large_batches", "1").tags
+    assert SERVED_TAG not in tags
+
+
+def test_a_changed_class_set_is_refused_before_it_breaks_the_table(base: Base) -> None:
+    """v1 (3 classes) wrote the table; v2 has 2 classes: refused, v1 keeps serving."""
+    name = "shape_class_set_change"
+    platform = _deployment(base, name, "class_probabilities")
+    inputs = shapes.columns(base.frame, shapes.STRINGS + shapes.NUMBERS)
+    three = shapes.string_pipeline(base.frame, shapes.risk_band(base.frame))
+    assert shapes.register(platform, shapes.log_sklearn(three, inputs)) == 1
+    assert platform.score(DAY_A).success
+    two = shapes.string_pipeline(base.frame, shapes.default_label(base.frame))
+    assert shapes.register(platform, shapes.log_sklearn(two, inputs)) == 2
+    result = platform.score(DAY_A)
+    assert result.success, failure_messages(result)
+    meta = materializations(result)["model_versions"]
+    assert (meta["model_version"], meta["alias_holder_version"]) == (1, 2)
+    check = check_evaluations(result)["champion_passes_validation"]
+    assert check.description is not None
+    assert "differ from the prediction table's" in check.description
+
+
+class _Pyfunc:
+    def __init__(self, output: np.ndarray) -> None:
+        self.output = output
+
+    def predict(self, rows: Any) -> np.ndarray:
+        return self.output
+
+
+def test_integer_outputs_are_labels_never_probabilities() -> None:
+    shape = model_shape("pyfunc", _Pyfunc(np.array([0, 1, 1, 0])))
+    sample = lambda: pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0]})  # noqa: E731
+    with pytest.raises(OutputMismatchError, match="returning labels"):
+        bind_output(shape, OutputKind.PROBABILITY, "1", sample)
+    spec, predict = bind_output(shape, OutputKind.LABEL, "1", sample)
+    assert spec.kind is OutputKind.LABEL and list(predict(sample())) == [0, 1, 1, 0]
+
+
+def test_classes_whose_columns_would_clash_are_refused() -> None:
+    model = LogisticRegression().fit(
+        np.random.default_rng(0).normal(size=(40, 2)), np.array(["A-1", "A 1"] * 20)
+    )
+    with pytest.raises(OutputMismatchError, match="clashing column names"):
+        bind_output(model_shape("sklearn", model), OutputKind.CLASS_PROBABILITIES, "1", _no_sample)

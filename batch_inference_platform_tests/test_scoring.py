@@ -209,3 +209,14 @@ def test_quantiles_are_monotone_and_accurate() -> None:
 def test_quantiles_of_an_empty_histogram_do_not_fail() -> None:
     values = list(ScoreHistogram().quantiles((0.1, 0.5, 0.9)).values())
     assert values == sorted(values)
+
+
+def test_an_optional_input_the_table_lacks_is_fed_as_nan(batch: pa.RecordBatch) -> None:
+    plan = InputPlan(
+        (InputColumn("age", "long"), InputColumn("not_in_table", "double", required=False)),
+        matrix=True,
+    )
+    matrix = plan.prepare(batch)
+    assert matrix.shape == (batch.num_rows, 2)
+    assert np.isnan(matrix[:, 1]).all()
+    np.testing.assert_array_equal(matrix[:, 0], batch.column("age").to_numpy())

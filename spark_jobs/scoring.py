@@ -133,9 +133,12 @@ def _score_stats(scored: DataFrame, output: OutputSpec) -> tuple[int, ScoreStats
         bins = F.least(F.greatest(F.floor(F.col("p") * FINE_BINS), F.lit(0)), F.lit(FINE_BINS - 1))
         for row in good.groupBy(bins.alias("bin")).count().collect():
             stats.histogram.counts[int(row["bin"])] += int(row["count"])
-        sample = good.orderBy(F.rand(seed=7)).limit(SAMPLE_SIZE).collect()
+        # The lowest random keys of the partition, keys kept: merged with other partitions'
+        # samples, each row keeps the same chance of being in the run's sample.
+        keyed = good.select("p", F.rand().alias("key")).orderBy("key").limit(SAMPLE_SIZE)
+        sample = keyed.collect()
         stats.sample = np.asarray([row["p"] for row in sample], np.float64)
-        stats.sample_keys = np.random.default_rng().random(len(sample))
+        stats.sample_keys = np.asarray([row["key"] for row in sample], np.float64)
         stats.min_score = float("inf") if totals["min"] is None else float(totals["min"])
         stats.max_score = float("-inf") if totals["max"] is None else float(totals["max"])
     return int(totals["rows"]), stats

@@ -219,11 +219,14 @@ def _score(
             **quantiles,
         },
     )
-    record_served(registry.registry, serving.version)
-    return dg.MaterializeResult(
-        metadata=metadata,
-        check_results=_check_results(scored, drift, output, policy),
-    )
+    checks = _check_results(scored, drift, output, policy)
+    if all(c.passed for c in checks if c.severity == dg.AssetCheckSeverity.ERROR):
+        record_served(registry.registry, serving.version)  # an approved champion from now on
+    else:
+        context.log.warning(
+            f"{serving.version.uri} is not recorded as an approved champion: a check failed"
+        )
+    return dg.MaterializeResult(metadata=metadata, check_results=checks)
 
 
 def _check_results(

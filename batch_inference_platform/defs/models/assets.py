@@ -13,19 +13,19 @@ from batch_inference_platform.defs.partitions import Stopwatch
 from batch_inference_platform.defs.resources import LakeResource, ModelRegistryResource
 from batch_inference_platform.defs.validation.assets import VALIDATED_KEY
 from batch_inference_platform.lib.alerts import Alert
+from batch_inference_platform.lib.features.contract import validated_schema
 from batch_inference_platform.lib.lake.tables import (
     TableNotFoundError,
     read_partition,
     snapshot,
     table_schema,
 )
-from batch_inference_platform.lib.registry.client import ModelNotFoundError, ModelVersionInfo
-from batch_inference_platform.lib.registry.loader import load_scorer
+from batch_inference_platform.lib.registry.client import ModelNotFoundError
+from batch_inference_platform.lib.registry.probe import ServingProbe, sample_batch
 from batch_inference_platform.lib.registry.resolution import (
     NoCompatibleVersionError,
     resolve_serving_version,
 )
-from batch_inference_platform.lib.registry.smoke import SmokeResult, smoke_test
 from batch_inference_platform.lib.registry.training import TrainingParams, train_and_register
 
 MODEL_VERSIONS_KEY = dg.AssetKey("model_versions")
@@ -136,20 +136,21 @@ def build_model_versions(*, trained_locally: bool) -> dg.AssetsDefinition:
         client = registry.registry
         validated = snapshot(lake.layout.validated)
         latest = validated.days()[-1]
-        sample = _first_rows_batch(validated.batches(latest), SMOKE_ROWS)
-        smoke: dict[int, SmokeResult] = {}
-
-        def smoke_problems(version: ModelVersionInfo) -> list[str]:
-            smoke[version.version] = result = smoke_test(
-                lambda: load_scorer(client, version, registry.output, lambda: [sample]),
-                sample,
-                max_load_seconds=registry.max_load_seconds,
-            )
-            return [f"smoke test: {problem}" for problem in result.problems]
+        sample = sample_batch(validated.batches(latest), SMOKE_ROWS)
+        if sample is None:
+            raise dg.Failure(f"no validated rows for {latest} to test the model on")
+        target = lake.layout.predictions(registry.model_name)
+        probe = ServingProbe(
+            load=lambda version: registry.scorer(version, lambda: [sample]),
+            sample=sample,
+            validated=validated_schema(),  # the contract's nullability (Delta keeps none)
+            max_load_seconds=registry.max_load_seconds,
+            predictions=table_schema(target) if target.exists() else None,
+        )
 
         try:
             resolution = resolve_serving_version(
-                client, registry.model_name, registry.alias, schema, smoke_problems
+                client, registry.model_name, registry.alias, schema, probe
             )
         except NoCompatibleVersionError as error:
             _refuse(context, registry, alerts, error.rejected, str(error))
@@ -166,11 +167,11 @@ def build_model_versions(*, trained_locally: bool) -> dg.AssetsDefinition:
             _refuse(context, registry, alerts, resolution.rejected, refusal)
         context.log.info(f"{serving.uri} serves: {resolution.reason}")
         signature = client.signature(serving)
-        scorer = registry.scorer(serving, lambda: validated.batches(latest))
+        scorer = probe.scorers[serving.version]
         manifest = scorer.compiled.manifest
         if scorer.compiled.predict is None:
             context.log.warning(f"{serving.uri} scores natively: {manifest.reason}")
-        passed = smoke[serving.version]
+        passed = probe.results[serving.version]
         yield dg.Output(
             ServingModel(serving, registry.alias, resolution.alias_holder.version, scorer.output),
             metadata={
@@ -243,11 +244,3 @@ def _refuse(
             severity="warning",
         )
     )
-
-
-def _first_rows_batch(batches: Iterable[pa.RecordBatch], limit: int) -> pa.RecordBatch:
-    """The first ``limit`` rows of a stream as one batch (the smoke test's sample)."""
-    taken = list(_first_rows(batches, limit))
-    if not taken:
-        raise dg.Failure("no validated rows to test the model on")
-    return pa.Table.from_batches(taken).combine_chunks().to_batches()[0]

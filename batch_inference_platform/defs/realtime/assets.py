@@ -13,9 +13,11 @@ import json
 
 import dagster as dg
 
+from batch_inference_platform.defs.models.assets import SMOKE_ROWS
 from batch_inference_platform.defs.realtime.resources import RealtimeResource
 from batch_inference_platform.defs.resources import LakeResource, ModelRegistryResource
-from batch_inference_platform.lib.lake.tables import table_schema
+from batch_inference_platform.lib.features.contract import validated_schema
+from batch_inference_platform.lib.lake.tables import snapshot
 from batch_inference_platform.lib.messaging.kafka import KafkaPublisher, read_batch
 from batch_inference_platform.lib.realtime.aggregates import aggregate
 from batch_inference_platform.lib.realtime.ingest import Ingested, ingest, merge_events
@@ -36,7 +38,14 @@ from batch_inference_platform.lib.realtime.tables import (
     replace_windows,
     windows_written_since,
 )
-from batch_inference_platform.lib.registry.resolution import resolve_serving_version
+from batch_inference_platform.lib.registry.client import ModelNotFoundError
+from batch_inference_platform.lib.registry.probe import ServingProbe, sample_batch
+from batch_inference_platform.lib.registry.resolution import (
+    NoCompatibleVersionError,
+    resolve_serving_version,
+)
+from batch_inference_platform.lib.scoring.kernel import Scorer
+from batch_inference_platform.lib.scoring.outputs import OutputKind
 
 WINDOWS_KEY_ASSET = dg.AssetKey("customer_activity_windows")
 AGGREGATES_VERSION_KEY = "bip.aggregates_version"
@@ -182,16 +191,10 @@ def customer_insights(
     )
     if not pending:
         return dg.MaterializeResult(metadata={"windows": [], "insights": 0})
-    # The version that may serve: the alias holder if its signature fits the validated
-    # features, else the newest earlier one that does (as model_versions decides).
-    resolution = resolve_serving_version(
-        registry.registry, registry.model_name, registry.alias, table_schema(layout.validated)
-    )
-    version = resolution.serving
+    scorer = _serving_scorer(lake, registry)
     insights = build_insights(
         read_windows(layout.realtime_aggregates, pending),
-        registry=registry.registry,
-        version=version,
+        scorer=scorer,
         validated=layout.validated,
         generated_at=dt.datetime.now(dt.UTC),
     )
@@ -219,8 +222,8 @@ def customer_insights(
             "windows": sorted(pending),
             "insights": len(insights),
             "next_best_actions": dg.MetadataValue.json(actions),
-            "model_name": version.name,
-            "model_version": version.version,
+            "model_name": scorer.model_name,
+            "model_version": scorer.model_version,
             "cache_version": context.run_id,
             "cached_customers": cached,
             "table_uri": dg.MetadataValue.path(layout.realtime_insights.uri),
@@ -248,3 +251,31 @@ def build_realtime_schedule(cron: str) -> dg.ScheduleDefinition:
         execution_timezone="UTC",
         description="Aggregates new events and refreshes insights and the Redis cache.",
     )
+
+
+def _serving_scorer(lake: LakeResource, registry: ModelRegistryResource) -> Scorer:
+    """The version that serves batch scoring now, vetted the same way (signature, output kind,
+    smoke test): insights score customers' risk with it."""
+    if registry.output.kind is not OutputKind.PROBABILITY:
+        raise dg.Failure(
+            "real-time insights rank customers by the probability a model gives them; this use "
+            f"case declares output kind {registry.output.kind.value!r}"
+        )
+    validated = snapshot(lake.layout.validated)
+    days = validated.days()
+    sample = sample_batch(validated.batches(days[-1]), SMOKE_ROWS) if days else None
+    if sample is None:
+        raise dg.Failure(f"no validated rows at {lake.layout.validated.uri} to vet the model on")
+    probe = ServingProbe(
+        load=lambda version: registry.scorer(version, lambda: [sample]),
+        sample=sample,
+        validated=validated_schema(),  # the contract's nullability (Delta keeps none)
+        max_load_seconds=registry.max_load_seconds,
+    )
+    try:
+        resolution = resolve_serving_version(
+            registry.registry, registry.model_name, registry.alias, validated.schema, probe
+        )
+    except (ModelNotFoundError, NoCompatibleVersionError) as error:
+        raise dg.Failure(str(error)) from error
+    return probe.scorers[resolution.serving.version]

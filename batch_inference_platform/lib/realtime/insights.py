@@ -22,10 +22,7 @@ from batch_inference_platform.lib.realtime.tables import (
     window_id,
     window_start_of,
 )
-from batch_inference_platform.lib.registry.client import ModelRegistry, ModelVersionInfo
-from batch_inference_platform.lib.registry.compatibility import input_names
-from batch_inference_platform.lib.registry.loader import load_scorer
-from batch_inference_platform.lib.scoring.outputs import OutputKind, OutputSpec
+from batch_inference_platform.lib.scoring.kernel import Scorer
 
 _UTC = pa.timestamp("us", tz="UTC")
 INSIGHTS_SCHEMA = pa.schema(
@@ -45,33 +42,24 @@ INSIGHTS_SCHEMA = pa.schema(
 )
 
 
-def risk_scores(
-    registry: ModelRegistry,
-    version: ModelVersionInfo,
-    validated: DeltaLocation,
-    customers: list[int],
-) -> dict[int, float]:
-    """The model's score of each customer's row in the latest validated partition (customers
-    without one get no score)."""
+def risk_scores(scorer: Scorer, validated: DeltaLocation, customers: list[int]) -> dict[int, float]:
+    """The serving model's probability for each customer's row in the latest validated
+    partition (customers without one get no score)."""
     if not customers or not validated.exists():
         return {}
-    signature = registry.signature(version)
-    if signature is None:
-        raise ValueError(f"{version.uri} has no input signature")
-    names = input_names(signature)
     source = snapshot(validated)
     days = source.days()
     if not days:
         return {}
     wanted = ds.field(KEY_COLUMN).isin(customers)
-    batches = [b.filter(wanted) for b in source.batches(days[-1], columns=[KEY_COLUMN, *names])]
+    columns = [KEY_COLUMN, *scorer.inputs.present(source.schema)]
+    batches = [b.filter(wanted) for b in source.batches(days[-1], columns=columns)]
     rows = pa.Table.from_batches(
         [b for b in batches if b.num_rows], schema=batches[0].schema if batches else None
     )
     if rows.num_rows == 0:
         return {}
     batch = rows.combine_chunks().to_batches()[0]
-    scorer = load_scorer(registry, version, OutputSpec(OutputKind.PROBABILITY), lambda: [batch])
     scores = np.asarray(scorer.predict(scorer.inputs.prepare(batch)), np.float64)
     keys = batch.column(KEY_COLUMN).to_pylist()
     return {int(k): float(v) for k, v in zip(keys, scores.tolist(), strict=True) if k is not None}
@@ -80,14 +68,14 @@ def risk_scores(
 def build_insights(
     aggregates: pa.Table,
     *,
-    registry: ModelRegistry,
-    version: ModelVersionInfo,
+    scorer: Scorer,
     validated: DeltaLocation,
     generated_at: dt.datetime,
 ) -> list[InsightMessage]:
-    """One insight per (window, customer) of ``aggregates``."""
+    """One insight per (window, customer) of ``aggregates``, with the risk ``scorer`` (a
+    probability model) gives each customer."""
     rows = aggregates.to_pylist()
-    risks = risk_scores(registry, version, validated, sorted({r["customer_id"] for r in rows}))
+    risks = risk_scores(scorer, validated, sorted({r["customer_id"] for r in rows}))
     insights = []
     for row in rows:
         activity = {name: float(row[name]) for name in ACTIVITY}
@@ -99,8 +87,8 @@ def build_insights(
                 window_start=row["window_start"],
                 window_end=row["window_end"],
                 risk_score=risk,
-                model_name=version.name,
-                model_version=version.version,
+                model_name=scorer.model_name,
+                model_version=scorer.model_version,
                 next_best_action=action,
                 reason=reason,
                 activity=activity,

@@ -18,7 +18,12 @@ import numpy as np
 import pandas as pd
 
 from batch_inference_platform.lib.scoring.inputs import ModelInput
-from batch_inference_platform.lib.scoring.outputs import OutputKind, OutputSpec
+from batch_inference_platform.lib.scoring.outputs import OutputKind, OutputSpec, class_column
+
+# A model fit on named columns and fed them as a matrix in the same order (the loader orders
+# the matrix by the model's feature names) warns on every predict call; the warning says
+# nothing the loader has not checked.
+warnings.filterwarnings("ignore", message="X does not have valid feature names")
 
 Task = Literal["binary", "multiclass", "regression", "score", "labels", "unknown"]
 """``score``: one number per row of unknown meaning; ``labels``: one class per row."""
@@ -81,6 +86,11 @@ def bind_output(
             classes = np.asarray(shape.classes, dtype=object)
             return expected, lambda rows: classes[np.argmax(probabilities(rows), axis=1)]
     if kind is OutputKind.CLASS_PROBABILITIES and probabilities is not None:
+        columns = [class_column(c) for c in shape.classes]
+        if len(set(columns)) != len(columns):
+            raise OutputMismatchError(
+                f"the model's classes {list(shape.classes)} give clashing column names {columns}"
+            )
         return OutputSpec(kind, positive_class, shape.classes), probabilities
     if kind is OutputKind.PROBABILITY and probabilities is not None and len(shape.classes) == 2:
         if positive_class not in shape.classes:
@@ -136,16 +146,24 @@ def _xgboost_booster(booster: Any) -> ModelShape:
         count = int(config["learner_model_param"]["num_class"])
         classes = tuple(str(c) for c in range(count))
         return ModelShape("multiclass", detail, classes, lambda r: booster.predict(matrix(r)))
+    if objective == "binary:logitraw":
+        return ModelShape(
+            "score", f"{detail} (raw margins)", predict=lambda r: booster.predict(matrix(r))
+        )
+    if objective in ("binary:hinge", "multi:softmax"):
+        # Class indices, returned as floats: labels "0", "1"... like every other classifier.
+        return ModelShape(
+            "labels", detail, predict=lambda r: booster.predict(matrix(r)).astype(np.int64)
+        )
     if objective.startswith(("binary:", "multi:", "rank:")):
-        # binary:hinge/logitraw, multi:softmax: no probabilities to serve.
-        return ModelShape("labels", detail, predict=lambda rows: booster.predict(matrix(rows)))
+        return ModelShape("unknown", detail, predict=lambda r: booster.predict(matrix(r)))
     return ModelShape("regression", detail, predict=lambda rows: booster.predict(matrix(rows)))
 
 
 def _sklearn(model: Any) -> ModelShape:
     """scikit-learn estimators and pipelines, and the scikit-learn APIs of LightGBM/XGBoost."""
     name = type(model).__name__
-    predict = _quiet(model.predict)
+    predict = model.predict
     classes = getattr(model, "classes_", None)
     if classes is None:
         return ModelShape("regression", name, predict=predict)
@@ -153,7 +171,7 @@ def _sklearn(model: Any) -> ModelShape:
     task: Task = "binary" if len(labels) == 2 else "multiclass"
     if not hasattr(model, "predict_proba"):
         return ModelShape(task, f"{name} without predict_proba", labels, None, predict)
-    return ModelShape(task, name, labels, _quiet(model.predict_proba), predict)
+    return ModelShape(task, name, labels, model.predict_proba, predict)
 
 
 def _pyfunc(model: Any) -> ModelShape:
@@ -192,11 +210,13 @@ def _observed(shape: ModelShape, sample: ModelInput) -> ModelShape:
         result = result.to_numpy() if hasattr(result, "to_numpy") else np.asarray(result)
         return result.reshape(len(result), -1)[:, 0] if result.ndim == 2 else result
 
-    if np.issubdtype(np.asarray(single(sample)).dtype, np.number):
+    kind = np.asarray(single(sample)).dtype
+    if np.issubdtype(kind, np.floating):
         # A value, or the probability of the positive class: the declared kind says which.
         return ModelShape(
             "score", f"({shape.detail}) returning one number per row", (), None, single
         )
+    # Integers, booleans and strings are classes, never probabilities.
     return ModelShape("labels", f"({shape.detail}) returning labels", (), None, single)
 
 
@@ -212,18 +232,6 @@ def _two_columns(positive: Predict) -> Predict:
 
 def _as_float(predict: Predict) -> Predict:
     return lambda rows: np.asarray(predict(rows), np.float64)
-
-
-def _quiet(method: Predict) -> Predict:
-    """``method`` without scikit-learn's per-call 'X does not have valid feature names' warning
-    (a model fit on a DataFrame fed the same columns as a matrix)."""
-
-    def call(rows: ModelInput) -> Any:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="X does not have valid feature names")
-            return method(rows)
-
-    return call
 
 
 def _is_sklearn(model: Any) -> bool:

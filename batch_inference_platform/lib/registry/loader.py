@@ -11,11 +11,12 @@ per version (``lib.scoring.compiled``) and serve when their scores match native.
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,12 @@ from batch_inference_platform.lib.scoring.compiled import (
     compile_model,
     compiler_for,
 )
-from batch_inference_platform.lib.scoring.inputs import InputPlan, ModelInput, plan_inputs
+from batch_inference_platform.lib.scoring.inputs import (
+    InputPlan,
+    ModelInput,
+    UnsupportedSignatureError,
+    plan_inputs,
+)
 from batch_inference_platform.lib.scoring.outputs import OutputKind, OutputSpec, class_column
 
 Sample = Callable[[], Iterable[pa.RecordBatch]]
@@ -96,15 +102,23 @@ class ServingScorer:
         return self.native_predict(model_input)
 
 
-_loaded: dict[tuple[str, str, int], LoadedModel] = {}
+_loaded: dict[tuple[Any, ...], LoadedModel] = {}
 _serving: dict[tuple[Any, ...], ServingScorer] = {}
+_locks: dict[tuple[Any, ...], threading.Lock] = {}
 _lock = threading.Lock()
 
 
-def load_model(registry: ModelRegistry, version: ModelVersionInfo) -> LoadedModel:
-    """``version`` loaded natively, once per process."""
-    key = (registry.registry_uri, version.name, version.version)
+def _lock_for(key: tuple[Any, ...]) -> threading.Lock:
+    """One lock per cache entry: loading one version never blocks another's lookup."""
     with _lock:
+        return _locks.setdefault(key, threading.Lock())
+
+
+def load_model(registry: ModelRegistry, version: ModelVersionInfo) -> LoadedModel:
+    """``version`` loaded natively, once per process (keyed by its artifacts' source, so a
+    re-created model name never gets an old version's model)."""
+    key = (registry.registry_uri, version.name, version.version, version.source)
+    with _lock_for(key):
         if key not in _loaded:
             _loaded[key] = _load(registry, version)
         return _loaded[key]
@@ -123,13 +137,13 @@ def load_scorer(
     output does not fit the kind. ``sample`` is only read when needed (binding a pyfunc's
     output, verifying a fresh compilation)."""
     key = (registry.registry_uri, version.name, version.version, output.kind, output.positive_class)
-    key = (*key, str(cache_root))
-    with _lock:
-        if key in _serving:
-            return _serving[key]
-    scorer = bind(load_model(registry, version), output, sample, cache_root=cache_root)
-    with _lock:
-        return _serving.setdefault(key, scorer)
+    key = (*key, version.source, str(cache_root))
+    with _lock_for(key):
+        if key not in _serving:
+            _serving[key] = bind(
+                load_model(registry, version), output, sample, cache_root=cache_root
+            )
+        return _serving[key]
 
 
 def bind(
@@ -212,13 +226,50 @@ def _load(registry: ModelRegistry, version: ModelVersionInfo) -> LoadedModel:
     finally:
         if not keep_files:
             shutil.rmtree(local, ignore_errors=True)
-    inputs = plan_inputs(
-        signature,
-        takes_matrix=_takes_matrix(flavor, model),
-        strings_as_category=flavor == "lightgbm",
+    inputs = _as_fitted(
+        flavor, model, plan_inputs(signature, takes_matrix=_takes_matrix(flavor, model))
     )
     shape = model_shape(flavor, model)
     return LoadedModel(version.name, version.version, flavor, model, inputs, shape, fingerprint)
+
+
+def _as_fitted(flavor: str, model: Any, plan: InputPlan) -> InputPlan:
+    """``plan`` with its columns in the order the model was fit on (by name, when the model
+    knows its features' names), and LightGBM's pandas categoricals handed over as such."""
+    fitted = _feature_names(flavor, model)
+    declared = set(plan.names)
+    if fitted and set(fitted) <= declared:
+        plan = plan.ordered(fitted)
+    elif fitted and set(fitted) & declared:
+        raise UnsupportedSignatureError(
+            f"the model was fit on features {fitted}, its signature declares {plan.names}: "
+            "log it with a signature inferred from the training columns"
+        )
+    booster = getattr(model, "booster_", model) if flavor == "lightgbm" else None
+    categories = getattr(booster, "pandas_categorical", None) if booster is not None else None
+    if not categories:
+        return plan
+    names = booster.feature_name()  # type: ignore[union-attr]
+    header = booster.model_to_string(num_iteration=1)  # type: ignore[union-attr]
+    found = re.search(r"^\[categorical_feature: ([0-9,]*)\]$", header, re.MULTILINE)
+    indices = [int(i) for i in found.group(1).split(",") if i] if found else []
+    if len(indices) != len(categories):
+        raise UnsupportedSignatureError(
+            f"LightGBM model with {len(categories)} pandas categoricals whose columns cannot be "
+            "told from the model file"
+        )
+    return replace(plan, matrix=False, categorical=tuple(names[i] for i in indices))
+
+
+def _feature_names(flavor: str, model: Any) -> list[str]:
+    """The feature names the model was fit on, in order (empty when it does not know them)."""
+    if flavor == "lightgbm":
+        return list(getattr(model, "booster_", model).feature_name())
+    if flavor == "xgboost":
+        booster = model.get_booster() if hasattr(model, "get_booster") else model
+        return list(booster.feature_names or [])
+    names = getattr(model, "feature_names_in_", None)
+    return [str(name) for name in names] if names is not None else []
 
 
 def _takes_matrix(flavor: str, model: Any) -> bool:

@@ -8,7 +8,7 @@ DataFrame with named columns in the signature's types.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -53,9 +53,10 @@ class InputPlan:
 
     columns: tuple[InputColumn, ...]
     matrix: bool
-    """True: a float64 matrix in signature order (nulls NaN); False: a typed DataFrame."""
-    strings_as_category: bool = False
-    """String columns as pandas categoricals (LightGBM maps them to its training categories)."""
+    """True: a float64 matrix in column order (nulls NaN); False: a typed DataFrame."""
+    categorical: tuple[str, ...] = ()
+    """Columns handed over as pandas categoricals (LightGBM maps them to its training
+    categories)."""
 
     @property
     def names(self) -> list[str]:
@@ -71,6 +72,11 @@ class InputPlan:
             return feature_matrix(batch, self.names)
         return self.frame(batch)
 
+    def ordered(self, names: list[str]) -> InputPlan:
+        """The same plan with its columns in ``names``' order (the order a model was fit in)."""
+        by_name = {column.name: column for column in self.columns}
+        return replace(self, columns=tuple(by_name[name] for name in names))
+
     def frame(self, batch: pa.RecordBatch) -> pd.DataFrame:
         """The batch's inputs as a DataFrame in the declared types (nulls as NaN/None)."""
         arrays, names = [], []
@@ -81,10 +87,9 @@ class InputPlan:
             arrays.append(pc.cast(batch.column(index), ARROW_TYPES[column.type]))
             names.append(column.name)
         frame = pa.RecordBatch.from_arrays(arrays, names=names).to_pandas()
-        if self.strings_as_category:
-            for column in self.columns:
-                if column.type == "string" and column.name in frame:
-                    frame[column.name] = frame[column.name].astype("category")
+        for name in self.categorical:
+            if name in frame:
+                frame[name] = frame[name].astype("category")
         return frame
 
     def sample(self, batches: Iterable[pa.RecordBatch], rows: int = 4096) -> ModelInput:
@@ -101,9 +106,7 @@ class InputPlan:
         return self.prepare(pa.Table.from_batches(taken).combine_chunks().to_batches()[0])
 
 
-def plan_inputs(
-    signature: ModelSignature | None, *, takes_matrix: bool, strings_as_category: bool = False
-) -> InputPlan:
+def plan_inputs(signature: ModelSignature | None, *, takes_matrix: bool) -> InputPlan:
     """The input plan for a model with ``signature`` whose flavor does (not) take a matrix."""
     if signature is None or signature.inputs is None:
         raise UnsupportedSignatureError("the model version has no input signature")
@@ -122,16 +125,23 @@ def plan_inputs(
             )
         columns.append(InputColumn(spec.name, type_name, spec.required))
     numeric = all(column.type in NUMERIC_TYPES for column in columns)
-    return InputPlan(tuple(columns), takes_matrix and numeric, strings_as_category)
+    return InputPlan(tuple(columns), takes_matrix and numeric)
 
 
 def feature_matrix(batch: pa.RecordBatch, names: Sequence[str]) -> np.ndarray:
-    """The batch's ``names`` columns as a C-contiguous float64 matrix, nulls as NaN.
+    """The batch's ``names`` columns as a C-contiguous float64 matrix, nulls as NaN (a column
+    the batch lacks - an optional input - is all NaN).
 
     Arrow lays the columns out row-major in C++ (``to_tensor``), 1.4x faster than filling a
     numpy matrix column by column from Python.
     """
-    columns = [pc.cast(batch.column(name), pa.float64()) for name in names]
+    present = set(batch.schema.names)
+    columns = [
+        pc.cast(batch.column(name), pa.float64())
+        if name in present
+        else pa.nulls(batch.num_rows, pa.float64())
+        for name in names
+    ]
     as_float = pa.RecordBatch.from_arrays(columns, names=list(names))
     if as_float.num_rows == 0:
         return np.empty((0, len(names)), dtype=np.float64)

@@ -1,0 +1,95 @@
+"""Vetting a candidate version for one use case before it serves: the smoke test on the exact
+scorer that would serve, then its fit to the tables it reads and writes.
+
+``model_versions`` and the real-time insights resolve the serving version with the same probe,
+so a version refused for batch scoring never serves anywhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from batch_inference_platform.lib.registry.client import ModelVersionInfo
+from batch_inference_platform.lib.registry.loader import ServingScorer
+from batch_inference_platform.lib.registry.smoke import SmokeResult, smoke_test
+from batch_inference_platform.lib.scoring.kernel import prediction_schema
+from batch_inference_platform.lib.scoring.outputs import OutputSpec
+
+
+@dataclass
+class ServingProbe:
+    """A ``Probe`` for ``resolve_serving_version`` that keeps each version's smoke result."""
+
+    load: Callable[[ModelVersionInfo], ServingScorer]
+    """The scorer that would serve the version (bound to the output, compiled if possible)."""
+    sample: pa.RecordBatch
+    """Validated rows the version must score."""
+    validated: pa.Schema
+    max_load_seconds: float
+    predictions: pa.Schema | None = None
+    """The existing prediction table's schema (None: not written yet)."""
+    results: dict[int, SmokeResult] = field(default_factory=dict)
+    scorers: dict[int, ServingScorer] = field(default_factory=dict)
+
+    def __call__(self, version: ModelVersionInfo) -> list[str]:
+        def load() -> ServingScorer:
+            self.scorers[version.version] = scorer = self.load(version)
+            return scorer
+
+        result = smoke_test(load, self.sample, max_load_seconds=self.max_load_seconds)
+        self.results[version.version] = result
+        problems = [f"smoke test: {problem}" for problem in result.problems]
+        if problems:
+            return problems
+        scorer = self.scorers[version.version]
+        return nullable_integer_problems(scorer, self.validated) + output_table_problems(
+            scorer.output, self.predictions
+        )
+
+
+def sample_batch(batches: Iterable[pa.RecordBatch], rows: int) -> pa.RecordBatch | None:
+    """The first ``rows`` rows of a stream as one batch (None when there are none)."""
+    taken, remaining = [], rows
+    for batch in batches:
+        if remaining <= 0:
+            break
+        part = batch.slice(0, remaining)
+        taken.append(part)
+        remaining -= part.num_rows
+    if not any(part.num_rows for part in taken):
+        return None
+    return pa.Table.from_batches(taken).combine_chunks().to_batches()[0]
+
+
+def nullable_integer_problems(scorer: ServingScorer, validated: pa.Schema) -> list[str]:
+    """A pyfunc enforces its signature: a ``long``/``integer`` input fed from a column that may
+    hold nulls fails mid-run on the first null (MLflow refuses NaN in integer columns)."""
+    if scorer.loaded.flavor != "pyfunc":
+        return []
+    problems = []
+    for column in scorer.inputs.columns:
+        index = validated.get_field_index(column.name)
+        if column.type in ("long", "integer") and index >= 0 and validated.field(index).nullable:
+            problems.append(
+                f"input {column.name!r} is declared {column.type} but the table's column may be "
+                "null, which MLflow's schema enforcement refuses: declare it double"
+            )
+    return problems
+
+
+def output_table_problems(output: OutputSpec, existing: pa.Schema | None) -> list[str]:
+    """A version whose output columns differ from the prediction table's (another class set or
+    kind) would fail every partition's commit: refuse it up front."""
+    if existing is None:
+        return []
+    wanted = {f.name: f.type for f in prediction_schema(output)}
+    have = {f.name: f.type for f in existing}
+    if wanted == have:
+        return []
+    return [
+        f"its output columns {sorted(wanted)} differ from the prediction table's {sorted(have)} "
+        "(another class set or output kind): write it to a new table or migrate the table"
+    ]
