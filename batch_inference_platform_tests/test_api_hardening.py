@@ -430,17 +430,102 @@ def _nested(depth: int) -> str:
     ("kind", "words"),
     [("deep", ["nested deeper than 32"]), ("digits", ["4300 digits"]), ("nan", ["NaN"])],
 )
-def test_hostile_json_is_refused_with_400(
+def test_hostile_json_is_refused_with_400_everywhere(
     service: Service, logs: _Records, kind: str, words: list[str]
 ) -> None:
     """100k levels of nesting (RecursionError in Python's json), a 4,300-digit integer
     (ValueError) and NaN: signed webhook deliveries and client requests alike."""
     value = {"deep": _nested(100_000), "digits": "9" * 4300, "nan": "NaN"}[kind]
     before_jobs, before_inbox = service.jobs(), len(service.inbox.read_after(0))
+    mlflow = (
+        '{"entity": "model_version", "action": "created", "timestamp": 1, '
+        f'"data": {{"name": "m", "x": {value}}}}}'
+    ).encode()
+    service.mlflow(mlflow).is_problem(400, *words)
+    databricks = (
+        '{"event": "MODEL_VERSION_CREATED", '
+        f'"event_timestamp": {int(time.time() * 1000)}, "x": {value}}}'
+    ).encode()
+    service.databricks(databricks).is_problem(400, *words)
     client = json.dumps(job_body())[:-1] + f', "priority": {value}}}'
     service.call("POST", JOBS, client.encode()).is_problem(400, *words)
     assert service.jobs() == before_jobs
     assert len(service.inbox.read_after(0)) == before_inbox
+    no_tracebacks(logs)
+
+
+# --------------------------------------------------------------------------- webhooks
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "words"),
+    [
+        ("databricks", {"X-Databricks-Signature": "é" * 64}, ["64 hex digits"]),
+        ("databricks", {"X-Databricks-Signature": "ab" * 32 + "\u00a0"}, ["64 hex digits"]),
+        ("mlflow", {"X-MLflow-Signature": "v1," + "é" * 43 + "="}, ["X-MLflow-Signature"]),
+        ("mlflow", {"X-MLflow-Timestamp": "\u0661\u0667\u0660\u0660".encode()}, ["unix seconds"]),
+        ("mlflow", {"X-MLflow-Timestamp": "1_700_000_000"}, ["unix seconds"]),
+    ],
+)
+def test_non_ascii_signature_headers_get_401(
+    service: Service,
+    logs: _Records,
+    path: str,
+    headers: dict[str, Any],
+    words: list[str],
+) -> None:
+    body = json.dumps({"event": "MODEL_VERSION_CREATED"}).encode()
+    sent = {
+        "X-MLflow-Delivery-Id": str(uuid.uuid4()),
+        "X-MLflow-Timestamp": str(int(time.time())),
+        "X-MLflow-Signature": "v1," + "A" * 43 + "=",
+        **headers,
+    }
+    service.call("POST", f"/api/v1/webhooks/{path}", body, sent, key=None).is_problem(401, *words)
+    no_tracebacks(logs)
+
+
+def test_a_signed_delivery_id_too_long_for_the_inbox_gets_400(
+    service: Service, logs: _Records
+) -> None:
+    """Correctly signed, but 201 characters: the PostgreSQL column holds 200 (it was a 500)."""
+    before = len(service.inbox.read_after(0))
+    body = json.dumps(
+        {"entity": "model_version", "action": "created", "timestamp": 1, "data": {}}
+    ).encode()
+    service.mlflow(body, delivery_id="d" * 201).is_problem(400, "X-MLflow-Delivery-Id", "1-200")
+    service.mlflow(body, delivery_id="d\u00e9").is_problem(400, "X-MLflow-Delivery-Id")
+    assert len(service.inbox.read_after(0)) == before
+    no_tracebacks(logs)
+
+
+@pytest.mark.parametrize(
+    ("event_timestamp", "status", "words"),
+    [
+        (0, 401, ["event_timestamp", "limit 300 s"]),
+        ("now-301s", 401, ["event_timestamp", "limit 300 s"]),
+        ("now+120s", 401, ["event_timestamp", "in the future"]),
+        ("1795880000000", 401, ["event_timestamp", "unix milliseconds"]),
+        (None, 400, ["missing field: event_timestamp"]),
+    ],
+)
+def test_a_stale_databricks_delivery_is_refused_by_its_event_timestamp(
+    service: Service, logs: _Records, event_timestamp: object, status: int, words: list[str]
+) -> None:
+    """The Databricks signature covers only the body, so a signed delivery from 1970 never
+    seen before was accepted; its own event_timestamp (ms) now has MLflow's 5-minute window."""
+    before = len(service.inbox.read_after(0))
+    now_ms = int(time.time() * 1000)
+    stamp = {"now-301s": now_ms - 301_000, "now+120s": now_ms + 120_000}.get(
+        str(event_timestamp), event_timestamp
+    )
+    payload: dict[str, Any] = {"event": "MODEL_VERSION_CREATED", "model_name": "m", "version": "1"}
+    if stamp is not None:
+        payload["event_timestamp"] = stamp
+    service.databricks(json.dumps(payload).encode()).is_problem(status, *words)
+    assert len(service.inbox.read_after(0)) == before
+    fresh = {**payload, "event_timestamp": now_ms - 60_000}
+    assert service.databricks(json.dumps(fresh).encode()).status == 202
     no_tracebacks(logs)
 
 
@@ -517,6 +602,18 @@ def test_bad_ids_are_refused_before_the_store_is_asked(
     stores_down.call("GET", f"{JOBS}/{quote(chr(0))}").is_problem(400, "job id")
     stores_down.call("GET", f"{JOBS}?status={quote(chr(0))}").is_problem(400, "status")
     stores_down.submit({"Idempotency-Key": ""}).is_problem(400, "Idempotency-Key")
+    no_tracebacks(logs)
+
+
+def test_an_inbox_that_is_down_answers_503_so_the_sender_retries(
+    stores_down: Service, logs: _Records
+) -> None:
+    body = json.dumps(
+        {"entity": "model_version_alias", "action": "created", "timestamp": 1, "data": {}}
+    ).encode()
+    answer = stores_down.mlflow(body)
+    answer.is_problem(503, "inbox")
+    assert "bip_" not in answer.body.decode()  # the database's name stays in the log
     no_tracebacks(logs)
 
 

@@ -184,7 +184,12 @@ def test_events_the_platform_ignores_are_acknowledged_not_stored(receiver: Recei
 def test_databricks_deliveries_are_verified_and_deduplicated(receiver: Receiver) -> None:
     before = _entries(receiver)
     body = json.dumps(
-        {"event": "MODEL_VERSION_CREATED", "model_name": "credit_risk_default", "version": "3"}
+        {
+            "event": "MODEL_VERSION_CREATED",
+            "event_timestamp": int(time.time() * 1000),
+            "model_name": "credit_risk_default",
+            "version": "3",
+        }
     ).encode()
     good = hmac.new(DATABRICKS_SECRET.encode(), body, hashlib.sha256).hexdigest()
     path = "/api/v1/webhooks/databricks"

@@ -9,20 +9,26 @@ acknowledged without a new inbox entry, so the sender stops retrying.
 from __future__ import annotations
 
 import hashlib
-import json
+import logging
+import re
 import time
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 
-from batch_inference_platform.api.problems import problem
+from batch_inference_platform.api.limits import InvalidJson, matches, parse_json, shown
+from batch_inference_platform.api.problems import log_reason, problem
 from batch_inference_platform.lib.inbox.signatures import (
     SignatureError,
     verify_databricks,
+    verify_databricks_timestamp,
     verify_mlflow,
 )
 from batch_inference_platform.lib.inbox.store import WebhookInbox
+
+logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1 << 20
 MLFLOW_EVENTS = {
@@ -38,6 +44,9 @@ DATABRICKS_EVENTS = {
     "TRANSITION_REQUEST_CREATED",
     "REGISTERED_MODEL_ALIAS_SET",
 }
+_DELIVERY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
+"""What the inbox's delivery id column holds (MLflow sends a uuid)."""
+_EVENT_PART = re.compile(r"[A-Za-z0-9_.-]{1,48}")
 
 
 def webhook_router(
@@ -55,6 +64,13 @@ def webhook_router(
             return problem(503, "Receiver not configured", "MLFLOW_WEBHOOK_SECRET is not set")
         headers = request.headers
         delivery_id = headers.get("x-mlflow-delivery-id")
+        if delivery_id and not matches(_DELIVERY_ID, delivery_id):
+            return problem(
+                400,
+                "Invalid delivery id",
+                f"X-MLflow-Delivery-Id {shown(delivery_id)} must be 1-200 characters of "
+                "[A-Za-z0-9._:-]",
+            )
         try:
             verify_mlflow(
                 mlflow_secret,
@@ -74,6 +90,11 @@ def webhook_router(
             return problem(
                 400, "Invalid payload", f"missing or invalid fields: {missing or ['data']}"
             )
+        for key in ("entity", "action"):
+            if not isinstance(payload[key], str) or not matches(_EVENT_PART, payload[key]):
+                return problem(
+                    400, "Invalid payload", f"{key} must be 1-48 characters of [A-Za-z0-9_.-]"
+                )
         event = f"{payload['entity']}.{payload['action']}"
         assert delivery_id is not None  # verified above
         return _store(inbox, "mlflow", delivery_id, event, payload, MLFLOW_EVENTS)
@@ -97,8 +118,17 @@ def webhook_router(
         if isinstance(payload, JSONResponse):
             return payload
         event = payload.get("event")
-        if not isinstance(event, str):
-            return problem(400, "Invalid payload", "missing field: event")
+        if not isinstance(event, str) or not matches(_EVENT_PART, event):
+            return problem(
+                400, "Invalid payload", "event must be 1-48 characters of [A-Za-z0-9_.-]"
+            )
+        # The signature covers no timestamp: the signed payload's own event time must be fresh.
+        if "event_timestamp" not in payload:
+            return problem(400, "Invalid payload", "missing field: event_timestamp")
+        try:
+            verify_databricks_timestamp(payload["event_timestamp"], now=time.time())
+        except SignatureError as error:
+            return problem(401, "Stale delivery", f"event_timestamp: {error}")
         # Databricks sends no delivery id; the signed body's digest identifies a re-send.
         delivery_id = "databricks-" + hashlib.sha256(body).hexdigest()
         return _store(inbox, "databricks", delivery_id, event, payload, DATABRICKS_EVENTS)
@@ -116,7 +146,14 @@ def _store(
 ) -> JSONResponse:
     if event not in watched:
         return JSONResponse({"status": "ignored", "event": event}, status_code=200)
-    stored = inbox.append(source=source, delivery_id=delivery_id, event=event, payload=payload)
+    try:
+        stored = inbox.append(source=source, delivery_id=delivery_id, event=event, payload=payload)
+    except (OperationalError, InterfaceError) as error:
+        # The sender retries 5xx. The reason is logged here, not sent: it names the database.
+        logger.warning("webhook inbox unavailable: %s", log_reason(error))
+        return problem(
+            503, "Unavailable", "the inbox cannot store deliveries now", {"Retry-After": "30"}
+        )
     status = "accepted" if stored else "duplicate"
     return JSONResponse({"status": status, "delivery_id": delivery_id}, status_code=202)
 
@@ -136,8 +173,8 @@ async def _bounded_body(request: Request) -> bytes | JSONResponse:
 
 def _json(body: bytes) -> dict[str, Any] | JSONResponse:
     try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        payload = parse_json(body)
+    except InvalidJson as error:
         return problem(400, "Malformed JSON", str(error))
     if not isinstance(payload, dict):
         return problem(400, "Invalid payload", "the body must be a JSON object")
