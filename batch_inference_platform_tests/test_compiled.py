@@ -663,3 +663,31 @@ def test_graph_scores_equal_lightgbm_native_predictions(scored: Scored) -> None:
     got = predictions.column(SCORE_COLUMN).to_numpy()
     want = np.array([expected[key] for key in keys])
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+
+
+def test_a_damaged_cache_entry_falls_back_to_native(tmp_path: Path) -> None:
+    """A cache entry missing a file must not stop scoring: native serves, saying why."""
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(500, 4))
+    booster = lgb.train(
+        {"objective": "binary", "verbose": -1, "num_threads": 1},
+        lgb.Dataset(features, (features[:, 0] > 0).astype(int)),
+        num_boost_round=3,
+    )
+
+    def compile_it() -> CompiledModel:
+        return compile_model(
+            flavor="lightgbm",
+            model=booster,
+            native_predict=lambda rows: np.asarray(booster.predict(rows)),
+            sample=lambda: features,
+            cache_root=tmp_path,
+            key="damaged/v1",
+            fingerprint="feedface",
+        )
+
+    assert compile_it().predict is not None
+    (tmp_path / "damaged" / "v1-feedface" / "model.txt").unlink()
+    damaged = compile_it()
+    assert damaged.predict is None and damaged.from_cache
+    assert "does not load" in damaged.manifest.reason

@@ -132,7 +132,12 @@ def compile_model(
     entry = cache_root / f"{key}-{fingerprint}"
     if (entry / "manifest.json").exists():
         manifest = Manifest(**json.loads((entry / "manifest.json").read_text()))
-        predictor = _load(manifest.engine, entry, threads) if manifest.verified else None
+        try:
+            predictor = _load(manifest.engine, entry, threads) if manifest.verified else None
+        except Exception as error:  # a damaged cache entry: native serves, and says why
+            reason = f"cached {manifest.engine} model at {entry} does not load ({error}); native"
+            broken = Manifest("native", False, reason, 0.0, None, DEFAULT_BATCH_ROWS)
+            return CompiledModel(broken, None, entry, from_cache=True)
         return CompiledModel(manifest, predictor, entry, from_cache=True)
 
     staging = Path(tempfile.mkdtemp(prefix=".compiling-", dir=_ensure(entry.parent)))
