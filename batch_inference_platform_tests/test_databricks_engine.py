@@ -137,6 +137,13 @@ def test_the_cluster_installs_the_platform_wheel(databricks: Databricks) -> None
         "parameters": ["--pipes", "dbfs"],
     }
     assert task["new_cluster"]["node_type_id"] == "Standard_D4s_v3"
+    # The driver ran in the run's own environment: the wheel's packages installed there as
+    # files (not the source tree), its dependencies linked in beside them.
+    run = next(r for r in databricks.fake.runs.values() if r.result_state == "SUCCESS")
+    (site,) = (run.stdout_path.parent / "python" / "lib").glob("python3.*/site-packages")
+    for package in ("batch_inference_platform", "spark_jobs"):
+        assert (site / package).is_dir() and not (site / package).is_symlink()
+    assert (site / "pyspark").is_symlink() and (site / "lleaves").is_symlink()
 
 
 def test_cluster_and_run_reach_the_dagster_run(databricks: Databricks) -> None:
