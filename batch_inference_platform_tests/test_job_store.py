@@ -3,6 +3,7 @@ publishes the outbox to a real broker (noida-db), through a broker outage."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter
@@ -19,7 +20,7 @@ from batch_inference_platform.lib.inbox.jobs import (
     JobStore,
     StoreUnavailable,
 )
-from batch_inference_platform.lib.inbox.relay import OutboxRelay
+from batch_inference_platform.lib.inbox.relay import OutboxRelay, backoff_seconds
 from batch_inference_platform.lib.messaging.kafka import (
     KafkaPublisher,
     ensure_topics,
@@ -37,6 +38,7 @@ from batch_inference_platform.lib.messaging.topics import Topics
 from batch_inference_platform_tests.kafka_broker import KafkaBroker
 from batch_inference_platform_tests.servers import postgres_database
 from batch_inference_platform_tests.test_messaging import NOW, kafka_settings, request
+from batch_inference_platform_tests.test_outbox_poison import TopicWatcher
 
 TOPICS = Topics.from_settings(kafka_settings("unused:9092"))
 
@@ -291,6 +293,70 @@ def test_relay_keeps_messages_through_a_broker_outage(tmp_path: Path) -> None:
         assert [r.key for r in records] == job_ids
         statuses, _ = read_batch(kafka, TOPICS.status, {}, max_messages=100, timeout_seconds=10)
         assert len(statuses) == 5
+
+
+def test_backoff_doubles_up_to_its_maximum() -> None:
+    assert [backoff_seconds(n, 0.5, 30) for n in range(8)] == [0.5, 1, 2, 4, 8, 16, 30, 30]
+    assert backoff_seconds(10_000, 0.5, 30) == 30
+
+
+def test_relay_backs_off_through_an_outage_and_logs_once_per_change(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While the broker is down the relay keeps retrying, ever more slowly, with one warning;
+    when it is back, one line says so and everything goes out."""
+    caplog.set_level(logging.DEBUG, logger="batch_inference_platform")
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}", TOPICS)
+    with KafkaBroker(tmp_path / "kafka") as broker:
+        kafka = kafka_settings(broker.bootstrap)
+        ensure_topics(kafka, TOPICS.all())
+        broker.stop()
+        store.submit(request("job-1"), None)
+        attempts = threading.Semaphore(0)
+
+        def publisher() -> KafkaPublisher:  # a new one per attempt after a failure
+            attempts.release()
+            return KafkaPublisher(kafka, timeout_seconds=1)
+
+        relay = OutboxRelay(store, publisher)
+        stop = _RecordingEvent()
+        loop = threading.Thread(target=relay.run, args=(stop, 0.01, 0.1), daemon=True)
+        loop.start()
+        try:
+            for n in range(3):
+                assert attempts.acquire(timeout=10), f"attempt {n + 1} did not happen"
+            broker.start()
+            watcher = TopicWatcher(kafka, [TOPICS.input, TOPICS.status])
+            try:
+                watcher.until("the request and its status", lambda seen: all(seen.values()))
+            finally:
+                watcher.close()
+        finally:
+            stop.set()
+            loop.join(timeout=10)
+        assert not loop.is_alive()
+    relay_log = [r for r in caplog.records if r.name.endswith("inbox.relay")]
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert warnings[0].name.endswith("inbox.relay")
+    assert "2 of 2 messages not published" in warnings[0].getMessage()
+    assert sum("still failing" in r.getMessage() for r in relay_log) >= 1  # at debug level
+    recovered = [r for r in relay_log if "works again" in r.getMessage()]
+    assert len(recovered) == 1 and recovered[0].levelno == logging.INFO
+    assert store.pending() == [] and store.parked() == []
+    assert stop.waits[:2] == [0.02, 0.04], "the pause after a failed attempt doubles"
+
+
+class _RecordingEvent(threading.Event):
+    """A stop event that remembers how long each wait was asked to last."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float | None] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout)
+        return super().wait(timeout)
 
 
 def test_relay_loop_publishes_in_the_background(tmp_path: Path) -> None:

@@ -345,7 +345,7 @@ def test_deliver_reports_each_message_and_sends_the_rest(broker: KafkaBroker) ->
     small, big = b"s" * 100, b"B" * 5000
     with KafkaPublisher(kafka, timeout_seconds=5) as publisher:
         batch = publisher.deliver([("limited", "k", small), ("limited", "k", big)])
-        assert batch[1] is not None and batch[1].permanent
+        assert batch[1] is not None and batch[1].permanent and batch[1].batch
         assert "MSG_SIZE_TOO_LARGE" in batch[1].reason
         alone = [publisher.deliver([message]) for message in [("limited", "k", small)] * 2]
         assert alone == [[None], [None]]
@@ -363,6 +363,7 @@ def test_deliver_reports_each_message_and_sends_the_rest(broker: KafkaBroker) ->
         )
     assert outcomes[0] is None and outcomes[2] is None
     assert outcomes[1] is not None and outcomes[1].permanent
+    assert not outcomes[1].batch, "refused by the client itself, before batching"
     assert outcomes[1].reason.startswith("MSG_SIZE_TOO_LARGE (")
     assert outcomes[1].reason.endswith("Message size too large)")
     records, _ = read_batch(kafka, "capped", {}, max_messages=10, timeout_seconds=10)
@@ -377,7 +378,7 @@ def test_a_topic_that_does_not_exist_is_a_permanent_refusal(broker: KafkaBroker)
     with KafkaPublisher(kafka, timeout_seconds=2) as publisher:
         outcomes = publisher.deliver([("exists", "k", b"1"), ("does-not-exist", "k", b"2")])
     assert outcomes[0] is None
-    assert outcomes[1] is not None and outcomes[1].permanent
+    assert outcomes[1] is not None and outcomes[1].permanent and not outcomes[1].batch
     assert "UNKNOWN_TOPIC" in outcomes[1].reason
     assert time.monotonic() - started < 2 + 2
 

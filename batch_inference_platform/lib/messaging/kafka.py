@@ -59,6 +59,14 @@ PERMANENT_ERRORS: frozenset[int] = frozenset(
 down, a timeout, a leader election, a fatal producer state (a new producer fixes it) - is
 transient. ``KafkaError.retriable()`` cannot decide this: confluent-kafka leaves it False on
 delivery reports whatever the code."""
+_TOPIC_ERRORS = frozenset(
+    {
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._UNKNOWN_TOPIC,
+        KafkaError._UNKNOWN_PARTITION,
+        KafkaError.TOPIC_EXCEPTION,
+    }
+)
 
 
 class MessagingError(RuntimeError):
@@ -81,12 +89,13 @@ class PublishError(MessagingError):
 class DeliveryFailure:
     """Why one message was not acknowledged; ``permanent`` if sending it again cannot help.
 
-    A broker refuses a whole record batch (e.g. too large), so a message that shared a batch
-    with an oversized one is refused with it: send a permanently refused message alone before
-    concluding that it is the culprit."""
+    ``batch``: the broker refused the record batch the message was sent in (too large, an
+    invalid record). Every message of that batch gets the refusal, so the message may be
+    innocent: send it alone to know."""
 
     reason: str
     permanent: bool
+    batch: bool = False
 
 
 def is_permanent(error: KafkaError) -> bool:
@@ -214,7 +223,9 @@ class KafkaPublisher:
             if error is None:
                 outcomes[index] = None
             elif error.code() not in _PURGED:
-                outcomes[index] = DeliveryFailure(describe(error), is_permanent(error))
+                permanent = is_permanent(error)
+                batch = permanent and error.code() not in _TOPIC_ERRORS
+                outcomes[index] = DeliveryFailure(describe(error), permanent, batch)
 
         for index, (topic, key, value) in enumerate(messages):
             outcome = self._produce(
