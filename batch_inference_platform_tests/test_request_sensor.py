@@ -61,12 +61,17 @@ def test_accepted_requests_run_urgent_first_and_nothing_twice(setup: Setup) -> N
     normal = request("job-normal", priority="normal")
     urgent = request("job-urgent", tenant="globex", priority="urgent")
     cancelled = request("job-cancelled")
-    for message in (normal, urgent, cancelled):
+    failed = request("job-failed")  # e.g. its outbox message was parked
+    for message in (normal, urgent, cancelled, failed):
         setup.store.submit(message, None)
     setup.store.cancel("acme", "job-cancelled")
+    setup.store.update_status("job-failed", "failed")
     unknown = request("job-never-submitted")
     setup.publisher.publish(
-        [(setup.topics.input, m.job_id, encode(m)) for m in (normal, cancelled, unknown, urgent)]
+        [
+            (setup.topics.input, m.job_id, encode(m))
+            for m in (normal, cancelled, failed, unknown, urgent)
+        ]
         + [(setup.topics.input, "junk", b"{not json")]
     )
     with dg.instance_for_test() as instance:
@@ -85,7 +90,7 @@ def test_accepted_requests_run_urgent_first_and_nothing_twice(setup: Setup) -> N
             "2026-11-03",
         )
         assert setup.store.get("acme", "job-normal").status == "queued"  # type: ignore[union-attr]
-        assert sum(json.loads(first.cursor or "{}")["offsets"].values()) == 5
+        assert sum(json.loads(first.cursor or "{}")["offsets"].values()) == 6
 
         # The next tick reads on from the cursor: nothing new, nothing twice.
         assert not _tick(setup, instance, first.cursor).run_requests

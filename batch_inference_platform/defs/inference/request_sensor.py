@@ -12,7 +12,7 @@ import dagster as dg
 
 from batch_inference_platform.defs.inference.client_jobs import client_inference_job
 from batch_inference_platform.defs.resources import ClientRequestsResource
-from batch_inference_platform.lib.inbox.jobs import JobStore
+from batch_inference_platform.lib.inbox.jobs import TERMINAL_STATUSES, JobStore
 from batch_inference_platform.lib.messaging.kafka import read_batch
 from batch_inference_platform.lib.messaging.schemas import (
     InferenceRequestMessage,
@@ -67,8 +67,9 @@ def client_request_sensor(
         if job is None:
             context.log.warning(f"{where}: skipped job {message.job_id}: not accepted by the API")
             continue
-        if job.status == "canceled":
-            context.log.info(f"{where}: job {message.job_id} was cancelled before it started")
+        if job.status in TERMINAL_STATUSES:
+            detail = job.detail or "no detail"
+            context.log.info(f"{where}: job {message.job_id} is {job.status} ({detail}): no run")
             continue
         if job.request != message:
             context.log.warning(
