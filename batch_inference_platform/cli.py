@@ -126,9 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def serve_api(settings: Settings) -> int:
     """Run the HTTP service under uvicorn until interrupted."""
-    import uvicorn
-
-    from batch_inference_platform.api.app import create_app
+    from batch_inference_platform.api.app import create_app, serve
     from batch_inference_platform.api.jobs import JobsService
     from batch_inference_platform.lib.inbox.jobs import JobStore
     from batch_inference_platform.lib.inbox.relay import OutboxRelay
@@ -145,6 +143,8 @@ def serve_api(settings: Settings) -> int:
         store=store,
         tenants=load_tenants(Path(api.tenants_file), app.lake.root, app.environment),
         max_days=api.max_days_per_request,
+        first_day=app.partitions.start_date,
+        days_ahead=api.partition_days_ahead,
     )
     relay = OutboxRelay(store, lambda: KafkaPublisher(kafka)) if kafka.bootstrap_servers else None
     if relay is None:
@@ -158,11 +158,15 @@ def serve_api(settings: Settings) -> int:
         realtime.redis_prefix,
         realtime.cache_ttl,
     )
-    uvicorn.run(
-        create_app(api.inbox_url, jobs=service, relay=relay, recommendations=cache),
-        host=api.host,
-        port=api.port,
+    service_app = create_app(
+        api.inbox_url,
+        jobs=service,
+        relay=relay,
+        recommendations=cache,
+        environment=app.environment,
+        max_body_bytes=api.max_body_bytes,
     )
+    serve(service_app, api.host, api.port)  # no server banner
     return 0
 
 

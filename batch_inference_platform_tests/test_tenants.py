@@ -11,6 +11,10 @@ import yaml
 
 from batch_inference_platform.config import load_settings
 from batch_inference_platform.lib.instance_yaml import instance_config, instance_yaml
+from batch_inference_platform.lib.registry.references import (
+    ModelReferenceError,
+    parse_model_reference,
+)
 from batch_inference_platform.lib.tenants import (
     AccessDenied,
     TenantsError,
@@ -39,7 +43,8 @@ def test_tables_and_output_roots(tmp_path: Path) -> None:
     assert acme.input_table("validated/credit_risk") == "validated/credit_risk"
     with pytest.raises(AccessDenied, match="may not read table 'globex/private_features'"):
         acme.input_table("globex/private_features")
-    for escape in ("../globex/x", "/etc/passwd", "abfss://c@a.dfs.core.windows.net/x", "a//b"):
+    escapes = ("../globex/x", "/etc/passwd", "abfss://c@a.dfs.core.windows.net/x", "a//b")
+    for escape in (*escapes, "scores/x\n"):  # a trailing newline is not a table name
         with pytest.raises(AccessDenied):
             acme.output_uri(escape)
 
@@ -117,3 +122,10 @@ def test_local_only_tenants_do_not_exist_outside_local(tmp_path: Path) -> None:
     assert load_tenants(shipped, "/lake").authenticate("local-demo-key") is not None
     for environment in ("staging", "prod"):
         assert load_tenants(shipped, "/lake", environment).authenticate("local-demo-key") is None
+
+
+def test_a_model_reference_is_matched_whole() -> None:
+    assert parse_model_reference("credit_risk_default@champion").alias == "champion"
+    for bad in ("credit_risk_default@champion\n", "credit_risk_default/3\n"):
+        with pytest.raises(ModelReferenceError):
+            parse_model_reference(bad)

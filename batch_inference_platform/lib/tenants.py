@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 Priority = Literal["normal", "high", "urgent"]
 PRIORITY_TAG_VALUE: dict[str, int] = {"normal": 0, "high": 5, "urgent": 10}
 """``dagster/priority`` per request priority (higher runs first in the run queue)."""
-_TABLE_NAME = re.compile(r"^[a-z0-9_][a-z0-9_\-]*(/[a-z0-9_][a-z0-9_\-]*)*$")
+_TABLE_NAME = re.compile(r"[a-z0-9_][a-z0-9_\-]*(/[a-z0-9_][a-z0-9_\-]*)*")
 
 
 class TenantsError(ValueError):
@@ -47,7 +47,7 @@ class Tenant(BaseModel):
     @classmethod
     def _table_names(cls, names: tuple[str, ...]) -> tuple[str, ...]:
         for name in names:
-            if not _TABLE_NAME.match(name):
+            if not _TABLE_NAME.fullmatch(name):
                 raise ValueError(f"{name!r} is not a table name (lower-case path segments)")
         return names
 
@@ -60,7 +60,7 @@ class Tenant(BaseModel):
     def output_uri(self, table: str) -> str:
         """Where ``table`` lives under this tenant's output root; a name that would leave the
         root (absolute, ``..``, a URI) is refused with ``AccessDenied``."""
-        if not _TABLE_NAME.match(table) or posixpath.normpath(table) != table:
+        if not _TABLE_NAME.fullmatch(table) or posixpath.normpath(table) != table:
             raise AccessDenied(
                 f"output table {table!r} is not a table name under tenant {self.id!r}'s root"
             )

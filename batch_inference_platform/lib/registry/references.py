@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from batch_inference_platform.lib.registry.client import ModelRegistry, ModelVersionInfo
 
 _REFERENCE = re.compile(
-    r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.\-]{0,127})(?:@(?P<alias>[A-Za-z][A-Za-z0-9_\-]{0,63})"
-    r"|/(?P<version>[1-9][0-9]{0,8}))$"
+    r"(?P<name>[A-Za-z0-9][A-Za-z0-9_.\-]{0,127})(?:@(?P<alias>[A-Za-z][A-Za-z0-9_\-]{0,63})"
+    r"|/(?P<version>[1-9][0-9]{0,8}))"
 )
 
 
@@ -38,7 +38,7 @@ class ModelReference:
 
 def parse_model_reference(text: str) -> ModelReference:
     """Parse ``name@alias`` or ``name/version``; anything else is a ``ModelReferenceError``."""
-    match = _REFERENCE.match(text)
+    match = _REFERENCE.fullmatch(text)
     if match is None:
         raise ModelReferenceError(
             f"model {text!r} must be 'name@alias' (e.g. credit_risk_default@champion) or "
