@@ -9,6 +9,7 @@ Every problem surfaces as a ``SettingsError`` naming the file and the dotted key
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -240,6 +241,47 @@ class SchedulingSettings(_Section):
         return quartz_to_cron(self.default_schedule)
 
 
+def _parse_retention(value: Any) -> dt.timedelta:
+    """A duration, or zero ('0', '0h'): VACUUM deletes unreferenced files of any age."""
+    if re.fullmatch(r"\s*0+(?:\.0*)?\s*[a-zA-Z]*\s*", str(value)):
+        return dt.timedelta(0)
+    return _parse_duration(value)
+
+
+class MaintenanceSettings(_Section):
+    """Lake maintenance: every platform table compacted and vacuumed on a schedule."""
+
+    schedule: str = Field(
+        default="0 30 3 * * ?", description="Quartz expression of the maintenance run."
+    )
+    vacuum_retention: Annotated[
+        dt.timedelta,
+        BeforeValidator(_parse_retention),
+        PlainSerializer(lambda value: f"{value.total_seconds():g}s", when_used="json"),
+    ] = Field(
+        default=dt.timedelta(days=7),
+        description="VACUUM deletes the files of replaced partitions once replaced longer "
+        "than this, and files no commit references (left by killed or conflicting writers) "
+        "once older than this. Keep it longer than the longest run: a writer's files are "
+        "unreferenced until it commits, and a reader may still read an older version.",
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _quartz(cls, value: str) -> str:
+        quartz_to_cron(value)
+        return value
+
+    @property
+    def cron(self) -> str:
+        return quartz_to_cron(self.schedule)
+
+    @property
+    def retention_hours(self) -> int:
+        """The retention in whole hours (as delta-rs takes it), rounded up."""
+        return math.ceil(self.vacuum_retention.total_seconds() / 3600)
+
+
 class LakeSettings(_Section):
     """Where the Delta tables (features, predictions, quarantine) live."""
 
@@ -375,6 +417,7 @@ class ApplicationSettings(_Section):
     kafka: KafkaSettings
     realtime: RealtimeSettings
     scheduling: SchedulingSettings
+    maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
 
 
 class _ApplicationFile(_Section):

@@ -26,6 +26,12 @@ from batch_inference_platform.defs.inference.schedules import (
     score_partition_job,
     train_demo_model_job,
 )
+from batch_inference_platform.defs.maintenance.assets import (
+    MaintenanceResource,
+    build_maintenance_schedule,
+    lake_maintenance,
+    lake_maintenance_job,
+)
 from batch_inference_platform.defs.models.assets import build_model_versions, demo_model
 from batch_inference_platform.defs.models.sensors import build_model_update_sensor
 from batch_inference_platform.defs.ops.alerts import AlertsResource, job_failure_alerts
@@ -101,6 +107,9 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             realtime_settings=app.realtime.model_dump(mode="json"),
             kafka_settings=app.kafka.model_dump(),
         ),
+        "maintenance": MaintenanceResource.from_settings(
+            app.maintenance, include_features=app.environment == "local"
+        ),
         "client_requests": ClientRequestsResource(
             jobs_url=app.api.jobs_url,
             tenants_file=app.api.tenants_file,
@@ -163,6 +172,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         customer_insights,
         archived_features,
         sla_report,
+        lake_maintenance,
     ]
     jobs: list = [
         score_partition_job,
@@ -170,6 +180,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         client_inference_job,
         realtime_job,
         sla_report_job,
+        lake_maintenance_job,
     ]
     if local:
         assets += [feature_tables, demo_model]
@@ -183,6 +194,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             build_scoring_schedule(settings.application.scheduling.cron),
             build_realtime_schedule(settings.application.realtime.cron),
             sla_report_schedule,
+            build_maintenance_schedule(settings.application.maintenance.cron),
         ],
         sensors=[
             build_model_update_sensor(settings.application.model.rescore_partitions),

@@ -1,0 +1,1 @@
+"""Lake maintenance: every platform table compacted and vacuumed on a schedule."""

@@ -1,0 +1,215 @@
+"""``lake_maintenance``: compacts and VACUUMs every Delta table the platform writes, on
+``maintenance.schedule``, deleting files no version needs - replaced partitions' old files
+and the files killed or conflicting writers left behind - once older than
+``maintenance.vacuum-retention`` (``lib/lake/maintenance.py``).
+
+The tables: the lake layout's (raw features where the platform writes them - locally -,
+validated, quarantine, the served model's predictions, the catalog, the real-time tables, the
+archive), every table the catalog has recorded (predictions of models served before), and the
+tenants' output tables (from their latest materializations). A table that does not exist is
+skipped. One table's failure does not stop the others; the asset then fails naming it, with
+the figures of all tables attached.
+"""
+
+import dagster as dg
+import pydantic
+
+from batch_inference_platform.config import MaintenanceSettings
+from batch_inference_platform.defs.inference.client_jobs import OUTPUT_ASSET_PREFIX
+from batch_inference_platform.defs.resources import LakeResource, ModelRegistryResource
+from batch_inference_platform.lib.lake.maintenance import (
+    TableMaintenance,
+    catalog_table_uris,
+    maintain,
+)
+from batch_inference_platform.lib.lake.tables import DeltaLocation
+
+MAINTENANCE_KEY = dg.AssetKey("lake_maintenance")
+SINGLETON_TAG = "bip/singleton"
+"""The run queue runs one maintenance at a time (``lib/instance_yaml.py``)."""
+
+TABLE_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn("table", "string", description="Path under the lake root, or URI."),
+        dg.TableColumn("status", "string", description="ok, absent (skipped) or failed."),
+        dg.TableColumn("files_removed", "int", description="Files VACUUM deleted."),
+        dg.TableColumn("bytes_removed", "int", description="Their bytes."),
+        dg.TableColumn("files_compacted", "int", description="Small files rewritten."),
+        dg.TableColumn("files_written", "int", description="Files compaction wrote."),
+        dg.TableColumn("live_files", "int", description="Files of the current version."),
+        dg.TableColumn("live_bytes", "int", description="Their bytes."),
+        dg.TableColumn("version", "int", description="Delta version afterwards."),
+        dg.TableColumn("seconds", "float"),
+        dg.TableColumn("error", "string"),
+    ]
+)
+
+
+class MaintenanceResource(dg.ConfigurableResource):
+    """How tables are maintained (``batch-inference.maintenance``)."""
+
+    vacuum_retention_hours: int = pydantic.Field(ge=0)
+    """Unreferenced files older than this are deleted."""
+    compact: bool = True
+    include_features: bool = False
+    """Maintain the raw feature table too: only where the platform writes it (locally);
+    elsewhere it belongs to the feature pipeline."""
+
+    @classmethod
+    def from_settings(
+        cls, settings: MaintenanceSettings, *, include_features: bool
+    ) -> "MaintenanceResource":
+        return cls(
+            vacuum_retention_hours=settings.retention_hours, include_features=include_features
+        )
+
+
+@dg.asset(
+    key=MAINTENANCE_KEY,
+    group_name="operations",
+    kinds={"deltalake"},
+    description="Compacts and vacuums every Delta table the platform writes: files no "
+    "version needs (replaced partitions, files of killed or conflicting writers) older than "
+    "maintenance.vacuum-retention are deleted. Per table: files and bytes removed.",
+)
+def lake_maintenance(
+    context: dg.AssetExecutionContext,
+    lake: LakeResource,
+    registry: ModelRegistryResource,
+    maintenance: MaintenanceResource,
+) -> dg.MaterializeResult:
+    results = []
+    for name, location in platform_tables(
+        context.instance, lake, registry.model_name, include_features=maintenance.include_features
+    ):
+        result = maintain(
+            name,
+            location,
+            retention_hours=maintenance.vacuum_retention_hours,
+            compact=maintenance.compact,
+        )
+        context.log.info(_summary(result))
+        results.append(result)
+    metadata = _metadata(results, maintenance.vacuum_retention_hours)
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        raise dg.Failure(
+            description=f"maintenance failed for {len(failed)} of {len(results)} tables "
+            "(the others were maintained): "
+            + "; ".join(f"{r.name} ({r.uri}): {r.error}" for r in failed),
+            metadata=metadata,
+        )
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def platform_tables(
+    instance: dg.DagsterInstance,
+    lake: LakeResource,
+    model_name: str,
+    *,
+    include_features: bool,
+) -> list[tuple[str, DeltaLocation]]:
+    """(name, location) of every table the platform writes, each once (by URI)."""
+    layout = lake.layout
+    tables = [
+        *([layout.features] if include_features else []),
+        layout.validated,
+        layout.quarantine,
+        layout.predictions(model_name),
+        layout.catalog,
+        layout.realtime_events,
+        layout.realtime_aggregates,
+        layout.realtime_insights,
+        layout.archived_features,
+    ]
+    known = {location.uri.rstrip("/") for location in tables}
+    recorded = catalog_table_uris(layout.catalog) | _tenant_tables(instance)
+    extra = sorted(uri.rstrip("/") for uri in recorded if uri.rstrip("/") not in known)
+    tables += [DeltaLocation(uri, layout.storage_options) for uri in extra]
+    root = lake.root.rstrip("/") + "/"
+    return [(location.uri.removeprefix(root), location) for location in tables]
+
+
+def _tenant_tables(instance: dg.DagsterInstance) -> set[str]:
+    """The output tables of client requests: the ``table`` of each tenant output asset's
+    latest materialization."""
+    keys = [
+        key
+        for key in instance.get_asset_keys(prefix=[OUTPUT_ASSET_PREFIX])
+        if key.path[0] == OUTPUT_ASSET_PREFIX
+    ]
+    uris = set()
+    for key in keys:
+        event = instance.get_latest_materialization_event(key)
+        materialization = event.asset_materialization if event else None
+        table = materialization.metadata.get("table") if materialization else None
+        value = getattr(table, "value", None)
+        if isinstance(value, str) and value:
+            uris.add(value)
+    return uris
+
+
+def _summary(result: TableMaintenance) -> str:
+    if result.status == "absent":
+        return f"{result.name}: no table, skipped"
+    if result.status == "failed":
+        return f"{result.name}: FAILED: {result.error}"
+    return (
+        f"{result.name}: {result.files_removed} files ({result.bytes_removed:,} bytes) "
+        f"removed, {result.files_compacted} compacted into {result.files_written}; "
+        f"{result.live_files} live files ({result.live_bytes:,} bytes), "
+        f"version {result.version}"
+    )
+
+
+def _metadata(results: list[TableMaintenance], retention_hours: int) -> dict:
+    records = [
+        dg.TableRecord(
+            {
+                "table": r.name,
+                "status": r.status,
+                "files_removed": r.files_removed,
+                "bytes_removed": r.bytes_removed,
+                "files_compacted": r.files_compacted,
+                "files_written": r.files_written,
+                "live_files": r.live_files,
+                "live_bytes": r.live_bytes,
+                "version": r.version if r.version is not None else -1,
+                "seconds": round(r.seconds, 3),
+                "error": r.error,
+            }
+        )
+        for r in results
+    ]
+    done = [r for r in results if r.status == "ok"]
+    return {
+        "tables": dg.MetadataValue.table(records, schema=TABLE_SCHEMA),
+        "files_removed": sum(r.files_removed for r in done),
+        "bytes_removed": sum(r.bytes_removed for r in done),
+        "files_compacted": sum(r.files_compacted for r in done),
+        "live_bytes": sum(r.live_bytes for r in done),
+        "tables_maintained": len(done),
+        "tables_absent": sum(r.status == "absent" for r in results),
+        "tables_failed": [r.name for r in results if r.status == "failed"],
+        "vacuum_retention_hours": retention_hours,
+    }
+
+
+lake_maintenance_job = dg.define_asset_job(
+    "lake_maintenance_job",
+    selection=dg.AssetSelection.assets(MAINTENANCE_KEY),
+    tags={SINGLETON_TAG: "lake_maintenance"},
+    description="Compact and vacuum every platform table.",
+)
+
+
+def build_maintenance_schedule(cron: str) -> dg.ScheduleDefinition:
+    """``lake_maintenance_job`` on ``cron`` (``maintenance.schedule``, converted from Quartz)."""
+    return dg.ScheduleDefinition(
+        name="lake_maintenance_schedule",
+        cron_schedule=cron,
+        job=lake_maintenance_job,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Compacts and vacuums every platform table (maintenance.schedule).",
+    )
