@@ -13,9 +13,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import pyarrow as pa
-from deltalake import write_deltalake
 
-from batch_inference_platform.lib.lake.tables import DeltaLocation
+from batch_inference_platform.lib.lake.errors import ConcurrentWriteError
+from batch_inference_platform.lib.lake.tables import DeltaLocation, rewrite_table, snapshot
+
+ATTEMPTS = 5
 
 CATALOG_SCHEMA = pa.schema(
     [
@@ -56,22 +58,28 @@ class CatalogEntry:
 
 
 def record(location: DeltaLocation, entries: Sequence[CatalogEntry]) -> int:
-    """Upsert ``entries`` in one transaction; returns the catalog's new Delta version."""
+    """Upsert ``entries`` in one transaction; returns the Delta version of that commit."""
     batch = pa.Table.from_pylist([asdict(e) for e in entries], schema=CATALOG_SCHEMA)
+    keys = {(e.dataset, e.partition, e.delta_version) for e in entries}
+    for attempt in range(ATTEMPTS):
+        kept = _rows_except(location, keys)
+        try:
+            return rewrite_table(location, [*kept, *batch.to_batches()], CATALOG_SCHEMA).version
+        except ConcurrentWriteError:
+            if attempt == ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _rows_except(
+    location: DeltaLocation, keys: set[tuple[str, dt.date, int]]
+) -> list[pa.RecordBatch]:
+    """The catalog's current rows, except those ``keys`` replace."""
     if not location.exists():
-        write_deltalake(location.uri, batch, storage_options=location.options)
-        return location.open().version()
-    (
-        location.open()
-        .merge(
-            batch,
-            predicate="t.dataset = s.dataset AND t.partition = s.partition "
-            "AND t.delta_version = s.delta_version",
-            source_alias="s",
-            target_alias="t",
-        )
-        .when_matched_update_all()
-        .when_not_matched_insert_all()
-        .execute()
-    )
-    return location.open().version()
+        return []
+    kept = []
+    for batch in snapshot(location).all_batches():
+        rows = batch.select(["dataset", "partition", "delta_version"]).to_pylist()
+        mask = pa.array([tuple(r.values()) not in keys for r in rows], pa.bool_())
+        kept.append(batch.filter(mask).select(CATALOG_SCHEMA.names).cast(CATALOG_SCHEMA))
+    return kept

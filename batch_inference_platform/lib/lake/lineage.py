@@ -1,8 +1,10 @@
 """Lineage read back from the Delta log: which commit last wrote a partition, and from what.
 
 Every platform write stamps its commit with ``partition``, ``dagster_run_id`` and the versions
-it was made from (delta-rs as commit fields, Spark as ``userMetadata`` JSON); this module finds
-the newest such commit for a partition.
+it was made from (as commit fields; Spark as ``userMetadata`` JSON); this module finds the
+newest such commit for a partition. Commits are read from the log files themselves, so each
+has its true version even while other writers commit (``DeltaTable.history()`` numbers them
+from the version the table was loaded at, which is off when newer commits exist).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from batch_inference_platform.lib.lake.log import commits_down_from
 from batch_inference_platform.lib.lake.tables import DeltaLocation
 
 HISTORY_LIMIT = 1000
@@ -49,15 +52,14 @@ def latest_commits(
     found: dict[dt.date, PartitionCommit] = {}
     if not wanted or not location.exists():
         return found
-    for raw in location.open().history(limit=HISTORY_LIMIT):
-        if as_of is not None and int(raw["version"]) > as_of:
-            continue
+    newest = location.open().version() if as_of is None else as_of
+    for raw in commits_down_from(location.files(), newest, HISTORY_LIMIT):
         commit = _stamped(raw)
         day = wanted.get(str(commit.get("partition")))
         if day is None or day in found:
             continue
         metrics = commit.get("operationMetrics") or {}
-        rows = metrics.get("num_added_rows", metrics.get("numOutputRows", 0))
+        rows = metrics.get("num_added_rows", metrics.get("numOutputRows", 0)) or 0
         found[day] = PartitionCommit(
             version=int(commit["version"]),
             rows=int(rows),

@@ -1,36 +1,77 @@
-"""Delta tables partitioned by date: streaming reads and one-transaction partition replaces.
+"""Delta tables partitioned by date: verified streaming reads and one-transaction partition
+replaces.
 
-Every write here replaces exactly one date partition in a single Delta commit (``predicate``
-overwrite), so a rerun leaves one copy of the partition's rows and a crash leaves the previous
-version readable. Reads go through ``to_pyarrow_dataset`` and stream record batches: they never
+Every write here replaces exactly one date partition in a single Delta commit, so a rerun
+leaves one copy of the partition's rows and a crash leaves the previous version readable.
+
+Data files are written by pyarrow, not delta-rs: ZSTD-compressed Parquet with a CRC32 checksum
+on every page (delta-rs's writer cannot write page checksums), streamed row group by row group
+into the table's storage, then committed with ``create_write_transaction``. Every read verifies
+the checksums, so bytes overwritten after a file was written fail the read, naming the file,
+instead of decoding into wrong values.
+
+Reads go through ``to_pyarrow_dataset`` and stream record batches file by file: they never
 materialize a whole partition, and they avoid the delta-rs exit-time abort that
 ``to_pyarrow_table``/``to_pandas`` - and ``dataset.to_table()`` - trigger (delta-io/delta-rs#2184).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
+import json
+import math
+import random
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
-from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
+import pyarrow.parquet as pq
+from deltalake import CommitProperties, DeltaTable
+from deltalake import Schema as DeltaSchema
+from deltalake.exceptions import CommitFailedError, DeltaError
+from deltalake.transaction import (
+    AddAction,
+    RemoveAction,
+    Transaction,
+    create_table_with_add_actions,
+)
 
 from batch_inference_platform.lib.features.contract import DATE_COLUMN
+from batch_inference_platform.lib.lake.errors import (
+    ConcurrentWriteError,
+    UnreadableDataError,
+    error_summary,
+)
+from batch_inference_platform.lib.lake.files import TableFiles
+from batch_inference_platform.lib.lake.log import find_commit
 from batch_inference_platform.lib.lake.prefetch import prefetch
 
 DEFAULT_BATCH_ROWS = 65_536
 ROW_GROUP_ROWS = 262_144
 """Rows per Parquet row group we write: a reader decodes one row group at a time, so this
 bounds read memory (about 64 MB for a 30-feature partition) whatever the partition's size."""
-BATCH_READAHEAD, FRAGMENT_READAHEAD = 2, 1
-"""Scanner read-ahead: pyarrow's defaults (16 batches, 4 files) held 2.5 GB and ran 2.4x slower
-on a 10M-row partition on 2 cores than this (1.0 GB); decoding stays multi-threaded."""
+FILE_ROWS = 16 * ROW_GROUP_ROWS
+"""Rows per data file; a larger partition is written as several files in the same commit."""
+BATCH_READAHEAD = 2
+"""Scanner read-ahead: pyarrow's default (16 batches) held 2.5 GB and ran 2.4x slower on a
+10M-row partition on 2 cores than this (1.0 GB); decoding stays multi-threaded."""
+COMPRESSION = "zstd"
+COMMIT_ATTEMPTS = 20
+"""Commits retried (after a short random pause) when another writer's commit on other
+partitions got in first: Delta's check conflicts with any commit that removed files."""
 WRITE_ID_KEY = "bip.write_id"
-_HISTORY_SCAN = 100
+APP_ID_PREFIX = "bip.partition:"
+"""Delta app transaction id stamped on each partition write: two writers of the same
+partition conflict in Delta's own conflict check, whatever else they touch."""
+SCAN_OPTIONS = ds.ParquetFragmentScanOptions(pre_buffer=True, page_checksum_verification=True)
+_MIN_MAX_TYPES = (pa.types.is_integer, pa.types.is_floating, pa.types.is_date)
 
 
 @dataclass(frozen=True)
@@ -52,9 +93,17 @@ class DeltaLocation:
             raise TableNotFoundError(f"no Delta table at {self.uri}")
         return DeltaTable(self.uri, storage_options=self.options)
 
+    def files(self) -> TableFiles:
+        return TableFiles(self.uri, self.options)
+
 
 class TableNotFoundError(LookupError):
     """The Delta table a step needs has not been written yet."""
+
+
+class PartitionWriteError(ValueError):
+    """Rows handed to a partition write do not fit it (another day, nulls where the table
+    allows none, or a schema that is not the table's); nothing was committed."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +111,9 @@ class CommitResult:
     """What one partition replace committed."""
 
     version: int
+    """The Delta version of this write's own commit (whatever other writers committed)."""
     rows: int
+    files: int = 0
 
 
 def partition_predicate(day: dt.date) -> str:
@@ -81,33 +132,387 @@ def replace_partition(
     """Replace the ``day`` partition with ``batches`` in one Delta transaction.
 
     The batches are produced in a background thread (so reading and scoring overlap with
-    writing) and streamed into the writer; every row must belong to ``day`` (delta-rs refuses
-    the commit otherwise). If the producer fails, nothing is committed.
-    The table is created, partitioned by date, on first write.
+    encoding and writing) and streamed into checksummed Parquet files; every row must belong
+    to ``day``. If the producer fails, nothing is committed (and the files written so far are
+    deleted). The table is created, partitioned by date, on first write. If another writer
+    commits the same partition meanwhile, ``ConcurrentWriteError`` says to rerun.
     """
-    counter = _RowCounter()
-    reader = pa.RecordBatchReader.from_batches(schema, prefetch(counter.count(batches)))
+    table = location.open() if location.exists() else None
+    if table is not None:
+        _check_schema(location, table, schema)
+    before = _day_files(table, day)
+    files = location.files()
+    writer = _PartitionWriter(files, f"{DATE_COLUMN}={day.isoformat()}", schema, day)
+    try:
+        for batch in prefetch(batches):
+            writer.write(batch)
+        written = writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    rows = sum(f.rows for f in written)
+    adds = [f.add_action({DATE_COLUMN: day.isoformat()}) for f in written]
     write_id = uuid.uuid4().hex
-    metadata = {**(commit_metadata or {}), WRITE_ID_KEY: write_id}
-    write_deltalake(
-        location.uri,
-        reader,
-        partition_by=[DATE_COLUMN],
-        mode="overwrite",
-        predicate=partition_predicate(day),
-        storage_options=location.options,
-        commit_properties=CommitProperties(custom_metadata=metadata),
-        writer_properties=WriterProperties(max_row_group_size=ROW_GROUP_ROWS),
+    stamp = {
+        **(commit_metadata or {}),
+        WRITE_ID_KEY: write_id,
+        "operationParameters": {
+            "mode": "Overwrite",
+            "predicate": partition_predicate(day),
+            "partitionBy": json.dumps([DATE_COLUMN]),
+        },
+    }
+    try:
+        read_version = _commit(location, table, day, before, adds, schema, stamp, rows)
+    except BaseException:
+        for add in adds:  # not committed: no one will ever read them
+            files.delete(add.path)
+        raise
+    version = find_commit(files, WRITE_ID_KEY, write_id, after=read_version)
+    return CommitResult(version=version, rows=rows, files=len(adds))
+
+
+def _commit(
+    location: DeltaLocation,
+    table: DeltaTable | None,
+    day: dt.date,
+    before: frozenset[str],
+    adds: list[AddAction],
+    schema: pa.Schema,
+    stamp: dict[str, Any],
+    rows: int,
+) -> int:
+    """Commit ``adds`` as the new content of ``day``; returns the version the commit was
+    based on (our commit is the first after it stamped with our write id; -1: we created the
+    table)."""
+    app = Transaction(f"{APP_ID_PREFIX}{day.isoformat()}", time.time_ns() // 1000)
+    if table is None:
+        properties = CommitProperties(
+            custom_metadata={**stamp, "operationMetrics": _metrics(adds, 0, rows)},
+            app_transactions=[app],
+        )
+        try:
+            create_table_with_add_actions(
+                location.uri,
+                DeltaSchema.from_arrow(schema),
+                adds,
+                mode="error",
+                partition_by=[DATE_COLUMN],
+                storage_options=location.options,
+                commit_properties=properties,
+            )
+            return -1
+        except DeltaError as error:
+            if "already exists" not in str(error):
+                raise
+        table = location.open()  # another writer created it first: commit on top
+        _check_unchanged(location, table, day, before, None)
+        _check_schema(location, table, schema)
+    for attempt in range(COMMIT_ATTEMPTS):
+        if attempt:
+            time.sleep(random.uniform(0, min(1.0, 0.05 * attempt)))
+        removed = len(_day_files(table, day))
+        properties = CommitProperties(
+            custom_metadata={**stamp, "operationMetrics": _metrics(adds, removed, rows)},
+            app_transactions=[app],
+        )
+        try:
+            table.create_write_transaction(
+                _actions(adds),
+                mode="overwrite",
+                schema=table.schema(),
+                partition_by=[DATE_COLUMN],
+                partition_filters=[(DATE_COLUMN, "=", day.isoformat())],
+                commit_properties=properties,
+            )
+        except CommitFailedError as error:
+            # Delta reports a conflict with any commit that removed files we could have read,
+            # other partitions included: retry unless our own partition changed.
+            fresh = location.open()
+            _check_unchanged(location, fresh, day, before, error)
+            _check_schema(location, fresh, schema)
+            table = fresh
+            continue
+        return table.version()
+    raise ConcurrentWriteError(
+        f"{location.uri}: the commit of {day} kept conflicting with other writers' commits "
+        f"({COMMIT_ATTEMPTS} attempts); nothing was committed - rerun to write {day} again"
     )
-    return CommitResult(version=_committed_version(location, write_id), rows=counter.rows)
 
 
-def _committed_version(location: DeltaLocation, write_id: str) -> int:
-    """The version our commit got, even if other writers committed right after it."""
-    for commit in location.open().history(limit=_HISTORY_SCAN):
-        if commit.get(WRITE_ID_KEY) == write_id:
-            return int(commit["version"])
-    raise RuntimeError(f"commit {write_id} not found in the last {_HISTORY_SCAN} versions")
+def _check_unchanged(
+    location: DeltaLocation,
+    table: DeltaTable,
+    day: dt.date,
+    before: frozenset[str],
+    error: Exception | None,
+) -> None:
+    if _day_files(table, day) != before:
+        raise ConcurrentWriteError(
+            f"another writer committed partition {day} of {location.uri} (now at Delta version "
+            f"{table.version()}) while this run was writing it; nothing of this run's write "
+            f"was committed - rerun to write {day} again"
+        ) from error
+
+
+def _day_files(table: DeltaTable | None, day: dt.date) -> frozenset[str]:
+    if table is None:
+        return frozenset()
+    return frozenset(table.file_uris(file_pruning_predicate=[(DATE_COLUMN, "=", day.isoformat())]))
+
+
+def _actions(adds: list[AddAction]) -> list[AddAction | RemoveAction]:
+    return list[AddAction | RemoveAction](adds)
+
+
+def _metrics(adds: list[AddAction], removed: int, rows: int) -> dict[str, int]:
+    return {"num_added_files": len(adds), "num_removed_files": removed, "num_added_rows": rows}
+
+
+def _check_schema(location: DeltaLocation, table: DeltaTable, schema: pa.Schema) -> None:
+    """Refuse a write whose columns or types are not the table's (nullability may differ)."""
+    ours = _delta_types(DeltaSchema.from_arrow(schema))
+    theirs = _delta_types(table.schema())
+    if ours != theirs:
+        differences = [
+            f"{name}: {ours.get(name, 'absent')} (table: {theirs.get(name, 'absent')})"
+            for name in sorted(set(ours) | set(theirs))
+            if ours.get(name) != theirs.get(name)
+        ]
+        raise PartitionWriteError(
+            f"{location.uri}: the rows' schema is not the table's: " + "; ".join(differences)
+        )
+
+
+def _delta_types(schema: DeltaSchema) -> dict[str, str]:
+    fields = json.loads(schema.to_json())["fields"]
+    return {f["name"]: json.dumps(f["type"], sort_keys=True) for f in fields}
+
+
+@dataclass
+class _WrittenFile:
+    path: str
+    size: int
+    rows: int
+    stats: str
+
+    def add_action(self, partition_values: dict[str, str | None]) -> AddAction:
+        return AddAction(
+            path=self.path,
+            size=self.size,
+            partition_values=partition_values,
+            modification_time=time.time_ns() // 1_000_000,
+            data_change=True,
+            stats=self.stats,
+        )
+
+
+@dataclass
+class _PartitionWriter:
+    """Streams batches into checksummed ZSTD Parquet files under one partition folder, in row
+    groups of ``ROW_GROUP_ROWS`` (memory holds one row group being filled)."""
+
+    files: TableFiles
+    folder: str
+    schema: pa.Schema
+    day: dt.date | None
+    written: list[_WrittenFile] = field(default_factory=list)
+    _buffer: list[pa.RecordBatch] = field(default_factory=list)
+    _buffered: int = 0
+    _writer: pq.ParquetWriter | None = None
+    _sink: pa.NativeFile | None = None
+    _path: str = ""
+    _file_rows: int = 0
+
+    def __post_init__(self) -> None:
+        self.file_schema = pa.schema([f for f in self.schema if f.name != DATE_COLUMN])
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if not batch.num_rows:
+            return
+        self._check_day(batch)
+        data = batch.select(self.file_schema.names)
+        if not data.schema.equals(self.file_schema):
+            try:
+                data = data.cast(self.file_schema)
+            except (ValueError, pa.ArrowException) as error:
+                raise PartitionWriteError(f"{self.files.uri}: {error_summary(error)}") from error
+        self._buffer.append(data)
+        self._buffered += data.num_rows
+        while self._buffered >= ROW_GROUP_ROWS:
+            self._flush(ROW_GROUP_ROWS)
+
+    def close(self) -> list[_WrittenFile]:
+        if self._buffered:
+            self._flush(self._buffered)
+        self._finish()
+        return self.written
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            # The stream may already be broken; the file is deleted anyway.
+            with contextlib.suppress(Exception):
+                self._writer.close()
+            with contextlib.suppress(Exception):
+                self._close_sink()
+            self.files.delete(self._path)
+            self._writer = None
+        for written in self.written:
+            self.files.delete(written.path)
+
+    def _check_day(self, batch: pa.RecordBatch) -> None:
+        if self.day is None:
+            return
+        dates = batch.column(DATE_COLUMN)
+        bounds = pc.min_max(dates)
+        low, high = bounds["min"].as_py(), bounds["max"].as_py()
+        expected = self.day
+        if dates.null_count or low != expected or high != expected:
+            other = high if low == expected else low
+            raise PartitionWriteError(
+                f"{self.files.uri}: a row dated {other} in the write of partition {expected}"
+            )
+
+    def _flush(self, rows: int) -> None:
+        table = pa.Table.from_batches(self._buffer, self.file_schema)
+        group, rest = table.slice(0, rows), table.slice(rows)
+        writer = self._writer or self._open()
+        writer.write_table(group, row_group_size=rows)
+        self._file_rows += rows
+        self._buffer = rest.to_batches()
+        self._buffered = rest.num_rows
+        if self._file_rows >= FILE_ROWS:
+            self._finish()
+
+    def _open(self) -> pq.ParquetWriter:
+        self._path = f"{self.folder}/part-00000-{uuid.uuid4()}-c000.zstd.parquet".lstrip("/")
+        self._sink = self.files.open_output(self._path)
+        self._writer = pq.ParquetWriter(
+            self._sink,
+            self.file_schema,
+            compression=COMPRESSION,
+            write_page_checksum=True,
+            write_statistics=True,
+        )
+        self._file_rows = 0
+        return self._writer
+
+    def _finish(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.close()
+        self._close_sink()  # the writer leaves a stream it did not open: this completes the upload
+        metadata = self._writer.writer.metadata  # type: ignore[attr-defined]
+        size = self.files.size(self._path)
+        assert size is not None, self._path
+        self.written.append(
+            _WrittenFile(self._path, size, metadata.num_rows, _stats(metadata, self.file_schema))
+        )
+        self._writer = None
+
+    def _close_sink(self) -> None:
+        if self._sink is not None:
+            sink, self._sink = self._sink, None
+            sink.close()
+
+
+def _stats(metadata: pq.FileMetaData, schema: pa.Schema) -> str:
+    """Delta file statistics from the Parquet footer: rows, nulls, and min/max of numeric and
+    date columns (the types whose Delta statistics format is unambiguous)."""
+    nulls: dict[str, int] = {}
+    lows: dict[str, Any] = {}
+    highs: dict[str, Any] = {}
+    for index, column in enumerate(schema):
+        counts, values, complete = 0, [], True
+        for group in range(metadata.num_row_groups):
+            statistics = metadata.row_group(group).column(index).statistics
+            if statistics is None or statistics.null_count is None:
+                complete = False
+                break
+            counts += statistics.null_count
+            if statistics.has_min_max:
+                values.append((statistics.min, statistics.max))
+        if not complete:
+            continue
+        nulls[column.name] = counts
+        if values and any(check(column.type) for check in _MIN_MAX_TYPES):
+            low, high = min(v[0] for v in values), max(v[1] for v in values)
+            if isinstance(low, float) and not (math.isfinite(low) and math.isfinite(high)):
+                continue
+            lows[column.name] = _json_value(low)
+            highs[column.name] = _json_value(high)
+    return json.dumps(
+        {
+            "numRecords": metadata.num_rows,
+            "minValues": lows,
+            "maxValues": highs,
+            "nullCount": nulls,
+        }
+    )
+
+
+def _json_value(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, dt.date) else value
+
+
+def rewrite_table(
+    location: DeltaLocation,
+    batches: Iterable[pa.RecordBatch],
+    schema: pa.Schema,
+    *,
+    commit_metadata: Mapping[str, str] | None = None,
+) -> CommitResult:
+    """Replace the whole content of an unpartitioned table (a small one: the catalog) in one
+    commit; ``ConcurrentWriteError`` if another writer committed since it was read."""
+    table = location.open() if location.exists() else None
+    if table is not None:
+        _check_schema(location, table, schema)
+    files = location.files()
+    writer = _PartitionWriter(files, "", schema, None)
+    try:
+        for batch in batches:
+            writer.write(batch)
+        written = writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    rows = sum(f.rows for f in written)
+    adds = [f.add_action({}) for f in written]
+    write_id = uuid.uuid4().hex
+    stamp = {**(commit_metadata or {}), WRITE_ID_KEY: write_id}
+    removed = len(table.file_uris()) if table is not None else 0
+    properties = CommitProperties(
+        custom_metadata={**stamp, "operationMetrics": _metrics(adds, removed, rows)},
+        app_transactions=[Transaction(f"{APP_ID_PREFIX}*", time.time_ns() // 1000)],
+    )
+    try:
+        if table is None:
+            create_table_with_add_actions(
+                location.uri,
+                DeltaSchema.from_arrow(schema),
+                adds,
+                mode="error",
+                storage_options=location.options,
+                commit_properties=properties,
+            )
+        else:
+            table.create_write_transaction(
+                _actions(adds),
+                mode="overwrite",
+                schema=table.schema(),
+                commit_properties=properties,
+            )
+    except (CommitFailedError, DeltaError) as error:
+        for add in adds:
+            files.delete(add.path)
+        if isinstance(error, CommitFailedError) or "already exists" in str(error):
+            raise ConcurrentWriteError(
+                f"another writer committed to {location.uri} while this run was rewriting it; "
+                "nothing was committed - rerun"
+            ) from error
+        raise
+    after = table.version() if table is not None else -1
+    return CommitResult(find_commit(files, WRITE_ID_KEY, write_id, after=after), rows, len(adds))
 
 
 @dataclass(frozen=True)
@@ -133,18 +538,58 @@ class Snapshot:
         columns: list[str] | None = None,
         batch_rows: int = DEFAULT_BATCH_ROWS,
     ) -> Iterator[pa.RecordBatch]:
-        """Stream the rows of the ``day`` partition as record batches."""
-        return self.dataset.to_batches(
-            columns=columns,
-            filter=_day_filter(day),
-            batch_size=batch_rows,
-            batch_readahead=BATCH_READAHEAD,
-            fragment_readahead=FRAGMENT_READAHEAD,
-        )
+        """Stream the rows of the ``day`` partition as record batches, file by file, every
+        page checked against its checksum; a file that cannot be read raises
+        ``UnreadableDataError`` naming the day, the file and why."""
+        return self._scan(day, _day_filter(day), columns, batch_rows)
+
+    def all_batches(
+        self, *, columns: list[str] | None = None, batch_rows: int = DEFAULT_BATCH_ROWS
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream every row of the version (for small unpartitioned tables: the catalog)."""
+        return self._scan(None, None, columns, batch_rows)
+
+    def _scan(
+        self,
+        day: dt.date | None,
+        condition: ds.Expression | None,
+        columns: list[str] | None,
+        batch_rows: int,
+    ) -> Iterator[pa.RecordBatch]:
+        for fragment in self.dataset.get_fragments(filter=condition):
+            try:
+                mismatched = self._mismatched_types(fragment, columns)
+            except (OSError, pa.ArrowException) as error:
+                raise self._unreadable(day, fragment, error, columns) from error
+            if mismatched:
+                raise UnreadableDataError(day, self._uri(fragment), "; ".join(mismatched))
+            scanner = ds.Scanner.from_fragment(
+                fragment,
+                schema=self.dataset.schema,
+                columns=columns,
+                filter=condition,
+                batch_size=batch_rows,
+                batch_readahead=BATCH_READAHEAD,
+                fragment_scan_options=SCAN_OPTIONS,
+            )
+            try:
+                yield from scanner.to_batches()
+            except (OSError, pa.ArrowException) as error:
+                raise self._unreadable(day, fragment, error, columns) from error
 
     def count(self, day: dt.date) -> int:
-        """Rows in the ``day`` partition."""
-        return self.dataset.count_rows(filter=_day_filter(day))
+        """Rows in the ``day`` partition (from the files' footers)."""
+        condition = _day_filter(day)
+        total = 0
+        for fragment in self.dataset.get_fragments(filter=condition):
+            try:
+                scanner = ds.Scanner.from_fragment(
+                    fragment, schema=self.dataset.schema, columns=[], filter=condition
+                )
+                total += scanner.count_rows()
+            except (OSError, pa.ArrowException) as error:
+                raise self._unreadable(day, fragment, error, None) from error
+        return total
 
     def file_count(self, day: dt.date) -> int:
         """Data files holding the ``day`` partition (1 for a compacted partition)."""
@@ -154,18 +599,80 @@ class Snapshot:
         """Data files (full URIs) of the ``day`` partition whose Parquet footer cannot be read,
         each with the reader's error (to name the file to blame when a partition fails)."""
         broken = {}
-        root = self.location.uri.rstrip("/")
         for fragment in self.dataset.get_fragments(filter=_day_filter(day)):
             try:
                 fragment.ensure_complete_metadata()  # type: ignore[attr-defined]
             except (OSError, pa.ArrowException) as error:
-                broken[f"{root}/{fragment.path}"] = str(error)
+                broken[self._uri(fragment)] = error_summary(error)
         return broken
 
     def days(self) -> list[dt.date]:
         """The partitions that hold data, oldest first."""
         values = {p[DATE_COLUMN] for p in self.table.partitions()}
         return sorted(dt.date.fromisoformat(v) for v in values)
+
+    def _uri(self, fragment: ds.Fragment) -> str:
+        return f"{self.location.uri.rstrip('/')}/{fragment.path}"  # type: ignore[attr-defined]
+
+    def _unreadable(
+        self,
+        day: dt.date | None,
+        fragment: ds.Fragment,
+        error: BaseException,
+        columns: list[str] | None,
+    ) -> UnreadableDataError:
+        return UnreadableDataError(
+            day, self._uri(fragment), self._diagnose(fragment, error, columns)
+        )
+
+    def _diagnose(
+        self, fragment: ds.Fragment, error: BaseException, columns: list[str] | None
+    ) -> str:
+        """Why a file failed: changed bytes, a truncated file, or a column stored in a type
+        the table does not declare; else the reader's own words."""
+        text = error_summary(error)
+        if "checksum" in text.lower() or "crc" in text.lower():
+            return f"page checksum mismatch: the file's bytes changed after it was written ({text})"
+        path: str = fragment.path  # type: ignore[attr-defined]
+        expected = self._logged_sizes().get(path)
+        try:
+            stored = self.location.files().size(path)
+        except OSError:
+            stored = None
+        if stored is None:
+            return f"the file is missing ({text})"
+        if expected is not None and stored != expected:
+            return (
+                f"the file is {stored:,} bytes, the Delta log recorded {expected:,} "
+                f"(truncated or replaced) ({text})"
+            )
+        try:
+            mismatched = self._mismatched_types(fragment, columns, exact=True)
+        except (OSError, pa.ArrowException):
+            return text
+        return f"{'; '.join(mismatched)} ({text})" if mismatched else text
+
+    def _mismatched_types(
+        self, fragment: ds.Fragment, columns: list[str] | None, *, exact: bool = False
+    ) -> list[str]:
+        """Columns the file stores in another kind of type than the table declares (strings
+        in a numeric column, say): a reader would parse them or fail, naming neither."""
+        physical = fragment.physical_schema
+        declared = self.dataset.schema
+        found = []
+        for name in columns or declared.names:
+            if physical.get_field_index(name) < 0 or declared.get_field_index(name) < 0:
+                continue
+            stored, wanted = physical.field(name).type, declared.field(name).type
+            if stored != wanted and (exact or _kind(stored) != _kind(wanted)):
+                found.append(f"column {name!r} is stored as {stored}, the table declares {wanted}")
+        return found
+
+    def _logged_sizes(self) -> dict[str, int]:
+        actions = pa.table(self.table.get_add_actions(flatten=True))
+        paths = actions.column("path").to_pylist()
+        sizes = actions.column("size_bytes").to_pylist()
+        return {str(p): int(n) for p, n in zip(paths, sizes, strict=True) if n is not None}
 
 
 def snapshot(location: DeltaLocation) -> Snapshot:
@@ -203,17 +710,23 @@ def schema_hash(schema: pa.Schema) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _kind(data_type: pa.DataType) -> str:
+    """A type's family: values of one family convert to another type of it without parsing."""
+    if pa.types.is_dictionary(data_type):
+        return _kind(data_type.value_type)  # type: ignore[attr-defined]
+    for kind, check in (
+        ("number", lambda t: pa.types.is_integer(t) or pa.types.is_floating(t)),
+        ("number", pa.types.is_decimal),
+        ("text", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)),
+        ("text", pa.types.is_string_view),
+        ("bytes", lambda t: pa.types.is_binary(t) or pa.types.is_large_binary(t)),
+        ("bool", pa.types.is_boolean),
+        ("time", pa.types.is_temporal),
+    ):
+        if check(data_type):
+            return kind
+    return str(data_type)
+
+
 def _day_filter(day: dt.date) -> ds.Expression:
     return ds.field(DATE_COLUMN) == pa.scalar(day, pa.date32())
-
-
-class _RowCounter:
-    """Counts rows as they stream past, without holding them."""
-
-    def __init__(self) -> None:
-        self.rows = 0
-
-    def count(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            self.rows += batch.num_rows
-            yield batch

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 import pyarrow as pa
 
 from batch_inference_platform.lib.features.contract import DATE_COLUMN, KEY_COLUMN
+from batch_inference_platform.lib.lake.errors import describe_error
 from batch_inference_platform.lib.lake.prefetch import prefetch
 from batch_inference_platform.lib.lake.tables import DeltaLocation, Snapshot, replace_partition
 from batch_inference_platform.lib.scoring.kernel import (
@@ -99,11 +100,13 @@ def score_request(
                 commit_metadata=request.commit_metadata.get(day.isoformat()),
             )
         except Exception as error:  # reported with the files to blame; the step still fails
-            try:
-                broken = source.unreadable_files(day)
-            except Exception:  # the diagnosis must not hide the error it explains
-                broken = {}
-            result.errors.append(PartitionError(day, str(error), sorted(broken)))
+            reason, files = describe_error(error)
+            if not files:
+                try:
+                    files = sorted(source.unreadable_files(day))
+                except Exception:  # the diagnosis must not hide the error it explains
+                    files = []
+            result.errors.append(PartitionError(day, reason, files))
             continue
         result.scored[day] = report
         on_scored(report)
