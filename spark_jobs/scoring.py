@@ -14,6 +14,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from batch_inference_platform.lib.features.contract import DATE_COLUMN, KEY_COLUMN
+from batch_inference_platform.lib.lake.errors import error_summary
 from batch_inference_platform.lib.lake.lineage import latest_commit
 from batch_inference_platform.lib.lake.tables import snapshot
 from batch_inference_platform.lib.quality.drift import FINE_BINS
@@ -55,8 +56,9 @@ def score_on_spark(spark: SparkSession, request: ScoringRequest, log: Log) -> En
             report = _score_day(spark, request, scorer, day)
         except Exception as error:  # Spark surfaces read errors as many types; report them all
             files = _unreadable_files(request, day)
-            result.errors.append(PartitionError(day, _first_lines(error), files))
-            log(f"{day}: failed ({', '.join(files) or 'no unreadable file found'}): {error}")
+            reason = error_summary(error)
+            result.errors.append(PartitionError(day, reason, files))
+            log(f"{day}: failed ({', '.join(files) or 'no unreadable file found'}): {reason}")
             continue
         result.scored[day] = report
         log(f"{day}: {report.rows} rows scored at {report.rows_per_second:,.0f} rows/s")
@@ -151,9 +153,3 @@ def _unreadable_files(request: ScoringRequest, day: dt.date) -> list[str]:
         return sorted(source.unreadable_files(day))
     except Exception:  # diagnosis must not hide the original error
         return []
-
-
-def _first_lines(error: BaseException, lines: int = 3) -> str:
-    """The head of an error message (Spark's carry JVM or Rust traces below)."""
-    text = f"{type(error).__name__}: {error}"
-    return "\n".join(text.strip().splitlines()[:lines])

@@ -23,9 +23,11 @@ from batch_inference_platform.defs.resources import (
     QualityPolicyResource,
 )
 from batch_inference_platform.defs.validation.assets import VALIDATED_KEY
+from batch_inference_platform.lib.lake.errors import error_summary
 from batch_inference_platform.lib.lake.layout import LakeLayout
 from batch_inference_platform.lib.lake.lineage import latest_commit
 from batch_inference_platform.lib.lake.tables import DeltaLocation, Snapshot, snapshot
+from batch_inference_platform.lib.quality.verdicts import validation_states
 from batch_inference_platform.lib.registry.client import ModelNotFoundError
 from batch_inference_platform.lib.registry.compatibility import input_names
 from batch_inference_platform.lib.registry.resolution import record_served
@@ -34,6 +36,7 @@ from batch_inference_platform.lib.scoring.outputs import SUM_TOLERANCE, OutputKi
 from batch_inference_platform.lib.scoring.request import (
     EngineResult,
     ModelRef,
+    PartitionError,
     PartitionReport,
     ScoringRequest,
 )
@@ -129,12 +132,10 @@ def _score(
     _refuse_stale(registry, serving)
     layout = lake.layout
     validated = snapshot(layout.validated)
-    empty = [day.isoformat() for day in days if _validated_rows(validated, day) == 0]
-    if empty:
-        raise dg.Failure(
-            f"no validated rows for {', '.join(empty)} at {layout.validated.uri}: these "
-            "partitions failed validation or were never validated (see validated_features)"
-        )
+    refused = _refused(layout, validated, days)
+    if len(refused) == len(days):
+        _fail_with_error_report(context, EngineResult(errors=refused), serving)
+    days = [day for day in days if day not in {error.day for error in refused}]
     output = serving.output
     request = ScoringRequest(
         days=[day.isoformat() for day in days],
@@ -164,6 +165,7 @@ def _score(
         azure_auth=lake.azure_auth,
     )
     outcome = engine.score(context, request, lake=lake, registry=registry)
+    outcome.errors = sorted([*refused, *outcome.errors], key=lambda error: error.day)
     target = layout.predictions(serving.version.name)
     scored = outcome.scored
     if outcome.errors:
@@ -310,6 +312,23 @@ def _refuse_stale(registry: ModelRegistryResource, serving: ServingModel) -> Non
         )
 
 
+def _refused(layout: LakeLayout, validated: Snapshot, days: list[dt.date]) -> list[PartitionError]:
+    """The days not to score, each with why: its latest validation failed, errored or did not
+    finish (its older validated rows are not scored as if they were valid), or it has no
+    validated rows."""
+    refused = []
+    for day, state in validation_states(layout, days).items():
+        reason = state.refusal
+        if reason is None and _validated_rows(validated, day) == 0:
+            reason = (
+                f"no validated rows at {layout.validated.uri}: it was never validated "
+                "(see validated_features)"
+            )
+        if reason is not None:
+            refused.append(PartitionError(day, reason, list(state.files)))
+    return refused
+
+
 def _validated_rows(validated: Snapshot, day: dt.date) -> int | None:
     """Rows validated for ``day``; None if its files cannot be read (the engine reports it)."""
     try:
@@ -337,13 +356,17 @@ def _fail_with_error_report(
             )
         )
     lines = [
-        f"{error.day}: {', '.join(error.files) or '(no unreadable file found)'}: {error.error}"
+        f"{error.day}: {', '.join(error.files)}: {error_summary(error.error)}"
+        if error.files
+        else f"{error.day}: {error_summary(error.error)}"
         for error in outcome.errors
     ]
     failed = ", ".join(str(error.day) for error in outcome.errors)
     raise dg.Failure(
         description=f"{len(outcome.errors)} of {len(outcome.errors) + len(outcome.scored)} "
-        f"partitions failed ({failed}); the others were scored and committed.\n" + "\n".join(lines),
+        f"partitions failed ({failed}); "
+        + ("the others were scored and committed.\n" if outcome.scored else "none was scored.\n")
+        + "\n".join(lines),
         metadata={
             "failed_partitions": [str(error.day) for error in outcome.errors],
             "scored_partitions": [str(day) for day in outcome.scored],
@@ -354,7 +377,7 @@ def _fail_with_error_report(
 
 def _error_table(outcome: EngineResult) -> str:
     rows = [
-        f"| {e.day} | {'<br>'.join(e.files) or '-'} | {e.error.replace('|', '/')} |"
+        f"| {e.day} | {'<br>'.join(e.files) or '-'} | {error_summary(e.error).replace('|', '/')} |"
         for e in outcome.errors
     ]
     return "\n".join(["| partition | file | error |", "|---|---|---|", *rows])
