@@ -79,6 +79,13 @@ def lake_maintenance(
     maintenance: MaintenanceResource,
 ) -> dg.MaterializeResult:
     results = []
+    layout = lake.layout
+    # delta-rs compaction writes Parquet without page checksums: only the tables delta-rs
+    # writes (real-time) are compacted; the others are written compacted, checksummed.
+    compactable = {
+        t.uri
+        for t in (layout.realtime_events, layout.realtime_aggregates, layout.realtime_insights)
+    }
     for name, location in platform_tables(
         context.instance, lake, registry.model_name, include_features=maintenance.include_features
     ):
@@ -86,7 +93,7 @@ def lake_maintenance(
             name,
             location,
             retention_hours=maintenance.vacuum_retention_hours,
-            compact=maintenance.compact,
+            compact=maintenance.compact and location.uri in compactable,
         )
         context.log.info(_summary(result))
         results.append(result)
