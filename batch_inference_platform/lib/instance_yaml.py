@@ -45,17 +45,17 @@ RUN_MONITORING: dict[str, Any] = {
     # started is reported within one interval (two, 30 s, when only its code server's absence
     # shows it, see WorkerHealthRunLauncher).
     "poll_interval_seconds": 15,
-    # A run that never reaches STARTED fails after this (a launched worker imports the whole
-    # platform first: ~15 s on two busy cores).
-    "start_timeout_seconds": 45,
+    # A run that never reaches STARTED fails after this, found at the next poll: under a
+    # minute (a launched worker imports the whole platform first: ~15 s on two busy cores).
+    "start_timeout_seconds": 40,
     # A run whose termination was asked for is marked CANCELED after this even if its worker
     # never confirms (e.g. it was already dead).
-    "cancel_timeout_seconds": 45,
+    "cancel_timeout_seconds": 40,
     # DefaultRunLauncher cannot resume a run in a new worker; a dead worker fails the run.
     "max_resume_run_attempts": 0,
 }
 """``run_monitoring`` of every instance the platform ships: a dead worker is FAILURE within a
-minute (15 s poll, 45 s start and cancel timeouts)."""
+minute (15 s poll, 40 s start and cancel timeouts)."""
 
 LAUNCHER_CLASS = "WorkerHealthRunLauncher"
 
