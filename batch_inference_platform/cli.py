@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from batch_inference_platform.config import Settings, SettingsError, load_settings
+from batch_inference_platform.lib.instance_yaml import local_instance_yaml
 
 warnings.filterwarnings("ignore", message=".*is currently in (beta|preview).*")
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -209,13 +210,20 @@ def print_instance_yaml(settings: Settings) -> int:
     return 0
 
 
+_OLD_INSTANCE_YAML = "telemetry:\n  enabled: false\n"
+_GENERATED = "# The platform's local Dagster instance"
+
+
 def prepare_dagster_home(settings: Settings) -> None:
     """Point Dagster at the project's persistent instance (created on first use)."""
     os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
     settings.dagster_home.mkdir(parents=True, exist_ok=True)
     instance_yaml = settings.dagster_home / "dagster.yaml"
-    if not instance_yaml.exists():
-        instance_yaml.write_text("telemetry:\n  enabled: false\n")
+    # Ours (missing, the earlier two-line default, or generated) is kept current - with run
+    # monitoring, so a killed run is marked failed; a file a person wrote is left alone.
+    current = instance_yaml.read_text() if instance_yaml.exists() else None
+    if current is None or current == _OLD_INSTANCE_YAML or current.startswith(_GENERATED):
+        instance_yaml.write_text(local_instance_yaml())
 
 
 def run_demo(

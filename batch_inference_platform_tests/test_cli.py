@@ -8,7 +8,12 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
+import yaml
 from dagster._core.instance.ref import InstanceRef
+
+from batch_inference_platform.cli import prepare_dagster_home
+from batch_inference_platform.config import load_settings
 
 
 def _demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -107,3 +112,21 @@ def test_a_broken_tenants_file_is_a_configuration_error_not_a_traceback(tmp_path
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("configuration error: ")
     assert "tenants[0]: id" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_local_instance_has_run_monitoring(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """make demo / make dev use an instance that marks a killed run failed; an instance file
+    written by the earlier CLI is brought up to date, one a person wrote is left alone."""
+    settings = load_settings(environ={"BIP__BATCH_INFERENCE__DATA_DIR": str(tmp_path / "data")})
+    home = settings.dagster_home
+    home.mkdir(parents=True)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")  # the earlier default
+    monkeypatch.setenv("DAGSTER_HOME", str(home))  # restored after the test
+    prepare_dagster_home(settings)
+    written = yaml.safe_load((home / "dagster.yaml").read_text())
+    assert written["run_monitoring"]["enabled"] is True
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: true\n")  # a person's own
+    prepare_dagster_home(settings)
+    assert (home / "dagster.yaml").read_text() == "telemetry:\n  enabled: true\n"

@@ -120,6 +120,7 @@ def test_prod_observes_features_and_trains_nothing(monkeypatch: pytest.MonkeyPat
         "customer_insights",
         "archived_features",
         "sla_report",
+        "lake_maintenance",
     }
     features = graph.get(dg.AssetKey("feature_tables"))
     assert features.is_observable
@@ -134,6 +135,7 @@ def test_prod_observes_features_and_trains_nothing(monkeypatch: pytest.MonkeyPat
         "client_inference_job",
         "realtime_insights_job",
         "sla_report_job",
+        "lake_maintenance_job",
     }
     local = describe(build_definitions(load_settings(environ={})))
     assert describe(defs)["schedules"] == local["schedules"]
