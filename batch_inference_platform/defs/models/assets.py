@@ -21,12 +21,13 @@ from batch_inference_platform.lib.lake.tables import (
     table_schema,
 )
 from batch_inference_platform.lib.registry.client import ModelNotFoundError
-from batch_inference_platform.lib.registry.probe import ServingProbe, sample_batch
+from batch_inference_platform.lib.registry.probe import ServingProbe
 from batch_inference_platform.lib.registry.resolution import (
     NoCompatibleVersionError,
     resolve_serving_version,
 )
 from batch_inference_platform.lib.registry.training import TrainingParams, train_and_register
+from batch_inference_platform.lib.scoring.inputs import first_rows
 
 MODEL_VERSIONS_KEY = dg.AssetKey("model_versions")
 DEMO_MODEL_KEY = dg.AssetKey("demo_model")
@@ -136,7 +137,7 @@ def build_model_versions(*, trained_locally: bool) -> dg.AssetsDefinition:
         client = registry.registry
         validated = snapshot(lake.layout.validated)
         latest = validated.days()[-1]
-        sample = sample_batch(validated.batches(latest), SMOKE_ROWS)
+        sample = first_rows(validated.batches(latest), SMOKE_ROWS)
         if sample is None:
             raise dg.Failure(f"no validated rows for {latest} to test the model on")
         target = lake.layout.predictions(registry.model_name)

@@ -39,11 +39,12 @@ from batch_inference_platform.lib.realtime.tables import (
     windows_written_since,
 )
 from batch_inference_platform.lib.registry.client import ModelNotFoundError
-from batch_inference_platform.lib.registry.probe import ServingProbe, sample_batch
+from batch_inference_platform.lib.registry.probe import ServingProbe
 from batch_inference_platform.lib.registry.resolution import (
     NoCompatibleVersionError,
     resolve_serving_version,
 )
+from batch_inference_platform.lib.scoring.inputs import first_rows
 from batch_inference_platform.lib.scoring.kernel import Scorer
 from batch_inference_platform.lib.scoring.outputs import OutputKind
 
@@ -263,7 +264,7 @@ def _serving_scorer(lake: LakeResource, registry: ModelRegistryResource) -> Scor
         )
     validated = snapshot(lake.layout.validated)
     days = validated.days()
-    sample = sample_batch(validated.batches(days[-1]), SMOKE_ROWS) if days else None
+    sample = first_rows(validated.batches(days[-1]), SMOKE_ROWS) if days else None
     if sample is None:
         raise dg.Failure(f"no validated rows at {lake.layout.validated.uri} to vet the model on")
     probe = ServingProbe(

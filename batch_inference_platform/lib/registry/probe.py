@@ -7,7 +7,7 @@ so a version refused for batch scoring never serves anywhere else.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -48,20 +48,6 @@ class ServingProbe:
         return nullable_integer_problems(scorer, self.validated) + output_table_problems(
             scorer.output, self.predictions
         )
-
-
-def sample_batch(batches: Iterable[pa.RecordBatch], rows: int) -> pa.RecordBatch | None:
-    """The first ``rows`` rows of a stream as one batch (None when there are none)."""
-    taken, remaining = [], rows
-    for batch in batches:
-        if remaining <= 0:
-            break
-        part = batch.slice(0, remaining)
-        taken.append(part)
-        remaining -= part.num_rows
-    if not any(part.num_rows for part in taken):
-        return None
-    return pa.Table.from_batches(taken).combine_chunks().to_batches()[0]
 
 
 def nullable_integer_problems(scorer: ServingScorer, validated: pa.Schema) -> list[str]:

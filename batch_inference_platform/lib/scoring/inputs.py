@@ -94,16 +94,24 @@ class InputPlan:
 
     def sample(self, batches: Iterable[pa.RecordBatch], rows: int = 4096) -> ModelInput:
         """The first ``rows`` rows of a stream as model input (smoke tests, compile checks)."""
-        taken, remaining = [], rows
-        for batch in batches:
-            if remaining <= 0:
-                break
-            part = batch.slice(0, remaining)
-            taken.append(part)
-            remaining -= part.num_rows
-        if not taken:
+        batch = first_rows(batches, rows)
+        if batch is None:
             raise ValueError("no rows to sample model input from")
-        return self.prepare(pa.Table.from_batches(taken).combine_chunks().to_batches()[0])
+        return self.prepare(batch)
+
+
+def first_rows(batches: Iterable[pa.RecordBatch], rows: int) -> pa.RecordBatch | None:
+    """The first ``rows`` rows of a stream as one batch (None when there are none)."""
+    taken, remaining = [], rows
+    for batch in batches:
+        if remaining <= 0:
+            break
+        part = batch.slice(0, remaining)
+        taken.append(part)
+        remaining -= part.num_rows
+    if not any(part.num_rows for part in taken):
+        return None
+    return pa.Table.from_batches(taken).combine_chunks().to_batches()[0]
 
 
 def plan_inputs(signature: ModelSignature | None, *, takes_matrix: bool) -> InputPlan:
