@@ -1,19 +1,19 @@
-"""The feature contract: what a credit-risk feature partition must look like to be scored.
+"""The feature contract: what a deployment's feature partition must look like to be scored.
 
-The contract is the platform's promise to models: every validated partition has exactly these
-columns, with these types, within these ranges. Models are trained on ``MODEL_FEATURES``.
+The contract is the platform's promise to models: every validated partition has exactly the
+deployment's key and partition columns and these feature columns, with these types, within
+these ranges. A deployment declares it in its ``defs.yaml`` or takes its model's signature.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
 import pyarrow as pa
 
-KEY_COLUMN = "customer_id"
-DATE_COLUMN = "event_date"
-LABEL_COLUMN = "defaulted"
+from batch_inference_platform.lib.deployments.partitioning import Partitioning
 
 
 class Kind(Enum):
@@ -46,6 +46,16 @@ class Kind(Enum):
             return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
         return pa.types.is_date32(arrow_type) or pa.types.is_date64(arrow_type)
 
+    @classmethod
+    def of_type(cls, arrow_type: pa.DataType) -> Kind:
+        """The family a stored column belongs to (keys keep their family in every table)."""
+        for kind in (Kind.INTEGER, Kind.FLOAT, Kind.STRING, Kind.DATE):
+            if kind.accepts(arrow_type) and not (
+                kind is Kind.FLOAT and pa.types.is_integer(arrow_type)
+            ):
+                return kind
+        raise ValueError(f"unsupported column type {arrow_type} (integer, float, string, date)")
+
 
 @dataclass(frozen=True)
 class Column:
@@ -64,85 +74,73 @@ class Column:
     max_null_rate: float | None = None
 
 
-def _f(name: str, lo: float | None, hi: float | None, **kw: object) -> Column:
-    return Column(name, Kind.FLOAT, min_value=lo, max_value=hi, **kw)  # type: ignore[arg-type]
+@dataclass(frozen=True)
+class Contract:
+    """What a deployment's validated partitions hold: keys, the partition column, features.
+
+    ``key`` columns identify a row within a partition (together unique, never null; any type);
+    the partition column holds the partition's value; ``columns`` are the features, checked
+    against their declared types and ranges.
+    """
+
+    key: tuple[Column, ...]
+    partitioning: Partitioning
+    columns: tuple[Column, ...]
+
+    @property
+    def key_names(self) -> list[str]:
+        return [c.name for c in self.key]
+
+    @property
+    def identity(self) -> list[str]:
+        """Key and partition columns: what every derived row carries to name its source row."""
+        return [*self.key_names, *self.partitioning.columns]
+
+    @property
+    def all_columns(self) -> tuple[Column, ...]:
+        """Keys, then features (the partition column is handled by ``partitioning``)."""
+        keys = set(self.key_names) | set(self.partitioning.columns)
+        return self.key + tuple(c for c in self.columns if c.name not in keys)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [c.name for c in self.columns if c.name not in self.identity]
+
+    def validated_schema(self) -> pa.Schema:
+        """The Arrow schema of a validated partition: keys, partition column, features."""
+        fields = [pa.field(c.name, c.kind.canonical, nullable=False) for c in self.key]
+        if self.partitioning.column is not None:
+            fields.append(
+                pa.field(self.partitioning.column, self.partitioning.arrow_type, nullable=False)
+            )
+        fields += [
+            pa.field(c.name, c.kind.canonical, nullable=not c.required)
+            for c in self.columns
+            if c.name not in self.identity
+        ]
+        return pa.schema(fields)
+
+    def with_columns(self, columns: tuple[Column, ...]) -> Contract:
+        return Contract(self.key, self.partitioning, columns)
 
 
-def _i(name: str, lo: float | None, hi: float | None, **kw: object) -> Column:
-    return Column(name, Kind.INTEGER, min_value=lo, max_value=hi, **kw)  # type: ignore[arg-type]
+def columns_from_signature(inputs: Mapping[str, tuple[str, bool]]) -> tuple[Column, ...]:
+    """Contract columns from a model signature's inputs: ``{name: (mlflow type, required)}``.
 
-
-NUMERIC_COLUMNS: tuple[Column, ...] = (
-    _i("age", 18, 100, required=True),
-    _f("annual_income", 0, 1e8, required=True),
-    _f("employment_length_years", 0, 60),
-    _f("loan_amount", 100, 5e6, required=True),
-    _i("loan_term_months", 6, 360, required=True),
-    _f("interest_rate", 0, 60),
-    _f("installment", 0, 1e6),
-    _f("debt_to_income", 0, 300),
-    _i("credit_score", 300, 850, required=True),
-    _f("credit_history_years", 0, 80),
-    _i("num_open_accounts", 0, 200),
-    _i("num_total_accounts", 0, 400),
-    _f("revolving_balance", 0, 1e7),
-    _f("revolving_utilization", 0, 5),
-    _i("num_delinquencies_2y", 0, 100),
-    _i("num_inquiries_6m", 0, 100),
-    _f("months_since_last_delinquency", 0, 1200, max_null_rate=0.9),
-    _i("num_public_records", 0, 50),
-    _i("num_bankruptcies", 0, 50),
-    _i("num_mortgage_accounts", 0, 50),
-    _f("total_credit_limit", 0, 1e8),
-    _f("total_balance_ex_mortgage", 0, 1e8),
-    _f("avg_account_age_months", 0, 1200),
-    _f("pct_trades_never_delinquent", 0, 100),
-    _i("num_late_payments_12m", 0, 365),
-    _f("savings_balance", 0, 1e9),
-    _f("checking_balance", -1e6, 1e9),
-    _f("monthly_housing_payment", 0, 1e6),
-    _f("payment_to_income", 0, 10),
-    _f("loan_to_income", 0, 100),
-)
-
-CATEGORICAL_COLUMNS: tuple[Column, ...] = (
-    Column(
-        "employment_type",
-        Kind.STRING,
-        categories=("salaried", "self_employed", "contractor", "unemployed", "retired"),
-    ),
-    Column("home_ownership", Kind.STRING, categories=("rent", "own", "mortgage", "other")),
-    Column(
-        "loan_purpose",
-        Kind.STRING,
-        categories=(
-            "debt_consolidation",
-            "credit_card",
-            "home_improvement",
-            "major_purchase",
-            "medical",
-            "small_business",
-            "car",
-            "other",
-        ),
-    ),
-    Column("region", Kind.STRING, categories=("northeast", "midwest", "south", "west")),
-)
-
-KEY_COLUMNS: tuple[Column, ...] = (
-    Column(KEY_COLUMN, Kind.INTEGER, required=True, min_value=0),
-    Column(DATE_COLUMN, Kind.DATE, required=True),
-)
-
-FEATURE_COLUMNS: tuple[Column, ...] = KEY_COLUMNS + NUMERIC_COLUMNS + CATEGORICAL_COLUMNS
-"""Every column a validated partition carries, in order (the label is not a feature)."""
-
-MODEL_FEATURES: tuple[str, ...] = tuple(c.name for c in NUMERIC_COLUMNS)
-"""The inputs demo models are trained on: the 30 numeric features, as float64."""
-
-
-def validated_schema() -> pa.Schema:
-    """The Arrow schema of a validated feature partition."""
-    return pa.schema(
-        [pa.field(c.name, c.kind.canonical, nullable=not c.required) for c in FEATURE_COLUMNS]
-    )
+    Integers and floats keep their family (any range), strings are strings, booleans are
+    integers; the model's own signature is the only promise made."""
+    kinds = {
+        "long": Kind.INTEGER,
+        "integer": Kind.INTEGER,
+        "boolean": Kind.INTEGER,
+        "double": Kind.FLOAT,
+        "float": Kind.FLOAT,
+        "string": Kind.STRING,
+        "datetime": Kind.DATE,
+    }
+    columns = []
+    for name, (mlflow_type, required) in inputs.items():
+        if mlflow_type not in kinds:
+            raise ValueError(f"signature input {name!r} has type {mlflow_type}, not a column type")
+        columns.append(Column(name, kinds[mlflow_type], required=required))
+    return tuple(columns)
