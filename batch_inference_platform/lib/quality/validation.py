@@ -1,13 +1,12 @@
 """Partition validation: profile a feature partition, judge it, and split its rows.
 
 Validation streams the partition three times at most - once to profile it, then once per
-output (validated rows, quarantined rows) - so memory holds one batch plus the partition's key
-column (for duplicate detection), never the whole partition.
+output (validated rows, quarantined rows) - so memory holds one batch plus one 64-bit hash per
+row of the partition's key columns (for duplicate detection), never the whole partition.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -17,10 +16,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch_inference_platform.lib.features.contract import FEATURE_COLUMNS, KEY_COLUMN
+from batch_inference_platform.lib.features.contract import Contract
 from batch_inference_platform.lib.quality.rules import (
     RowRules,
     canonical_schema,
+    duplicate_reason,
+    key_hashes,
+    key_label,
     schema_problems,
     to_canonical,
 )
@@ -70,9 +72,9 @@ class PartitionProfile:
     reason_counts: Counter[str] = field(default_factory=Counter)
     quarantined_rows: int = 0
     duplicate_rows: int = 0
-    duplicated_keys: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    duplicated_keys: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))
+    """``key_hashes`` of the keys that occur more than once."""
 
-    @property
     def valid_rows(self) -> int:
         return self.rows - self.quarantined_rows
 
@@ -80,29 +82,44 @@ class PartitionProfile:
         return count / self.rows if self.rows else 0.0
 
 
-def profile_partition(source: BatchSource, schema: pa.Schema, day: dt.date) -> PartitionProfile:
-    """Profile one partition; stops at the schema if the schema breaks the contract."""
-    profile = PartitionProfile(schema_problems=schema_problems(schema))
+def profile_partition(
+    source: BatchSource, schema: pa.Schema, contract: Contract, key: str
+) -> PartitionProfile:
+    """Profile partition ``key``; stops at the schema if the schema breaks the contract."""
+    profile = PartitionProfile(schema_problems=schema_problems(schema, contract))
     if profile.schema_problems:
         return profile
-    profile.duplicated_keys = duplicated_keys(source)
-    rules = RowRules(day, profile.duplicated_keys)
+    profile.duplicated_keys = duplicated_keys(source, contract)
+    rules = RowRules(contract, key, profile.duplicated_keys)
+    duplicate = duplicate_reason(contract)
+    columns = contract.validated_schema().names
     for batch in source():
         reasons = rules.reasons(batch)
         profile.rows += batch.num_rows
-        for column in FEATURE_COLUMNS:
-            profile.null_counts[column.name] += batch.column(column.name).null_count
+        for name in columns:
+            profile.null_counts[name] += batch.column(name).null_count
         failing = reasons.drop_null()
         profile.quarantined_rows += len(failing)
-        for reason in failing.to_pylist():
-            assert reason is not None
-            profile.reason_counts[reason] += 1
-            if "duplicate customer_id" in reason:
-                profile.duplicate_rows += 1
+        for reason, count in _counts(failing):
+            profile.reason_counts[reason] += count
+            if duplicate in reason.split("; "):
+                profile.duplicate_rows += count
     return profile
 
 
-def judge(profile: PartitionProfile, policy: ValidationPolicy) -> list[CheckOutcome]:
+def _counts(reasons: pa.Array) -> list[tuple[str, int]]:
+    """Each distinct reason and how many rows give it."""
+    if len(reasons) == 0:
+        return []
+    counts = pc.value_counts(reasons)
+    values = counts.field("values").to_pylist()  # pyright: ignore[reportAttributeAccessIssue]
+    numbers = counts.field("counts").to_pylist()  # pyright: ignore[reportAttributeAccessIssue]
+    return [(str(v), int(n or 0)) for v, n in zip(values, numbers, strict=True)]
+
+
+def judge(
+    profile: PartitionProfile, policy: ValidationPolicy, contract: Contract
+) -> list[CheckOutcome]:
     """The partition-level checks; any failure blocks scoring of the partition."""
     schema_ok = not profile.schema_problems
     outcomes = [
@@ -129,11 +146,13 @@ def judge(profile: PartitionProfile, policy: ValidationPolicy) -> list[CheckOutc
         )
     )
     too_sparse = {}
-    for column in FEATURE_COLUMNS:
-        limit = column.max_null_rate if column.max_null_rate is not None else policy.max_null_rate
-        rate = profile.rate(profile.null_counts[column.name])
+    limits = {c.name: c.max_null_rate for c in contract.all_columns}
+    for name in contract.validated_schema().names:
+        limit = limits.get(name)
+        limit = limit if limit is not None else policy.max_null_rate
+        rate = profile.rate(profile.null_counts[name])
         if rate > limit or (profile.rows and rate == 1.0):
-            too_sparse[column.name] = f"{rate:.1%} null (limit {limit:.0%})"
+            too_sparse[name] = f"{rate:.1%} null (limit {limit:.0%})"
     outcomes.append(
         CheckOutcome(
             "null_rates_within_limits",
@@ -159,7 +178,7 @@ def judge(profile: PartitionProfile, policy: ValidationPolicy) -> list[CheckOutc
         CheckOutcome(
             "duplicate_keys_within_limit",
             duplicate_rate <= policy.max_duplicate_rate,
-            f"{profile.duplicate_rows} repeated {KEY_COLUMN} rows ({duplicate_rate:.3%}, "
+            f"{profile.duplicate_rows} repeated {key_label(contract)} rows ({duplicate_rate:.3%}, "
             f"limit {policy.max_duplicate_rate:.2%}).",
             {"duplicate_rows": profile.duplicate_rows, "duplicate_rate": duplicate_rate},
         )
@@ -168,35 +187,38 @@ def judge(profile: PartitionProfile, policy: ValidationPolicy) -> list[CheckOutc
 
 
 def valid_rows(
-    source: BatchSource, day: dt.date, profile: PartitionProfile
+    source: BatchSource, contract: Contract, key: str, profile: PartitionProfile
 ) -> Iterator[pa.RecordBatch]:
-    """The partition's passing rows, in contract types."""
-    rules = RowRules(day, profile.duplicated_keys)
+    """The partition's passing rows, in the validated table's types."""
+    rules = RowRules(contract, key, profile.duplicated_keys)
     for batch in source():
         keep = pc.is_null(rules.reasons(batch))
-        yield to_canonical(batch.filter(keep))
+        yield to_canonical(batch.filter(keep), contract)
 
 
 def quarantined_rows(
-    source: BatchSource, day: dt.date, profile: PartitionProfile
+    source: BatchSource, contract: Contract, key: str, profile: PartitionProfile
 ) -> Iterator[pa.RecordBatch]:
     """The partition's failing rows, in contract types, each with its reasons."""
-    rules = RowRules(day, profile.duplicated_keys)
-    schema = canonical_schema(with_reason=True)
+    rules = RowRules(contract, key, profile.duplicated_keys)
+    schema = canonical_schema(contract, with_reason=True)
     for batch in source():
         reasons = rules.reasons(batch)
         failing = pc.is_valid(reasons)
-        rows = to_canonical(batch.filter(failing))
+        rows = to_canonical(batch.filter(failing), contract)
         yield pa.RecordBatch.from_arrays([*rows.columns, reasons.filter(failing)], schema=schema)
 
 
-def duplicated_keys(source: BatchSource) -> np.ndarray:
-    """Keys that occur more than once in the partition (reads only the key column)."""
-    keys = [b.column(KEY_COLUMN) for b in source(columns=[KEY_COLUMN])]
-    if not keys:
-        return np.empty(0, np.int64)
-    counts = pc.value_counts(pa.chunked_array(keys).combine_chunks())
-    repeated = pc.filter(
-        counts.field("values"), pc.greater(counts.field("counts"), pa.scalar(1, pa.int64()))
-    )
-    return np.asarray(repeated.drop_null().to_numpy(zero_copy_only=False), np.int64)
+def duplicated_keys(source: BatchSource, contract: Contract) -> np.ndarray:
+    """``key_hashes`` of the keys that occur more than once in the partition, sorted (reads
+    only the key columns and holds one uint64 per row; rows with a null key are left out)."""
+    names = contract.key_names
+    parts = []
+    for batch in source(columns=names):
+        hashes, valid = key_hashes(batch, names)
+        parts.append(hashes[valid])
+    if not parts:
+        return np.empty(0, np.uint64)
+    hashes = np.sort(np.concatenate(parts))
+    repeated = hashes[1:][hashes[1:] == hashes[:-1]]
+    return np.unique(repeated)
