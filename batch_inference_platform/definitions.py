@@ -1,16 +1,16 @@
-"""The Dagster code location: one environment switch picks what the asset graph is built from."""
+"""The Dagster code location: every deployment under ``defs/deployments/`` (a ScoringDeployment
+component each) plus what all of them share, built from settings in one place."""
 
 from __future__ import annotations
 
+import importlib
 import os
+from pathlib import Path
 
 import dagster as dg
 
 from batch_inference_platform.config import Settings, SettingsError, load_settings
-from batch_inference_platform.defs.catalog.assets import catalog_entries
-from batch_inference_platform.defs.features.archive import archived_features
-from batch_inference_platform.defs.features.assets import feature_tables, observed_feature_tables
-from batch_inference_platform.defs.inference.assets import build_predictions
+from batch_inference_platform.defs.building import building_with
 from batch_inference_platform.defs.inference.client_jobs import client_inference_job
 from batch_inference_platform.defs.inference.databricks_engine import DatabricksEngineResource
 from batch_inference_platform.defs.inference.engines import (
@@ -19,29 +19,20 @@ from batch_inference_platform.defs.inference.engines import (
     SparkEngineResource,
 )
 from batch_inference_platform.defs.inference.request_sensor import client_request_sensor
-from batch_inference_platform.defs.inference.schedules import (
-    build_scoring_schedule,
-    generate_features_job,
-    rescore_job,
-    score_partition_job,
-    train_demo_model_job,
-)
 from batch_inference_platform.defs.maintenance.assets import (
     MaintenanceResource,
     build_maintenance_schedule,
     lake_maintenance,
     lake_maintenance_job,
 )
-from batch_inference_platform.defs.models.assets import build_model_versions, demo_model
-from batch_inference_platform.defs.models.sensors import build_model_update_sensor
-from batch_inference_platform.defs.ops.alerts import AlertsResource, job_failure_alerts
-from batch_inference_platform.defs.ops.job_status import JOB_STATUS_SENSORS
-from batch_inference_platform.defs.ops.run_metrics import (
+from batch_inference_platform.defs.monitoring.alerts import AlertsResource, job_failure_alerts
+from batch_inference_platform.defs.monitoring.job_status import JOB_STATUS_SENSORS
+from batch_inference_platform.defs.monitoring.run_metrics import (
     TelemetryResource,
     run_metrics_on_failure,
     run_metrics_on_success,
 )
-from batch_inference_platform.defs.ops.sla import (
+from batch_inference_platform.defs.monitoring.sla import (
     SlaTargetsResource,
     sla_report,
     sla_report_job,
@@ -61,7 +52,6 @@ from batch_inference_platform.defs.resources import (
     ModelRegistryResource,
     QualityPolicyResource,
 )
-from batch_inference_platform.defs.validation.assets import validated_features
 
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
@@ -80,12 +70,8 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             registry_uri=app.mlflow.registry_uri,
             artifact_root=app.mlflow.artifact_root,
             experiment=app.mlflow.experiment,
-            model_name=app.model.name,
-            alias=app.model.alias,
             model_cache_dir=str(settings.model_cache_dir),
             max_load_seconds=app.model.max_load_seconds,
-            output_kind=app.model.output_kind.value,
-            positive_class=app.model.positive_class,
         ),
         "inbox": InboxResource(url=app.api.inbox_url),
         "policy": QualityPolicyResource(
@@ -96,7 +82,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             psi_threshold=app.drift.psi_threshold,
             drift_bins=app.drift.bins,
         ),
-        "engine": build_engine(settings),
+        **build_engines(settings),
         "telemetry": TelemetryResource(
             collection_interval_seconds=settings.monitoring.metrics.collection_interval.total_seconds(),
             local_dir=str(settings.data_dir / "telemetry"),
@@ -120,14 +106,17 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     }
 
 
-def build_engine(settings: Settings) -> ScoringEngineResource:
-    """The scoring engine ``batch-inference.engine`` names."""
+def build_engines(settings: Settings) -> dict[str, ScoringEngineResource]:
+    """``engine`` (the one ``batch-inference.engine`` names, for deployments that name none)
+    and ``engine_<name>`` for each engine a deployment may name (databricks once configured)."""
     app = settings.application
-    if app.engine == "spark":
-        return SparkEngineResource(connect_url=app.spark.connect_url)
-    if app.engine == "databricks":
-        return build_databricks_engine(settings)
-    return LocalEngineResource()
+    engines: dict[str, ScoringEngineResource] = {
+        "engine_local": LocalEngineResource(),
+        "engine_spark": SparkEngineResource(connect_url=app.spark.connect_url),
+    }
+    if app.databricks.host or app.engine == "databricks":
+        engines["engine_databricks"] = build_databricks_engine(settings)
+    return {"engine": engines[f"engine_{app.engine}"], **engines}
 
 
 def build_databricks_engine(settings: Settings) -> DatabricksEngineResource:
@@ -159,45 +148,28 @@ def build_databricks_engine(settings: Settings) -> DatabricksEngineResource:
     )
 
 
+DEPLOYMENTS_MODULE = "batch_inference_platform.defs.deployments"
+
+
 def build_definitions(settings: Settings) -> dg.Definitions:
-    """The asset graph for ``settings``: local generates features and trains a demo model;
-    staging and prod observe the external feature table and serve registered models."""
-    local = settings.application.environment == "local"
-    assets: list = [
-        validated_features,
-        build_model_versions(trained_locally=local),
-        build_predictions(settings.application.model.output_kind),
-        catalog_entries,
-        customer_activity_windows,
-        customer_insights,
-        archived_features,
-        sla_report,
-        lake_maintenance,
-    ]
-    jobs: list = [
-        score_partition_job,
-        rescore_job,
-        client_inference_job,
-        realtime_job,
-        sla_report_job,
-        lake_maintenance_job,
-    ]
-    if local:
-        assets += [feature_tables, demo_model]
-        jobs += [generate_features_job, train_demo_model_job]
-    else:
-        assets.append(observed_feature_tables)
-    return dg.Definitions(
-        assets=assets,
-        jobs=jobs,
+    """The code location for ``settings``: each deployment's group (generated features and a
+    demo model locally, observed Delta tables elsewhere) and the platform around them."""
+    with building_with(settings):
+        deployments = load_deployments(settings)
+    platform = dg.Definitions(
+        assets=[
+            customer_activity_windows,
+            customer_insights,
+            sla_report,
+            lake_maintenance,
+        ],
+        jobs=[client_inference_job, realtime_job, sla_report_job, lake_maintenance_job],
         schedules=[
-            build_scoring_schedule(settings.application.scheduling.cron),
             build_realtime_schedule(settings.application.realtime.cron),
             sla_report_schedule,
             build_maintenance_schedule(settings.application.maintenance.cron),
         ],
         sensors=[
-            build_model_update_sensor(settings.application.model.rescore_partitions),
             client_request_sensor,
             *JOB_STATUS_SENSORS,
             run_metrics_on_success,
@@ -206,6 +178,15 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         ],
         resources=build_resources(settings),
     )
+    return dg.Definitions.merge(deployments, platform)
+
+
+def load_deployments(settings: Settings) -> dg.Definitions:
+    """Every ``defs.yaml`` under the deployments folder, loaded by Dagster's component loader
+    (within ``building_with(settings)``)."""
+    module = importlib.import_module(DEPLOYMENTS_MODULE)
+    project_root = Path(__file__).resolve().parent.parent
+    return dg.ComponentTree.from_module(defs_module=module, project_root=project_root).build_defs()
 
 
 defs = build_definitions(load_settings())

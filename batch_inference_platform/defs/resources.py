@@ -1,5 +1,6 @@
 """The resources every asset uses: the lake, the model registry and the quality policy."""
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from batch_inference_platform.lib.messaging.topics import Topics
 from batch_inference_platform.lib.quality.validation import ValidationPolicy
 from batch_inference_platform.lib.registry.client import ModelRegistry, ModelVersionInfo
 from batch_inference_platform.lib.registry.loader import Sample, ServingScorer, load_scorer
-from batch_inference_platform.lib.scoring.outputs import OutputKind, OutputSpec
+from batch_inference_platform.lib.scoring.outputs import OutputSpec
 from batch_inference_platform.lib.tenants import TenantDirectory, load_tenants
 
 
@@ -44,44 +45,33 @@ class LakeResource(dg.ConfigurableResource):
 
 
 class ModelRegistryResource(dg.ConfigurableResource):
-    """The MLflow tracking server and model registry, and the model this platform serves."""
+    """The MLflow tracking server and model registry (each deployment names its model)."""
 
     tracking_uri: str
     registry_uri: str = ""
     artifact_root: str
     experiment: str
-    model_name: str
-    alias: str
     model_cache_dir: str
     """Where compiled models are cached (shared by every run and process on the machine)."""
     max_load_seconds: float = 300.0
     """A version that takes longer to load is refused (the smoke test)."""
-    output_kind: str = OutputKind.PROBABILITY.value
-    """What the model's output means (``OutputKind``)."""
-    positive_class: str = "1"
-    """For ``probability``: the class whose probability is the score."""
 
     @property
     def registry(self) -> ModelRegistry:
         return ModelRegistry(self.tracking_uri, self.registry_uri or None)
 
-    @property
-    def output(self) -> OutputSpec:
-        """The declared output (classes are bound when a version is loaded)."""
-        return OutputSpec(OutputKind(self.output_kind), self.positive_class)
-
     def scorer(
         self,
         version: ModelVersionInfo,
         sample: Sample,
-        output: OutputSpec | None = None,
+        output: OutputSpec,
     ) -> ServingScorer:
         """The version's scorer bound to the declared output: compiled and verified once, then
         reused from the cache. Raises ``OutputMismatchError`` when the output does not fit."""
         return load_scorer(
             self.registry,
             version,
-            output or self.output,
+            output,
             sample,
             cache_root=Path(self.model_cache_dir),
         )
@@ -104,13 +94,22 @@ class QualityPolicyResource(dg.ConfigurableResource):
     psi_threshold: float
     drift_bins: int
 
-    @property
-    def validation(self) -> ValidationPolicy:
+    def validation_for(self, overrides: Mapping[str, float | int]) -> ValidationPolicy:
+        """The limits for a deployment: these, with the deployment's own ``checks`` on top."""
         return ValidationPolicy(
-            min_rows=self.min_rows,
-            max_null_rate=self.max_null_rate,
-            max_quarantine_rate=self.max_quarantine_rate,
-            max_duplicate_rate=self.max_duplicate_rate,
+            min_rows=int(overrides.get("min_rows", self.min_rows)),
+            max_null_rate=float(overrides.get("max_null_rate", self.max_null_rate)),
+            max_quarantine_rate=float(
+                overrides.get("max_quarantine_rate", self.max_quarantine_rate)
+            ),
+            max_duplicate_rate=float(overrides.get("max_duplicate_rate", self.max_duplicate_rate)),
+        )
+
+    def drift_for(self, overrides: Mapping[str, float | int]) -> tuple[float, int]:
+        """The PSI alarm level and bin count for a deployment (its ``checks`` on top)."""
+        return (
+            float(overrides.get("psi_threshold", self.psi_threshold)),
+            int(overrides.get("drift_bins", self.drift_bins)),
         )
 
 

@@ -1,30 +1,22 @@
 """Prediction tables: each validated partition scored by the serving model version."""
 
-import datetime as dt
 from collections.abc import Mapping
 
 import dagster as dg
 import pyarrow as pa
 
 from batch_inference_platform.defs.inference.engines import ScoringEngineResource
-from batch_inference_platform.defs.models.assets import MODEL_VERSIONS_KEY
 from batch_inference_platform.defs.models.serving import ServingModel
-from batch_inference_platform.defs.partitions import (
-    DAILY_PARTITIONS,
-    SINGLE_RUN_BACKFILL,
-    Stopwatch,
-    combine_checks,
-    partition_days,
-    per_partition,
-)
+from batch_inference_platform.defs.partitions import Stopwatch, combine_checks, per_partition
 from batch_inference_platform.defs.resources import (
     LakeResource,
     ModelRegistryResource,
     QualityPolicyResource,
 )
-from batch_inference_platform.defs.validation.assets import VALIDATED_KEY
+from batch_inference_platform.defs.scope import DeploymentScope
+from batch_inference_platform.lib.deployments.partitioning import WHOLE_TABLE, Partitioning
 from batch_inference_platform.lib.lake.errors import error_summary
-from batch_inference_platform.lib.lake.layout import LakeLayout
+from batch_inference_platform.lib.lake.layout import DeploymentTables
 from batch_inference_platform.lib.lake.lineage import latest_commit
 from batch_inference_platform.lib.lake.tables import DeltaLocation, Snapshot, snapshot
 from batch_inference_platform.lib.quality.verdicts import validation_states
@@ -42,7 +34,6 @@ from batch_inference_platform.lib.scoring.request import (
 )
 from batch_inference_platform.lib.scoring.stats import ScoreStats, population_stability
 
-PREDICTIONS_KEY = dg.AssetKey("predictions")
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 DRIFT_CHECK = "score_drift_psi"
 NO_NULLS_CHECK = "no_null_scores"
@@ -50,17 +41,17 @@ UNIT_RANGE_CHECK = "scores_in_unit_range"
 SUM_CHECK = "class_probabilities_sum_to_one"
 
 
-def prediction_check_specs(kind: OutputKind) -> list[dg.AssetCheckSpec]:
+def prediction_check_specs(key: dg.AssetKey, kind: OutputKind) -> list[dg.AssetCheckSpec]:
     """The checks a prediction table of ``kind`` gets (they follow what its columns mean)."""
     specs = [
         dg.AssetCheckSpec(
             "row_count_matches_validated",
-            asset=PREDICTIONS_KEY,
+            asset=key,
             description="Every validated row of the partition has one prediction.",
         ),
         dg.AssetCheckSpec(
             NO_NULLS_CHECK,
-            asset=PREDICTIONS_KEY,
+            asset=key,
             description="Every prediction is present and finite (scores) or non-null (labels).",
         ),
     ]
@@ -68,7 +59,7 @@ def prediction_check_specs(kind: OutputKind) -> list[dg.AssetCheckSpec]:
         specs.append(
             dg.AssetCheckSpec(
                 UNIT_RANGE_CHECK,
-                asset=PREDICTIONS_KEY,
+                asset=key,
                 description="Every probability lies in [0, 1].",
             )
         )
@@ -76,14 +67,14 @@ def prediction_check_specs(kind: OutputKind) -> list[dg.AssetCheckSpec]:
         specs.append(
             dg.AssetCheckSpec(
                 SUM_CHECK,
-                asset=PREDICTIONS_KEY,
+                asset=key,
                 description=f"Each row's class probabilities sum to 1 (within {SUM_TOLERANCE:g}).",
             )
         )
     specs.append(
         dg.AssetCheckSpec(
             DRIFT_CHECK,
-            asset=PREDICTIONS_KEY,
+            asset=key,
             description="Population stability index of the prediction distribution "
             "against the earliest scored partition.",
         )
@@ -91,20 +82,25 @@ def prediction_check_specs(kind: OutputKind) -> list[dg.AssetCheckSpec]:
     return specs
 
 
-def build_predictions(kind: OutputKind) -> dg.AssetsDefinition:
-    """The ``predictions`` asset for a use case whose model output means ``kind``."""
+def build_predictions(scope: DeploymentScope, *, engine_key: str) -> dg.AssetsDefinition:
+    """``<name>/predictions``: the deployment's validated partitions scored with its model on
+    the engine resource ``engine_key``."""
+    deployment = scope.deployment
+    kind = deployment.output.kind
 
     @dg.asset(
-        key=PREDICTIONS_KEY,
-        deps=[VALIDATED_KEY],
-        ins={"serving": dg.AssetIn(MODEL_VERSIONS_KEY)},
-        partitions_def=DAILY_PARTITIONS,
-        backfill_policy=SINGLE_RUN_BACKFILL,
-        group_name="inference",
+        key=scope.predictions,
+        deps=[scope.validated],
+        ins={"serving": dg.AssetIn(scope.model_versions)},
+        partitions_def=scope.partitions_def,
+        backfill_policy=scope.backfill_policy,
+        group_name=scope.group,
         kinds={"deltalake"},
-        description=f"Predictions ({kind.value}) per customer and day, with the model version "
-        "and run that produced them; each partition is replaced in its own Delta commit.",
-        check_specs=prediction_check_specs(kind),
+        description=f"{deployment.name}: predictions ({kind.value}) per "
+        f"{', '.join(deployment.identity)}, with the model version and run that produced them; "
+        "each partition is replaced in its own Delta commit.",
+        check_specs=prediction_check_specs(scope.predictions, kind),
+        required_resource_keys={engine_key},
     )
     def predictions(
         context: dg.AssetExecutionContext,
@@ -112,35 +108,40 @@ def build_predictions(kind: OutputKind) -> dg.AssetsDefinition:
         lake: LakeResource,
         registry: ModelRegistryResource,
         policy: QualityPolicyResource,
-        engine: ScoringEngineResource,
     ) -> dg.MaterializeResult:
-        return _score(context, serving, lake, registry, policy, engine)
+        engine: ScoringEngineResource = getattr(context.resources, engine_key)
+        return _score(context, scope, serving, lake, registry, policy, engine)
 
     return predictions
 
 
 def _score(
     context: dg.AssetExecutionContext,
+    scope: DeploymentScope,
     serving: ServingModel,
     lake: LakeResource,
     registry: ModelRegistryResource,
     policy: QualityPolicyResource,
     engine: ScoringEngineResource,
 ) -> dg.MaterializeResult:
-    days = partition_days(context)
+    deployment = scope.deployment
+    partitioning = deployment.partitioning
+    keys = scope.partition_keys(context)
     watch = Stopwatch()
     _refuse_stale(registry, serving)
-    layout = lake.layout
-    validated = snapshot(layout.validated)
-    refused = _refused(layout, validated, days)
-    if len(refused) == len(days):
-        _fail_with_error_report(context, EngineResult(errors=refused), serving)
-    days = [day for day in days if day not in {error.day for error in refused}]
+    tables = lake.layout.deployment(deployment)
+    validated = snapshot(tables.validated, partitioning)
+    refused = _refused(tables, validated, keys)
+    if len(refused) == len(keys):
+        _fail_with_error_report(context, scope, EngineResult(errors=refused), serving)
+    keys = [key for key in keys if key not in {error.key for error in refused}]
     output = serving.output
     request = ScoringRequest(
-        days=[day.isoformat() for day in days],
-        validated_uri=layout.validated.uri,
-        predictions_uri=layout.predictions(serving.version.name).uri,
+        keys=keys,
+        identity=deployment.identity,
+        partitioning=partitioning.to_json(),
+        validated_uri=tables.validated.uri,
+        predictions_uri=tables.predictions.uri,
         model=ModelRef(
             name=serving.version.name,
             version=serving.version.version,
@@ -152,28 +153,30 @@ def _score(
         dagster_run_id=context.run_id,
         model_cache_dir=registry.model_cache_dir,
         commit_metadata={
-            day.isoformat(): {
+            key: {
                 "dagster_run_id": context.run_id,
-                "partition": day.isoformat(),
-                "validated_version": str(_validated_commit(layout, day, validated.version)),
+                "partition": key,
+                "deployment": deployment.name,
+                "validated_version": str(_validated_commit(tables, key, validated.version)),
                 "model_name": serving.version.name,
                 "model_version": str(serving.version.version),
             }
-            for day in days
+            for key in keys
         },
         storage_options=dict(lake.storage_options),
         azure_auth=lake.azure_auth,
     )
     outcome = engine.score(context, request, lake=lake, registry=registry)
-    outcome.errors = sorted([*refused, *outcome.errors], key=lambda error: error.day)
-    target = layout.predictions(serving.version.name)
+    outcome.errors = sorted([*refused, *outcome.errors], key=lambda error: error.key)
+    target = tables.predictions
     scored = outcome.scored
     if outcome.errors:
-        _fail_with_error_report(context, outcome, serving)
-    references: dict[dt.date, ScoreStats] = {}
+        _fail_with_error_report(context, scope, outcome, serving)
+    psi_threshold, bins = policy.drift_for(deployment.checks)
+    references: dict[str, ScoreStats] = {}
     drift = {
-        day: _drift(target, day, result.stats, output, policy.drift_bins, references)
-        for day, result in scored.items()
+        key: _drift(target, partitioning, key, result.stats, output, bins, references)
+        for key, result in scored.items()
     }
     combined = ScoreStats()
     for result in scored.values():
@@ -186,6 +189,7 @@ def _score(
         "validated_version": validated.version,
         "validated_rows": sum(r.input_rows for r in scored.values()),
         "table_uri": dg.MetadataValue.path(target.uri),
+        "deployment": deployment.name,
         "model_name": serving.version.name,
         "model_version": serving.version.version,
         "model_uri": dg.MetadataValue.url(registry.link(serving.version)),
@@ -194,13 +198,13 @@ def _score(
         **outcome.metadata,
         "partitions": per_partition(
             {
-                day: {
+                key: {
                     "rows": r.rows,
                     "rows_per_second": round(r.rows_per_second),
                     "delta_version": r.delta_version,
                     "seconds": round(r.seconds, 3),
                 }
-                for day, r in scored.items()
+                for key, r in scored.items()
             }
         ),
         **quantiles,
@@ -213,15 +217,15 @@ def _score(
         artifact_root=registry.artifact_root,
         version=serving.version,
         dagster_run_id=context.run_id,
-        partitions=[day.isoformat() for day in days],
+        partitions=keys,
         metrics={
             "rows": rows,
             "rows_per_second": rows / max(watch.seconds, 1e-9),
-            "partitions": len(days),
+            "partitions": len(keys),
             **quantiles,
         },
     )
-    checks = _check_results(scored, drift, output, policy)
+    checks = _check_results(scored, drift, output, psi_threshold)
     if all(c.passed for c in checks if c.severity == dg.AssetCheckSeverity.ERROR):
         record_served(registry.registry, serving.version)  # an approved champion from now on
     else:
@@ -232,24 +236,24 @@ def _score(
 
 
 def _check_results(
-    scored: Mapping[dt.date, PartitionReport],
-    drift: Mapping[dt.date, tuple[float | None, dt.date | None]],
+    scored: Mapping[str, PartitionReport],
+    drift: Mapping[str, tuple[float | None, str | None]],
     output: OutputSpec,
-    policy: QualityPolicyResource,
+    psi_threshold: float,
 ) -> list[dg.AssetCheckResult]:
     results = [
         combine_checks(
             "row_count_matches_validated",
             {
-                day: (r.rows == r.input_rows, f"{r.rows} scored of {r.input_rows} validated")
-                for day, r in scored.items()
+                key: (r.rows == r.input_rows, f"{r.rows} scored of {r.input_rows} validated")
+                for key, r in scored.items()
             },
         ),
         combine_checks(
             NO_NULLS_CHECK,
             {
-                day: (r.stats.non_finite == 0, f"{r.stats.non_finite} null or non-finite")
-                for day, r in scored.items()
+                key: (r.stats.non_finite == 0, f"{r.stats.non_finite} null or non-finite")
+                for key, r in scored.items()
             },
         ),
     ]
@@ -258,12 +262,12 @@ def _check_results(
             combine_checks(
                 UNIT_RANGE_CHECK,
                 {
-                    day: (
+                    key: (
                         r.stats.out_of_range == 0,
                         f"{r.stats.out_of_range} outside [0, 1]; min {r.stats.min_score:.4g}, "
                         f"max {r.stats.max_score:.4g}",
                     )
-                    for day, r in scored.items()
+                    for key, r in scored.items()
                 },
             )
         )
@@ -272,8 +276,8 @@ def _check_results(
             combine_checks(
                 SUM_CHECK,
                 {
-                    day: (r.stats.not_summing == 0, f"{r.stats.not_summing} rows do not sum to 1")
-                    for day, r in scored.items()
+                    key: (r.stats.not_summing == 0, f"{r.stats.not_summing} rows do not sum to 1")
+                    for key, r in scored.items()
                 },
             )
         )
@@ -281,8 +285,8 @@ def _check_results(
         combine_checks(
             DRIFT_CHECK,
             {
-                day: _drift_verdict(psi, reference, policy.psi_threshold)
-                for day, (psi, reference) in drift.items()
+                key: _drift_verdict(psi, reference, psi_threshold)
+                for key, (psi, reference) in drift.items()
             },
             severity=dg.AssetCheckSeverity.WARN,
             metadata={"max_psi": max((p for p, _ in drift.values() if p is not None), default=0.0)},
@@ -312,41 +316,46 @@ def _refuse_stale(registry: ModelRegistryResource, serving: ServingModel) -> Non
         )
 
 
-def _refused(layout: LakeLayout, validated: Snapshot, days: list[dt.date]) -> list[PartitionError]:
+def _refused(
+    tables: DeploymentTables, validated: Snapshot, keys: list[str]
+) -> list[PartitionError]:
     """The days not to score, each with why: its latest validation failed, errored or did not
     finish (its older validated rows are not scored as if they were valid), or it has no
     validated rows."""
     refused = []
-    for day, state in validation_states(layout, days).items():
+    for key, state in validation_states(tables, keys).items():
         reason = state.refusal
-        if reason is None and _validated_rows(validated, day) == 0:
+        if reason is None and _validated_rows(validated, key) == 0:
             reason = (
-                f"no validated rows at {layout.validated.uri}: it was never validated "
+                f"no validated rows at {tables.validated.uri}: it was never validated "
                 "(see validated_features)"
             )
         if reason is not None:
-            refused.append(PartitionError(day, reason, list(state.files)))
+            refused.append(PartitionError(key, reason, list(state.files)))
     return refused
 
 
-def _validated_rows(validated: Snapshot, day: dt.date) -> int | None:
-    """Rows validated for ``day``; None if its files cannot be read (the engine reports it)."""
+def _validated_rows(validated: Snapshot, key: str) -> int | None:
+    """Rows validated for ``key``; None if its files cannot be read (the engine reports it)."""
     try:
-        return validated.count(day)
+        return validated.count(key)
     except (OSError, pa.ArrowException):
         return None
 
 
 def _fail_with_error_report(
-    context: dg.AssetExecutionContext, outcome: EngineResult, serving: ServingModel
+    context: dg.AssetExecutionContext,
+    scope: DeploymentScope,
+    outcome: EngineResult,
+    serving: ServingModel,
 ) -> None:
     """Record the days that committed, then fail the step with the error report (partition,
     files to blame, error) so the failed days can be retried."""
-    for day, report in outcome.scored.items():
+    for key, report in outcome.scored.items():
         context.log_event(
             dg.AssetMaterialization(
-                asset_key=PREDICTIONS_KEY,
-                partition=day.isoformat(),
+                asset_key=scope.predictions,
+                partition=None if key == WHOLE_TABLE else key,
                 metadata={
                     "rows": report.rows,
                     "delta_version": report.delta_version,
@@ -356,20 +365,20 @@ def _fail_with_error_report(
             )
         )
     lines = [
-        f"{error.day}: {', '.join(error.files)}: {error_summary(error.error)}"
+        f"{error.key}: {', '.join(error.files)}: {error_summary(error.error)}"
         if error.files
-        else f"{error.day}: {error_summary(error.error)}"
+        else f"{error.key}: {error_summary(error.error)}"
         for error in outcome.errors
     ]
-    failed = ", ".join(str(error.day) for error in outcome.errors)
+    failed = ", ".join(str(error.key) for error in outcome.errors)
     raise dg.Failure(
         description=f"{len(outcome.errors)} of {len(outcome.errors) + len(outcome.scored)} "
         f"partitions failed ({failed}); "
         + ("the others were scored and committed.\n" if outcome.scored else "none was scored.\n")
         + "\n".join(lines),
         metadata={
-            "failed_partitions": [str(error.day) for error in outcome.errors],
-            "scored_partitions": [str(day) for day in outcome.scored],
+            "failed_partitions": [str(error.key) for error in outcome.errors],
+            "scored_partitions": list(outcome.scored),
             "error_report": dg.MetadataValue.md(_error_table(outcome)),
         },
     )
@@ -377,15 +386,15 @@ def _fail_with_error_report(
 
 def _error_table(outcome: EngineResult) -> str:
     rows = [
-        f"| {e.day} | {'<br>'.join(e.files) or '-'} | {error_summary(e.error).replace('|', '/')} |"
+        f"| {e.key} | {'<br>'.join(e.files) or '-'} | {error_summary(e.error).replace('|', '/')} |"
         for e in outcome.errors
     ]
     return "\n".join(["| partition | file | error |", "|---|---|---|", *rows])
 
 
-def _validated_commit(layout: LakeLayout, day: dt.date, as_of: int) -> int:
-    """The validated table version that last wrote ``day`` (what its scores were made from)."""
-    commit = latest_commit(layout.validated, day, as_of=as_of)
+def _validated_commit(tables: DeploymentTables, key: str, as_of: int) -> int:
+    """The validated table version that last wrote ``key`` (what its scores were made from)."""
+    commit = latest_commit(tables.validated, key, as_of=as_of)
     return commit.version if commit is not None else as_of
 
 
@@ -398,9 +407,7 @@ def serving_inputs(
     return [name for name in input_names(signature) if schema.get_field_index(name) >= 0]
 
 
-def _drift_verdict(
-    psi: float | None, reference: dt.date | None, threshold: float
-) -> tuple[bool, str]:
+def _drift_verdict(psi: float | None, reference: str | None, threshold: float) -> tuple[bool, str]:
     if psi is None:
         return True, "No earlier partition to compare with yet."
     return psi <= threshold, f"PSI {psi:.4f} vs {reference} (threshold {threshold})"
@@ -408,24 +415,25 @@ def _drift_verdict(
 
 def _drift(
     target: DeltaLocation,
-    day: dt.date,
+    partitioning: Partitioning,
+    key: str,
     current: ScoreStats,
     output: OutputSpec,
     bins: int,
-    references: dict[dt.date, ScoreStats],
-) -> tuple[float | None, dt.date | None]:
+    references: dict[str, ScoreStats],
+) -> tuple[float | None, str | None]:
     """PSI against the earliest other scored partition (the baseline), if there is one.
 
-    ``references`` caches baseline statistics across the days of one run."""
-    scored = snapshot(target)
-    earlier = [d for d in scored.days() if d != day]
+    ``references`` caches baseline statistics across the partitions of one run."""
+    scored = snapshot(target, partitioning)
+    earlier = [k for k in scored.partitions() if k != key]
     if not earlier:
         return None, None
-    reference_day = earlier[0]
-    if reference_day not in references:
+    reference = earlier[0]
+    if reference not in references:
         columns = [f.name for f in output.fields]
         stats = ScoreStats()
-        for batch in scored.batches(reference_day, columns=columns):
+        for batch in scored.batches(reference, columns=columns):
             stats.add(batch, output)
-        references[reference_day] = stats
-    return population_stability(references[reference_day], current, output, bins), reference_day
+        references[reference] = stats
+    return population_stability(references[reference], current, output, bins), reference

@@ -1,65 +1,94 @@
-"""The scoring schedule from application.yml and the jobs people launch."""
+"""A deployment's jobs (score, re-score, generate, train) and its schedule."""
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 import dagster as dg
 
-from batch_inference_platform.defs.catalog.assets import CATALOG_KEY
-from batch_inference_platform.defs.features.assets import FEATURES_KEY
-from batch_inference_platform.defs.inference.assets import PREDICTIONS_KEY
-from batch_inference_platform.defs.models.assets import DEMO_MODEL_KEY, MODEL_VERSIONS_KEY
-from batch_inference_platform.defs.partitions import DAILY_PARTITIONS
-from batch_inference_platform.defs.validation.assets import VALIDATED_KEY
-
-ARCHIVE_KEY = dg.AssetKey("archived_features")
-
-score_partition_job = dg.define_asset_job(
-    "score_partition_job",
-    selection=dg.AssetSelection.assets(
-        VALIDATED_KEY, MODEL_VERSIONS_KEY, PREDICTIONS_KEY, CATALOG_KEY, ARCHIVE_KEY
-    ),
-    partitions_def=DAILY_PARTITIONS,
-    description="Validate, resolve the serving model, score, catalog and archive one day.",
-)
-
-rescore_job = dg.define_asset_job(
-    "rescore_job",
-    selection=dg.AssetSelection.assets(MODEL_VERSIONS_KEY, PREDICTIONS_KEY, CATALOG_KEY),
-    partitions_def=DAILY_PARTITIONS,
-    description="Re-score already validated days with the serving model (after a promotion); "
-    "one run covers a range of days and loads the model once.",
-)
-
-generate_features_job = dg.define_asset_job(
-    "generate_features_job",
-    selection=dg.AssetSelection.assets(FEATURES_KEY),
-    partitions_def=DAILY_PARTITIONS,
-    description="Locally: generate one day of synthetic credit-risk features.",
-)
-
-train_demo_model_job = dg.define_asset_job(
-    "train_demo_model_job",
-    selection=dg.AssetSelection.assets(DEMO_MODEL_KEY),
-    description="Locally: train the demo model and give it the serving alias.",
-)
+from batch_inference_platform.defs.scope import DeploymentScope
+from batch_inference_platform.lib.deployments.partitioning import PartitionKind
+from batch_inference_platform.lib.quartz import quartz_to_cron
 
 
-def build_scoring_schedule(cron: str) -> dg.ScheduleDefinition:
-    """Score the latest complete day on ``cron``; one run per day however often it ticks."""
+@dataclass(frozen=True)
+class DeploymentJobs:
+    """The jobs people and sensors launch for one deployment."""
+
+    score: dg.UnresolvedAssetJobDefinition
+    rescore: dg.UnresolvedAssetJobDefinition
+    generate: dg.UnresolvedAssetJobDefinition | None
+    train: dg.UnresolvedAssetJobDefinition | None
+
+    @property
+    def all(self) -> list[dg.UnresolvedAssetJobDefinition]:
+        return [job for job in (self.score, self.rescore, self.generate, self.train) if job]
+
+
+def build_jobs(scope: DeploymentScope, *, generated: bool) -> DeploymentJobs:
+    """``<name>__score_partition_job`` and friends, over the deployment's partitions."""
+    name = scope.name
+    partitions = scope.partitions_def
+    score_keys = [scope.validated, scope.model_versions, scope.predictions, scope.catalog]
+    if scope.deployment.partitioning.partitioned:
+        score_keys.append(scope.archive)
+    return DeploymentJobs(
+        score=dg.define_asset_job(
+            scope.job_name("score_partition_job"),
+            selection=dg.AssetSelection.assets(*score_keys),
+            partitions_def=partitions,
+            description=f"{name}: validate, resolve the serving model, score, catalog and "
+            "archive one partition.",
+        ),
+        rescore=dg.define_asset_job(
+            scope.job_name("rescore_job"),
+            selection=dg.AssetSelection.assets(scope.model_versions, scope.predictions, scope.catalog),
+            partitions_def=partitions,
+            description=f"{name}: re-score already validated partitions with the serving model "
+            "(after a promotion); one run covers a range and loads the model once.",
+        ),
+        generate=dg.define_asset_job(
+            scope.job_name("generate_features_job"),
+            selection=dg.AssetSelection.assets(scope.features),
+            partitions_def=partitions,
+            description=f"Locally: generate {name}'s synthetic features for a partition.",
+        )
+        if generated
+        else None,
+        train=dg.define_asset_job(
+            scope.job_name("train_demo_model_job"),
+            selection=dg.AssetSelection.assets(scope.demo_model),
+            description=f"Locally: train {name}'s demo model and give it the serving alias.",
+        )
+        if generated
+        else None,
+    )
+
+
+def build_scoring_schedule(
+    scope: DeploymentScope, job: dg.UnresolvedAssetJobDefinition, quartz: str
+) -> dg.ScheduleDefinition:
+    """Score the latest complete partition on the Quartz schedule ``quartz``; one run per
+    partition however often it ticks (the run key is the partition)."""
+    partitioning = scope.deployment.partitioning
 
     @dg.schedule(
-        name="score_latest_partition_schedule",
-        cron_schedule=cron,
-        job=score_partition_job,
+        name=scope.job_name("score_latest_partition_schedule"),
+        cron_schedule=quartz_to_cron(quartz),
+        job=job,
         execution_timezone="UTC",
-        description="Scores the most recent complete daily partition. The run key is the "
-        "partition, so hourly ticks start each day's run once.",
+        description=f"{scope.name}: scores the most recent complete partition ({quartz}).",
     )
     def score_latest_partition(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-        now = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
-        day = (now.astimezone(dt.UTC) - dt.timedelta(days=1)).date().isoformat()
-        return dg.RunRequest(run_key=day, partition_key=day)
+        now = (context.scheduled_execution_time or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+        if partitioning.kind is PartitionKind.NONE:
+            return dg.RunRequest(run_key=now.strftime("%Y-%m-%dT%H:%M"))
+        if partitioning.kind is PartitionKind.HOURLY:
+            previous = now.replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=1)
+            key = partitioning.key_of(previous)
+        else:
+            key = (now - dt.timedelta(days=1)).date().isoformat()
+        return dg.RunRequest(run_key=key, partition_key=key)
 
     return score_latest_partition

@@ -6,14 +6,15 @@ from collections.abc import Iterable, Iterator
 import dagster as dg
 import pyarrow as pa
 
-from batch_inference_platform.defs.features.assets import FEATURES_KEY
 from batch_inference_platform.defs.models.serving import ServingModel
-from batch_inference_platform.defs.ops.alerts import AlertsResource
+from batch_inference_platform.defs.monitoring.alerts import AlertsResource
 from batch_inference_platform.defs.partitions import Stopwatch
 from batch_inference_platform.defs.resources import LakeResource, ModelRegistryResource
-from batch_inference_platform.defs.validation.assets import VALIDATED_KEY
+from batch_inference_platform.defs.scope import DeploymentScope
+from batch_inference_platform.defs.validation.assets import contract_of
 from batch_inference_platform.lib.alerts import Alert
-from batch_inference_platform.lib.features.contract import validated_schema
+from batch_inference_platform.lib.deployments.spec import Deployment
+from batch_inference_platform.lib.features.generators import GENERATORS
 from batch_inference_platform.lib.lake.tables import (
     TableNotFoundError,
     read_partition,
@@ -29,8 +30,6 @@ from batch_inference_platform.lib.registry.resolution import (
 from batch_inference_platform.lib.registry.training import TrainingParams, train_and_register
 from batch_inference_platform.lib.scoring.inputs import first_rows
 
-MODEL_VERSIONS_KEY = dg.AssetKey("model_versions")
-DEMO_MODEL_KEY = dg.AssetKey("demo_model")
 SERVING_CHECK = "champion_passes_validation"
 REFUSED_TAG = "batch_inference.refused"
 """Set on a version the platform refused to serve, with the reasons (shown in the MLflow UI)."""
@@ -42,58 +41,75 @@ class DemoTrainingConfig(dg.Config):
     """What the local demo model is trained on and how big it is."""
 
     training_partition: str | None = None
-    """Feature partition (YYYY-MM-DD) to train on; default the latest one."""
+    """Feature partition (its key) to train on; default the latest one."""
     max_rows: int = 200_000
     num_boost_round: int = 200
     num_leaves: int = 63
 
 
-@dg.asset(
-    key=DEMO_MODEL_KEY,
-    deps=[FEATURES_KEY],
-    group_name="models",
-    kinds={"mlflow", "lightgbm"},
-    description="Locally only: a LightGBM default-risk model trained on the generated features, "
-    "registered in MLflow with its signature and given the serving alias.",
-)
-def demo_model(
-    context: dg.AssetExecutionContext,
-    config: DemoTrainingConfig,
-    lake: LakeResource,
-    registry: ModelRegistryResource,
-) -> dg.MaterializeResult:
-    watch = Stopwatch()
-    features = lake.layout.features
-    table = features.open()
-    available = sorted(p["event_date"] for p in table.partitions())
-    if not available:
-        raise dg.Failure(f"no feature partitions at {features.uri}; materialize feature_tables")
-    partition = config.training_partition or available[-1]
-    if partition not in available:
-        raise dg.Failure(f"training partition {partition} not in {features.uri} ({available})")
-    batches = read_partition(features, dt.date.fromisoformat(partition))
-    training = pa.Table.from_batches(_first_rows(batches, config.max_rows))
-    version, trained = train_and_register(
-        registry.registry,
-        model_name=registry.model_name,
-        alias=registry.alias,
-        experiment=registry.experiment,
-        artifact_root=registry.artifact_root,
-        training_data=training,
-        data_version=f"{features.uri}@v{table.version()}/{partition}",
-        params=TrainingParams(num_boost_round=config.num_boost_round, num_leaves=config.num_leaves),
+def build_demo_model(scope: DeploymentScope) -> dg.AssetsDefinition:
+    """``<name>/demo_model``: locally, the deployment's demo model trained on its generated
+    features, registered in MLflow with its signature and given the serving alias."""
+    deployment = scope.deployment
+    assert deployment.generator is not None
+    source = GENERATORS[deployment.generator]
+
+    @dg.asset(
+        key=scope.demo_model,
+        deps=[scope.features],
+        group_name=scope.group,
+        kinds={"mlflow"},
+        description=f"Locally only: the {deployment.generator} demo model "
+        f"({deployment.output.kind.value}) trained on {deployment.name}'s generated features, "
+        f"registered as {deployment.model_name} with its signature and given the alias "
+        f"{deployment.alias}.",
     )
-    context.log.info(("trained and registered" if trained else "reused") + f" {version.uri}")
-    return dg.MaterializeResult(
-        metadata={
-            **watch.metadata(training.num_rows),
-            "model_version": version.version,
-            "newly_trained": trained,
-            "training_partition": partition,
-            "model_uri": dg.MetadataValue.url(registry.link(version)),
-            **registry.registry.training_metrics(version),
-        }
-    )
+    def demo_model(
+        context: dg.AssetExecutionContext,
+        config: DemoTrainingConfig,
+        lake: LakeResource,
+        registry: ModelRegistryResource,
+    ) -> dg.MaterializeResult:
+        watch = Stopwatch()
+        partitioning = deployment.partitioning
+        features = lake.layout.deployment(deployment).features
+        available = snapshot(features, partitioning).partitions() if features.exists() else []
+        if not available:
+            raise dg.Failure(
+                f"no feature partitions at {features.uri}; materialize "
+                f"{scope.features.to_user_string()}"
+            )
+        partition = config.training_partition or available[-1]
+        if partition not in available:
+            raise dg.Failure(f"training partition {partition} not in {features.uri} ({available})")
+        batches = read_partition(features, partitioning, partition)
+        training = pa.Table.from_batches(_first_rows(batches, config.max_rows))
+        version, trained = train_and_register(
+            registry.registry,
+            source=source,
+            model_name=deployment.model_name,
+            alias=deployment.alias,
+            experiment=registry.experiment,
+            artifact_root=registry.artifact_root,
+            training_data=training,
+            data_version=f"{features.uri}@v{features.open().version()}/{partition}",
+            params=TrainingParams(
+                num_boost_round=config.num_boost_round, num_leaves=config.num_leaves
+            ),
+        )
+        context.log.info(("trained and registered" if trained else "reused") + f" {version.uri}")
+        return dg.MaterializeResult(
+            metadata={
+                **watch.metadata(training.num_rows),
+                "model_version": version.version,
+                "newly_trained": trained,
+                "training_partition": partition,
+                "model_uri": dg.MetadataValue.url(registry.link(version)),
+                **registry.registry.training_metrics(version),
+            }
+        )
+
+    return demo_model
 
 
 def _first_rows(batches: Iterable[pa.RecordBatch], limit: int) -> Iterator[pa.RecordBatch]:
@@ -107,21 +123,22 @@ def _first_rows(batches: Iterable[pa.RecordBatch], limit: int) -> Iterator[pa.Re
         yield batch
 
 
-def build_model_versions(*, trained_locally: bool) -> dg.AssetsDefinition:
-    """The ``model_versions`` asset; locally it also waits for the demo model."""
-    deps = [VALIDATED_KEY, DEMO_MODEL_KEY] if trained_locally else [VALIDATED_KEY]
+def build_model_versions(scope: DeploymentScope, *, trained_locally: bool) -> dg.AssetsDefinition:
+    """``<name>/model_versions``; locally it also waits for the demo model."""
+    deployment = scope.deployment
+    deps = [scope.validated, scope.demo_model] if trained_locally else [scope.validated]
 
     @dg.asset(
-        key=MODEL_VERSIONS_KEY,
+        key=scope.model_versions,
         deps=deps,
-        group_name="models",
+        group_name=scope.group,
         kinds={"mlflow"},
-        description="The registered model version that scores: the holder of the serving alias "
+        description=f"{deployment.name}: the version of {deployment.model_name} that scores: the holder of the serving alias "
         "if its input signature fits the validated feature schema and it passes the smoke test "
         "(loads in time, its output fits the declared kind, scores validated rows into finite "
         "predictions of that kind), otherwise - loudly, tagged in MLflow and alerted - the last "
         "approved champion (the version that last served successfully).",
-        check_specs=[dg.AssetCheckSpec(SERVING_CHECK, asset=MODEL_VERSIONS_KEY)],
+        check_specs=[dg.AssetCheckSpec(SERVING_CHECK, asset=scope.model_versions)],
     )
     def model_versions(
         context: dg.AssetExecutionContext,
@@ -130,31 +147,35 @@ def build_model_versions(*, trained_locally: bool) -> dg.AssetsDefinition:
         alerts: AlertsResource,
     ):
         watch = Stopwatch()
+        tables = lake.layout.deployment(deployment)
         try:
-            schema = table_schema(lake.layout.validated)
+            schema = table_schema(tables.validated)
         except TableNotFoundError as error:
-            raise dg.Failure(f"{error}: materialize validated_features first") from error
+            raise dg.Failure(
+                f"{error}: materialize {scope.validated.to_user_string()} first"
+            ) from error
         client = registry.registry
-        validated = snapshot(lake.layout.validated)
-        latest = validated.days()[-1]
+        validated = snapshot(tables.validated, deployment.partitioning)
+        latest = validated.partitions()[-1]
         sample = first_rows(validated.batches(latest), SMOKE_ROWS)
         if sample is None:
             raise dg.Failure(f"no validated rows for {latest} to test the model on")
-        target = lake.layout.predictions(registry.model_name)
+        contract = contract_of(deployment, table_schema(tables.features), registry)
+        target = tables.predictions
         probe = ServingProbe(
-            load=lambda version: registry.scorer(version, lambda: [sample]),
+            load=lambda version: registry.scorer(version, lambda: [sample], deployment.output),
             sample=sample,
-            validated=validated_schema(),  # the contract's nullability (Delta keeps none)
+            validated=contract.validated_schema(),  # the contract's nullability (Delta: none)
             max_load_seconds=registry.max_load_seconds,
             predictions=table_schema(target) if target.exists() else None,
         )
 
         try:
             resolution = resolve_serving_version(
-                client, registry.model_name, registry.alias, schema, probe
+                client, deployment.model_name, deployment.alias, schema, probe
             )
         except NoCompatibleVersionError as error:
-            _refuse(context, registry, alerts, error.rejected, str(error))
+            _refuse(context, deployment, registry, alerts, error.rejected, str(error))
             raise dg.Failure(str(error)) from error
         except ModelNotFoundError as error:
             raise dg.Failure(str(error)) from error
@@ -162,10 +183,10 @@ def build_model_versions(*, trained_locally: bool) -> dg.AssetsDefinition:
         rejected = "; ".join(f"v{v}: {', '.join(p)}" for v, p in resolution.rejected.items())
         if resolution.rejected:
             refusal = (
-                f"refused {registry.model_name}@{registry.alias} = "
+                f"refused {deployment.model_name}@{deployment.alias} = "
                 f"v{resolution.alias_holder.version} ({rejected}); v{serving.version} serves"
             )
-            _refuse(context, registry, alerts, resolution.rejected, refusal)
+            _refuse(context, deployment, registry, alerts, resolution.rejected, refusal)
         context.log.info(f"{serving.uri} serves: {resolution.reason}")
         signature = client.signature(serving)
         scorer = probe.scorers[serving.version]
@@ -174,12 +195,13 @@ def build_model_versions(*, trained_locally: bool) -> dg.AssetsDefinition:
             context.log.warning(f"{serving.uri} scores natively: {manifest.reason}")
         passed = probe.results[serving.version]
         yield dg.Output(
-            ServingModel(serving, registry.alias, resolution.alias_holder.version, scorer.output),
+            ServingModel(serving, deployment.alias, resolution.alias_holder.version, scorer.output),
             metadata={
                 "seconds": round(watch.seconds, 3),
                 "model_name": serving.name,
                 "model_version": serving.version,
-                "alias": registry.alias,
+                "deployment": deployment.name,
+                "alias": deployment.alias,
                 "alias_holder_version": resolution.alias_holder.version,
                 "fell_back": resolution.fell_back,
                 "serving_reason": resolution.reason,
@@ -223,6 +245,7 @@ def build_model_versions(*, trained_locally: bool) -> dg.AssetsDefinition:
 
 def _refuse(
     context: dg.AssetExecutionContext,
+    deployment: Deployment,
     registry: ModelRegistryResource,
     alerts: AlertsResource,
     rejected: dict[int, list[str]],
@@ -231,17 +254,21 @@ def _refuse(
     """Tag each refused version in MLflow, log the refusal as an error and alert on-call."""
     client = registry.registry
     for version, problems in rejected.items():
-        client.tag_version(registry.model_name, version, REFUSED_TAG, "; ".join(problems))
+        client.tag_version(deployment.model_name, version, REFUSED_TAG, "; ".join(problems))
     context.log.error(message)
     alerts.alert(
         Alert(
-            title=f"{registry.model_name} v{max(rejected)} refused",
+            title=f"{deployment.name}: {deployment.model_name} v{max(rejected)} refused",
             job_name=context.job_name,
             run_id=context.run_id,
             error=message,
             link=alerts.link(context.run_id),
             at=dt.datetime.now(dt.UTC),
-            where={"model": registry.model_name, "alias": registry.alias},
+            where={
+                "deployment": deployment.name,
+                "model": deployment.model_name,
+                "alias": deployment.alias,
+            },
             severity="warning",
         )
     )

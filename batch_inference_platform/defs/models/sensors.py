@@ -1,4 +1,5 @@
-"""Model promotions drive scoring: when the serving alias moves, re-score recent partitions.
+"""Model promotions drive scoring: when a deployment's serving alias moves, re-score its recent
+partitions (one sensor per deployment).
 
 The sensor reads the webhook inbox with a cursor (a delivery about the watched model triggers
 a check at once) and also asks the registry every tick, so a missed or unconfigured webhook
@@ -8,7 +9,6 @@ recent days whose predictions were written by another version are re-scored; run
 (model, version, partition) make duplicate deliveries and repeated ticks harmless.
 """
 
-import datetime as dt
 import json
 
 import dagster as dg
@@ -17,27 +17,34 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from batch_inference_platform.defs.inference.schedules import rescore_job
 from batch_inference_platform.defs.resources import (
     InboxResource,
     LakeResource,
     ModelRegistryResource,
 )
+from batch_inference_platform.defs.scope import DeploymentScope
+from batch_inference_platform.lib.deployments.partitioning import WHOLE_TABLE, Partitioning
 from batch_inference_platform.lib.inbox.store import InboxEvent
 from batch_inference_platform.lib.lake.lineage import latest_commits
 from batch_inference_platform.lib.lake.tables import DeltaLocation, snapshot
 from batch_inference_platform.lib.registry.client import ModelNotFoundError
 
 
-def build_model_update_sensor(rescore_partitions: int) -> dg.SensorDefinition:
-    """The sensor, re-scoring the ``rescore_partitions`` most recent daily partitions."""
+def build_model_update_sensor(
+    scope: DeploymentScope, job: dg.UnresolvedAssetJobDefinition, rescore_partitions: int
+) -> dg.SensorDefinition:
+    """The deployment's sensor, re-scoring its ``rescore_partitions`` most recent partitions."""
+    deployment = scope.deployment
+    model_name, alias = deployment.model_name, deployment.alias
+    partitioning = deployment.partitioning
 
     @dg.sensor(
-        name="mlflow_model_update_sensor",
-        job=rescore_job,
+        name=scope.job_name("mlflow_model_update_sensor"),
+        job=job,
         minimum_interval_seconds=30,
-        description="Re-scores the most recent partitions when the watched model's serving "
-        "alias moves (MLflow/Databricks webhooks via the inbox, registry polling as backstop).",
+        description=f"{deployment.name}: re-scores the most recent partitions when "
+        f"{model_name}@{alias} moves (MLflow/Databricks webhooks via the inbox, registry polling "
+        "as backstop).",
     )
     def mlflow_model_update_sensor(
         context: dg.SensorEvaluationContext,
@@ -47,35 +54,36 @@ def build_model_update_sensor(rescore_partitions: int) -> dg.SensorDefinition:
     ) -> dg.SensorResult:
         cursor = json.loads(context.cursor) if context.cursor else {"inbox": 0, "version": None}
         events = inbox.store.read_after(int(cursor["inbox"]))
-        mentioned = [e for e in events if _mentions(e, registry.model_name)]
+        mentioned = [e for e in events if _mentions(e, model_name)]
         if events:
             cursor["inbox"] = events[-1].id
         try:
-            holder = registry.registry.by_alias(registry.model_name, registry.alias).version
+            holder = registry.registry.by_alias(model_name, alias).version
         except ModelNotFoundError as error:
             context.log.warning(str(error))
             return dg.SensorResult(cursor=json.dumps(cursor), skip_reason=str(error))
         if holder == cursor["version"] and not mentioned:
             return dg.SensorResult(
                 cursor=json.dumps(cursor),
-                skip_reason=f"{registry.model_name}@{registry.alias} is still v{holder}",
+                skip_reason=f"{model_name}@{alias} is still v{holder}",
             )
         cursor["version"] = holder
         stale = _scored_by_other_versions(
-            lake.layout.predictions(registry.model_name), holder, rescore_partitions
+            lake.layout.deployment(deployment).predictions, partitioning, holder, rescore_partitions
         )
         if not stale:
             return dg.SensorResult(
                 cursor=json.dumps(cursor),
-                skip_reason=f"the {rescore_partitions} most recent scored days already carry "
-                f"{registry.model_name} v{holder}",
+                skip_reason=f"the {rescore_partitions} most recent scored partitions already carry "
+                f"{model_name} v{holder}",
             )
         requests = [
-            _rescore_request(registry.model_name, holder, days) for days in _contiguous(stale)
+            _rescore_request(deployment.name, model_name, holder, keys)
+            for keys in _contiguous(partitioning, stale)
         ]
         context.log.info(
-            f"{registry.model_name}@{registry.alias} is v{holder}: re-scoring "
-            f"{', '.join(day.isoformat() for day in stale)}"
+            f"{model_name}@{alias} is v{holder}: re-scoring "
+            f"{', '.join(stale)}"
         )
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor))
 
@@ -83,39 +91,43 @@ def build_model_update_sensor(rescore_partitions: int) -> dg.SensorDefinition:
 
 
 def _scored_by_other_versions(
-    predictions: DeltaLocation, version: int, recent: int
-) -> list[dt.date]:
-    """Of the ``recent`` most recent scored days (days never scored have nothing to re-score),
-    those whose latest predictions were not written by ``version``."""
-    days = snapshot(predictions).days()[-recent:] if predictions.exists() else []
-    commits = latest_commits(predictions, days)  # one read of the history
+    predictions: DeltaLocation, partitioning: Partitioning, version: int, recent: int
+) -> list[str]:
+    """Of the ``recent`` most recent scored partitions (never-scored ones have nothing to
+    re-score), those whose latest predictions were not written by ``version``."""
+    keys = snapshot(predictions, partitioning).partitions()[-recent:] if predictions.exists() else []
+    commits = latest_commits(predictions, keys)  # one read of the history
     return [
-        day
-        for day in days
-        if day not in commits or commits[day].info.get("model_version") != str(version)
+        key
+        for key in keys
+        if key not in commits or commits[key].info.get("model_version") != str(version)
     ]
 
 
-def _contiguous(days: list[dt.date]) -> list[list[dt.date]]:
-    """Sorted days split into runs of consecutive days."""
-    groups: list[list[dt.date]] = []
-    for day in days:
-        if groups and day - groups[-1][-1] == dt.timedelta(days=1):
-            groups[-1].append(day)
+def _contiguous(partitioning: Partitioning, keys: list[str]) -> list[list[str]]:
+    """Sorted partition keys split into runs of consecutive partitions."""
+    groups: list[list[str]] = []
+    for key in keys:
+        if groups and partitioning.next_key(groups[-1][-1]) == key:
+            groups[-1].append(key)
         else:
-            groups.append([day])
+            groups.append([key])
     return groups
 
 
-def _rescore_request(model: str, version: int, days: list[dt.date]) -> dg.RunRequest:
-    """One run re-scoring consecutive ``days`` (the model is resolved and loaded once); the run
-    key names model, version and days, so a repeated delivery or tick starts nothing new."""
-    first, last = days[0].isoformat(), days[-1].isoformat()
-    tags = {"model": model, "model_version": str(version)}
+def _rescore_request(deployment: str, model: str, version: int, keys: list[str]) -> dg.RunRequest:
+    """One run re-scoring consecutive partitions (the model is resolved and loaded once); the
+    run key names deployment, model, version and partitions, so a repeated delivery or tick
+    starts nothing new."""
+    first, last = keys[0], keys[-1]
+    tags = {"deployment": deployment, "model": model, "model_version": str(version)}
+    prefix = f"{deployment}:{model}:v{version}"
+    if first == WHOLE_TABLE:
+        return dg.RunRequest(run_key=f"{prefix}:{first}", tags=tags)
     if first == last:
-        return dg.RunRequest(run_key=f"{model}:v{version}:{first}", partition_key=first, tags=tags)
+        return dg.RunRequest(run_key=f"{prefix}:{first}", partition_key=first, tags=tags)
     return dg.RunRequest(
-        run_key=f"{model}:v{version}:{first}..{last}",
+        run_key=f"{prefix}:{first}..{last}",
         tags={
             **tags,
             ASSET_PARTITION_RANGE_START_TAG: first,

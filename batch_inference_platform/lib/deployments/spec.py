@@ -17,7 +17,7 @@ import pyarrow as pa
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from batch_inference_platform.lib.deployments.partitioning import PartitionKind, Partitioning
+from batch_inference_platform.lib.deployments.partitioning import Partitioning, PartitionKind
 from batch_inference_platform.lib.features.contract import Column, Contract, Kind
 from batch_inference_platform.lib.scoring.outputs import OutputKind, OutputSpec
 
@@ -53,28 +53,42 @@ class PartitionSpec(_Strict):
 class SourceSpec(_Strict):
     """The Delta table the deployment scores."""
 
-    table: str = Field(
-        min_length=1,
-        description="A Delta table: a path relative to the project root, az:// or abfss://.",
-    )
-    key: list[str] = Field(min_length=1, description="Columns that identify a row, any type.")
+    table: str = Field(description="A Delta table: a path relative to the project root, az:// or abfss://.")
+    key: list[str] = Field(description="Columns that identify a row (one or more), any type.")
     partition: PartitionSpec = Field(default_factory=PartitionSpec)
     generator: Literal["credit_risk", "churn"] | None = Field(
         default=None,
         description="Locally only: the demo generator that writes this table (make demo).",
     )
 
+    @pydantic.model_validator(mode="after")
+    def _named(self) -> SourceSpec:
+        if not self.table.strip():
+            raise ValueError("table is empty")
+        if not self.key or any(not name.strip() for name in self.key):
+            raise ValueError("key needs one or more column names")
+        if self.partition.column in self.key:
+            raise ValueError(f"the partition column {self.partition.column!r} is also a key")
+        return self
+
 
 class ColumnSpec(_Strict):
     """One contract column."""
 
-    name: str = Field(min_length=1)
+    name: str
     type: Literal["integer", "float", "string", "date"]
     required: bool = False
     min: float | None = None
     max: float | None = None
     categories: list[str] = Field(default_factory=list)
-    max_null_rate: float | None = Field(default=None, ge=0, le=1)
+    max_null_rate: float | None = None
+
+    @pydantic.field_validator("max_null_rate")
+    @classmethod
+    def _rate(cls, value: float | None) -> float | None:
+        if value is not None and not 0 <= value <= 1:
+            raise ValueError(f"must lie in [0, 1], got {value}")
+        return value
 
     def column(self) -> Column:
         return Column(
@@ -91,14 +105,25 @@ class ColumnSpec(_Strict):
 class ContractSpec(_Strict):
     """The feature columns validated partitions must hold (keys and partition excluded)."""
 
-    columns: list[ColumnSpec] = Field(min_length=1)
+    columns: list[ColumnSpec]
+
+    @pydantic.field_validator("columns")
+    @classmethod
+    def _some(cls, columns: list[ColumnSpec]) -> list[ColumnSpec]:
+        if not columns:
+            raise ValueError("a contract needs one or more columns (or leave contract out)")
+        names = [c.name for c in columns]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"columns named more than once: {', '.join(repeated)}")
+        return columns
 
 
 class ModelSpec(_Strict):
     """The registered model and the alias that names its serving version."""
 
-    name: str = Field(min_length=1)
-    alias: str = Field(default="champion", min_length=1)
+    name: str
+    alias: str = "champion"
 
 
 class OutputSpecYaml(_Strict):
@@ -114,18 +139,32 @@ class OutputSpecYaml(_Strict):
 class ChecksSpec(_Strict):
     """Per-deployment overrides of application.yml's validation and drift thresholds."""
 
-    min_rows: int | None = Field(default=None, ge=0)
-    max_null_rate: float | None = Field(default=None, ge=0, le=1)
-    max_quarantine_rate: float | None = Field(default=None, ge=0, le=1)
-    max_duplicate_rate: float | None = Field(default=None, ge=0, le=1)
-    psi_threshold: float | None = Field(default=None, gt=0)
-    drift_bins: int | None = Field(default=None, ge=2)
+    min_rows: int | None = None
+    max_null_rate: float | None = None
+    max_quarantine_rate: float | None = None
+    max_duplicate_rate: float | None = None
+    psi_threshold: float | None = None
+    drift_bins: int | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _in_range(self) -> ChecksSpec:
+        for name in ("max_null_rate", "max_quarantine_rate", "max_duplicate_rate"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 1:
+                raise ValueError(f"{name} must lie in [0, 1], got {value}")
+        if self.min_rows is not None and self.min_rows < 0:
+            raise ValueError(f"min_rows must be >= 0, got {self.min_rows}")
+        if self.psi_threshold is not None and self.psi_threshold <= 0:
+            raise ValueError(f"psi_threshold must be > 0, got {self.psi_threshold}")
+        if self.drift_bins is not None and self.drift_bins < 2:
+            raise ValueError(f"drift_bins must be >= 2, got {self.drift_bins}")
+        return self
 
 
 class DeploymentSpec(_Strict):
     """The attributes of a ``defs.yaml`` of type ScoringDeployment."""
 
-    name: str = Field(pattern=NAME_PATTERN, description="Asset key prefix and group.")
+    name: str = Field(description="Asset key prefix and group: lower case, digits, _.")
     description: str | None = None
     source: SourceSpec
     contract: ContractSpec | None = Field(
@@ -139,8 +178,25 @@ class DeploymentSpec(_Strict):
     schedule: str | None = Field(default=None, description="Quartz cron; none: no schedule.")
     checks: ChecksSpec = Field(default_factory=ChecksSpec)
     rescore_partitions: int | None = Field(
-        default=None, ge=1, description="Recent partitions re-scored when the alias moves."
+        default=None, description="Recent partitions re-scored when the alias moves (>= 1)."
     )
+
+    @pydantic.field_validator("name")
+    @classmethod
+    def _name_is_a_key(cls, name: str) -> str:
+        if not re.match(NAME_PATTERN, name):
+            raise ValueError(
+                f"{name!r} is not a deployment name: lower case letters, digits and _, "
+                "starting with a letter (it becomes an asset key prefix and a table name)"
+            )
+        return name
+
+    @pydantic.field_validator("rescore_partitions")
+    @classmethod
+    def _positive(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
+            raise ValueError(f"must be >= 1, got {value}")
+        return value
 
     def resolve(self, project_root: Path) -> Deployment:
         """The deployment with paths made absolute and partitioning typed."""

@@ -63,3 +63,15 @@ def input_names(signature: ModelSignature) -> list[str]:
     assert signature.inputs is not None
     specs = signature.inputs.inputs
     return [spec.name for spec in specs if isinstance(spec, ColSpec) and spec.name]
+
+
+def signature_inputs(signature: ModelSignature | None) -> dict[str, tuple[str, bool]]:
+    """The model's named column inputs: ``{name: (mlflow type, required)}``, in order (what a
+    deployment without a declared contract validates against)."""
+    if signature is None or signature.inputs is None:
+        raise UnsupportedSignatureError("the model has no input signature")
+    inputs = {}
+    for spec in signature.inputs.inputs:
+        if isinstance(spec, ColSpec) and spec.name:
+            inputs[spec.name] = (getattr(spec.type, "name", str(spec.type)), spec.required)
+    return inputs

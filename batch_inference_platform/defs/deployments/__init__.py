@@ -1,0 +1,1 @@
+"""One folder per deployment, each a defs.yaml of type ScoringDeployment (no Python)."""
