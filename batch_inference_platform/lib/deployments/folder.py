@@ -1,0 +1,40 @@
+"""The deployments folder read without Dagster (for the HTTP service and the CLI): every
+``<name>/defs.yaml`` of type ScoringDeployment, validated by the same schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydantic
+import yaml
+
+from batch_inference_platform.lib.deployments.spec import Deployment, DeploymentSpec
+
+COMPONENT_TYPE = "batch_inference_platform.components.ScoringDeployment"
+DEFAULT_FOLDER = Path(__file__).resolve().parents[2] / "defs" / "deployments"
+"""Where the code location loads its deployments from."""
+
+
+class DeploymentFileError(ValueError):
+    """A defs.yaml that is not a valid ScoringDeployment, naming the file and the field."""
+
+
+def read_deployments(project_root: Path, folder: Path = DEFAULT_FOLDER) -> dict[str, Deployment]:
+    """Every deployment in ``folder`` by name, paths resolved against ``project_root``."""
+    found: dict[str, Deployment] = {}
+    for path in sorted(folder.glob("*/defs.yaml")):
+        document = yaml.safe_load(path.read_text()) or {}
+        if document.get("type") != COMPONENT_TYPE:
+            continue
+        try:
+            spec = DeploymentSpec.model_validate(document.get("attributes") or {})
+        except pydantic.ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'attributes'}: {e['msg']}"
+                for e in error.errors()
+            )
+            raise DeploymentFileError(f"{path}: {problems}") from None
+        if spec.name in found:
+            raise DeploymentFileError(f"{path}: name: {spec.name!r} is declared twice")
+        found[spec.name] = spec.resolve(project_root)
+    return found
