@@ -14,7 +14,7 @@ import dagster as dg
 import pytest
 
 from batch_inference_platform.config import load_settings
-from batch_inference_platform.defs.ops.alerts import AlertsResource, job_failure_alerts
+from batch_inference_platform.defs.monitoring.alerts import AlertsResource, job_failure_alerts
 from batch_inference_platform.lib.alerts import Alert
 from batch_inference_platform.lib.alerts.channels import ChannelNotConfigured, EmailChannel
 

@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 
 from batch_inference_platform.config import SlaTargets, load_settings
-from batch_inference_platform.defs.ops.sla import (
+from batch_inference_platform.defs.monitoring.sla import (
     SLA_CHECKS,
     SlaTargetsResource,
     sla_report,

@@ -11,7 +11,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from batch_inference_platform.defs.ops.run_metrics import TelemetryResource, run_metrics_on_success
+from batch_inference_platform.defs.monitoring.run_metrics import (
+    TelemetryResource,
+    run_metrics_on_success,
+)
 from batch_inference_platform.lib.telemetry import CONNECTION_STRING_ENV, RunFigures, configure
 
 from .conftest import DAY_A, PlatformFactory, materializations

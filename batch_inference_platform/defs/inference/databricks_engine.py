@@ -20,7 +20,7 @@ from databricks.sdk import WorkspaceClient
 from databricks.sdk.service import compute, jobs
 
 from batch_inference_platform.defs.inference.engines import ScoringEngineResource, engine_result
-from batch_inference_platform.defs.ops.alerts import AlertsResource
+from batch_inference_platform.defs.monitoring.alerts import AlertsResource
 from batch_inference_platform.defs.resources import LakeResource, ModelRegistryResource
 from batch_inference_platform.lib.alerts import Alert
 from batch_inference_platform.lib.databricks.artifact import prepared_wheel

@@ -1,1 +1,0 @@
-"""Operations: job status to clients, run metrics and traces, alerts, the SLA report."""
