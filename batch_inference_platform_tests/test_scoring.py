@@ -1,4 +1,5 @@
-"""The scoring kernel with a real (tiny) LightGBM model, and the score-drift statistics."""
+"""The scoring kernel with a real (tiny) LightGBM model, prediction schemas built from a
+deployment's identity columns, and the score-drift statistics."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from batch_inference_platform.lib.features.contract import MODEL_FEATURES
-from batch_inference_platform.lib.features.synthetic import generate_partition
+from batch_inference_platform.lib.deployments.partitioning import Partitioning, PartitionKind
+from batch_inference_platform.lib.features.contract import Column, Kind
 from batch_inference_platform.lib.quality.drift import (
     FINE_BINS,
     ScoreHistogram,
@@ -22,21 +23,39 @@ from batch_inference_platform.lib.registry.adapters import model_shape
 from batch_inference_platform.lib.registry.loader import LoadedModel, ServingScorer, bind
 from batch_inference_platform.lib.scoring.inputs import InputColumn, InputPlan, feature_matrix
 from batch_inference_platform.lib.scoring.kernel import (
+    PROVENANCE_FIELDS,
     ScoringStamp,
+    identity_schema,
     prediction_schema,
     score_batch,
 )
-from batch_inference_platform.lib.scoring.outputs import SCORE_COLUMN, OutputKind, OutputSpec
+from batch_inference_platform.lib.scoring.outputs import (
+    LABEL_COLUMN,
+    SCORE_COLUMN,
+    OutputKind,
+    OutputSpec,
+)
+from batch_inference_platform.lib.scoring.request import (
+    EngineResult,
+    ModelRef,
+    PartitionError,
+    PartitionReport,
+    ScoringRequest,
+)
+from batch_inference_platform.lib.scoring.stats import ScoreStats
 
-DAY = dt.date(2026, 11, 2)
+from .contracts import CREDIT_MODEL_FEATURES, HOURLY, LABEL, credit_batch, credit_contract
+
+MODEL_FEATURES = CREDIT_MODEL_FEATURES
 STAMP = ScoringStamp(run_id="run-42", scored_at=dt.datetime(2026, 11, 3, 4, 5, tzinfo=dt.UTC))
-LABEL = "defaulted"
+CONTRACT = credit_contract()
+IDENTITY = identity_schema(CONTRACT.validated_schema(), CONTRACT.identity)
 
 
 @pytest.fixture(scope="module")
 def raw() -> pa.RecordBatch:
-    """One small synthetic partition, with its label."""
-    return next(generate_partition(DAY, 2000))
+    """One small credit-like partition, with its label."""
+    return credit_batch(2000)
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +72,10 @@ def booster(raw: pa.RecordBatch) -> lgb.Booster:
 @pytest.fixture
 def batch(raw: pa.RecordBatch) -> pa.RecordBatch:
     """A validated-shaped batch (contract columns in contract types)."""
-    return to_canonical(raw.slice(0, 500))
+    return to_canonical(raw.slice(0, 500), CONTRACT)
 
 
-PREDICTION_SCHEMA = prediction_schema(OutputSpec(OutputKind.PROBABILITY))
+PREDICTION_SCHEMA = prediction_schema(IDENTITY, OutputSpec(OutputKind.PROBABILITY))
 
 
 def _scorer(model: object, flavor: str = "lightgbm") -> ServingScorer:
@@ -79,7 +98,7 @@ def _numpy_matrix(batch: pa.RecordBatch) -> np.ndarray:
 def test_scores_equal_the_booster_on_the_same_matrix(
     booster: lgb.Booster, batch: pa.RecordBatch
 ) -> None:
-    out = score_batch(_scorer(booster), batch, STAMP)
+    out = score_batch(_scorer(booster), batch, STAMP, IDENTITY)
     expected = np.asarray(booster.predict(_numpy_matrix(batch)))
     np.testing.assert_array_equal(out.column(SCORE_COLUMN).to_numpy(), expected)
     scores = out.column(SCORE_COLUMN).to_numpy()
@@ -88,7 +107,7 @@ def test_scores_equal_the_booster_on_the_same_matrix(
 
 
 def test_output_rows_and_schema(booster: lgb.Booster, batch: pa.RecordBatch) -> None:
-    out = score_batch(_scorer(booster), batch, STAMP)
+    out = score_batch(_scorer(booster), batch, STAMP, IDENTITY)
     assert out.schema.equals(PREDICTION_SCHEMA)
     assert out.num_rows == batch.num_rows
     assert out.column("customer_id").equals(batch.column("customer_id"))
@@ -113,12 +132,12 @@ def test_nulls_become_nan_features(booster: lgb.Booster, batch: pa.RecordBatch) 
     matrix = feature_matrix(holes, MODEL_FEATURES)
     nulled = np.asarray(mask)
     for name in columns:
-        values = matrix[:, MODEL_FEATURES.index(name)]
+        values = matrix[:, list(MODEL_FEATURES).index(name)]
         assert np.isnan(values[nulled]).all()
         expected_nan = np.asarray(batch.column(name).is_null()) | nulled
         np.testing.assert_array_equal(np.isnan(values), expected_nan)
 
-    out = score_batch(_scorer(booster), holes, STAMP)
+    out = score_batch(_scorer(booster), holes, STAMP, IDENTITY)
     scores = out.column(SCORE_COLUMN).to_numpy()
     assert np.isfinite(scores).all()
     np.testing.assert_array_equal(scores, np.asarray(booster.predict(_numpy_matrix(holes))))
@@ -130,8 +149,8 @@ def test_sklearn_api_model_scores_the_positive_class(raw: pa.RecordBatch) -> Non
     matrix = feature_matrix(raw, MODEL_FEATURES)
     model = lgb.LGBMClassifier(n_estimators=5, num_leaves=7, verbose=-1, n_jobs=1)
     model.fit(matrix, raw.column(LABEL).to_numpy())
-    batch = to_canonical(raw.slice(0, 100))
-    out = score_batch(_scorer(model), batch, STAMP)
+    batch = to_canonical(raw.slice(0, 100), CONTRACT)
+    out = score_batch(_scorer(model), batch, STAMP, IDENTITY)
     expected = np.asarray(model.predict_proba(_numpy_matrix(batch)))[:, 1]
     np.testing.assert_allclose(out.column(SCORE_COLUMN).to_numpy(), expected)
 
@@ -156,7 +175,113 @@ def test_wrong_output_shape_names_the_model(batch: pa.RecordBatch) -> None:
     )
     scorer = bind(loaded, OutputSpec(OutputKind.VALUE), lambda: [])
     with pytest.raises(ValueError, match=r"model credit_risk_test v3: the model returned shape"):
-        score_batch(scorer, batch, STAMP)
+        score_batch(scorer, batch, STAMP, IDENTITY)
+
+
+# --------------------------------------------------------------------------- identity
+
+
+class _ThreeClasses:
+    """A model giving the same three class probabilities to every row."""
+
+    classes_ = np.array(["low", "mid", "high"])
+
+    def get_params(self) -> dict:
+        return {}
+
+    def fit(self) -> None: ...
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        return np.tile([0.2, 0.5, 0.3], (len(features), 1))
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        return np.full(len(features), "mid")
+
+
+def test_class_probabilities_prediction_schema_carries_a_string_key() -> None:
+    contract = credit_contract(
+        HOURLY,
+        key=(
+            Column("region_code", Kind.STRING, required=True),
+            Column("account_id", Kind.STRING, required=True),
+        ),
+    )
+    identity = identity_schema(contract.validated_schema(), contract.identity)
+    output = OutputSpec(OutputKind.CLASS_PROBABILITIES, classes=("low", "mid", "high"))
+    schema = prediction_schema(identity, output)
+    assert schema.names == [
+        "region_code",
+        "account_id",
+        "event_hour",
+        "score_low",
+        "score_mid",
+        "score_high",
+        LABEL_COLUMN,
+        *(field.name for field in PROVENANCE_FIELDS),
+    ]
+    assert schema.field("account_id").type == pa.string()
+    assert schema.field("event_hour").type == pa.timestamp("us", tz="UTC")
+    assert not schema.field("account_id").nullable
+
+    hour = dt.datetime(2026, 11, 1, 6, tzinfo=dt.UTC)
+    keys = {
+        "region_code": pa.array(["eu", "us", "eu"], pa.large_string()),
+        "account_id": pa.array(["a", "a", "b"]),
+    }
+    raw = credit_batch(
+        3,
+        keys=keys,
+        day=hour,
+        partition_column="event_hour",
+        partition_type=pa.timestamp("us", tz="UTC"),
+    )
+    batch = to_canonical(raw, contract)
+    inputs = InputPlan(tuple(InputColumn(name, "double") for name in MODEL_FEATURES), matrix=True)
+    model = _ThreeClasses()
+    loaded = LoadedModel("tiers", 1, "sklearn", model, inputs, model_shape("sklearn", model), "t")
+    scorer = bind(loaded, output, lambda: [])
+    out = score_batch(scorer, batch, STAMP, identity)
+    assert out.schema.equals(schema)
+    assert out.column("account_id").to_pylist() == ["a", "a", "b"]
+    assert out.column("region_code").to_pylist() == ["eu", "us", "eu"]
+    assert set(out.column("event_hour").to_pylist()) == {hour}
+    assert set(out.column(LABEL_COLUMN).to_pylist()) == {"mid"}
+
+
+def test_unpartitioned_prediction_schema_is_keys_then_outputs() -> None:
+    contract = credit_contract(Partitioning(PartitionKind.NONE))
+    identity = identity_schema(contract.validated_schema(), contract.identity)
+    schema = prediction_schema(identity, OutputSpec(OutputKind.VALUE))
+    assert schema.names[:2] == ["customer_id", SCORE_COLUMN]
+    assert schema.field("customer_id").type == pa.int64()
+
+
+def test_request_and_results_round_trip_as_json() -> None:
+    request = ScoringRequest(
+        keys=["2026-11-01-06:00", "2026-11-01-07:00"],
+        identity=["account_id", "event_hour"],
+        partitioning=HOURLY.to_json(),
+        validated_uri="/lake/validated/x",
+        predictions_uri="/lake/predictions/x",
+        model=ModelRef("m", 2, "file:///mlruns", ""),
+        feature_names=["event_hour", "age"],
+        output=OutputSpec(OutputKind.PROBABILITY).to_json(),
+        dagster_run_id="run",
+        model_cache_dir="/cache",
+    )
+    again = ScoringRequest.from_json(request.to_json())
+    assert again == request
+    assert again.partition_spec == HOURLY
+    assert again.columns == ["account_id", "event_hour", "age"]
+    stats = ScoreStats()
+    result = EngineResult(
+        scored={"2026-11-01-06:00": PartitionReport("2026-11-01-06:00", 5, 5, 3, 0.5, stats)},
+        errors=[PartitionError("2026-11-01-07:00", "unreadable", ["part-0.parquet"])],
+    )
+    back = EngineResult.from_json(result.to_json())
+    assert list(back.scored) == ["2026-11-01-06:00"]
+    assert back.scored["2026-11-01-06:00"].rows == 5
+    assert back.errors == result.errors
 
 
 # --------------------------------------------------------------------------- drift

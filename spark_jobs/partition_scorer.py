@@ -23,18 +23,37 @@ from batch_inference_platform.lib.scoring.outputs import OutputSpec
 from batch_inference_platform.lib.scoring.request import ModelRef
 
 _SPARK_TYPES = {
+    pa.int8(): "byte",
+    pa.int16(): "short",
+    pa.int32(): "int",
     pa.int64(): "long",
     pa.date32(): "date",
+    pa.float32(): "float",
     pa.float64(): "double",
     pa.string(): "string",
     pa.timestamp("us", tz="UTC"): "timestamp",
 }
+_ARROW_TYPES = {spark: arrow for arrow, spark in _SPARK_TYPES.items()}
 
 
-def prediction_ddl(output: OutputSpec) -> str:
-    """``prediction_schema(output)`` as Spark DDL (the output of ``mapInArrow``)."""
-    fields = prediction_schema(output)
+def prediction_ddl(identity: pa.Schema, output: OutputSpec) -> str:
+    """``prediction_schema(identity, output)`` as Spark DDL (the output of ``mapInArrow``)."""
+    fields = prediction_schema(identity, output)
     return ", ".join(f"`{field.name}` {_SPARK_TYPES[field.type]}" for field in fields)
+
+
+def identity_arrow_schema(spark_types: dict[str, str], identity: list[str]) -> pa.Schema:
+    """The Arrow types of the identity columns as Spark hands them to ``mapInArrow``, from
+    their Spark ``simpleString`` types (``long``, ``string``, ``date``, ``timestamp``...)."""
+    fields = []
+    for name in identity:
+        spark_type = {"bigint": "long", "tinyint": "byte", "smallint": "short"}.get(
+            spark_types[name], spark_types[name]
+        )
+        if spark_type not in _ARROW_TYPES:
+            raise ValueError(f"identity column {name!r} has Spark type {spark_type}, unsupported")
+        fields.append(pa.field(name, _ARROW_TYPES[spark_type], nullable=False))
+    return pa.schema(fields)
 
 
 @dataclass(frozen=True)
@@ -43,6 +62,8 @@ class PartitionScorer:
 
     model: ModelRef
     output: OutputSpec
+    identity: pa.Schema
+    """The key and partition columns copied onto each prediction, in their Spark types."""
     model_cache_dir: str
     run_id: str
     scored_at: dt.datetime
@@ -55,7 +76,7 @@ class PartitionScorer:
         scorer = self._scorer(first)
         stamp = ScoringStamp(run_id=self.run_id, scored_at=self.scored_at)
         for batch in itertools.chain([first], batches):
-            yield score_batch(scorer, batch, stamp)
+            yield score_batch(scorer, batch, stamp, self.identity)
 
     def _scorer(self, sample: pa.RecordBatch) -> ServingScorer:
         """The version's scorer, cached per process by the loader (one load per executor)."""

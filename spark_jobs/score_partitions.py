@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         request = ScoringRequest.from_json(pipes.get_extra(REQUEST_EXTRA))
         pipes.log.info(
-            f"scoring {', '.join(request.days)} with {request.model.name} v{request.model.version}"
+            f"scoring {', '.join(request.keys)} with {request.model.name} v{request.model.version}"
         )
         result = score_on_spark(spark, request, pipes.log.info)
         pipes.report_custom_message(result.to_json())

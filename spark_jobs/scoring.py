@@ -1,6 +1,10 @@
-"""Score a request's days on Spark: read the validated partition (Delta), map the scoring
+"""Score a request's partitions on Spark: read the validated partition (Delta), map the scoring
 kernel over Arrow batches, replace the prediction partition in one Delta commit, and measure
-the committed scores. A day that fails is reported and the others go on."""
+the committed scores. A partition that fails is reported and the others go on.
+
+The deployment's partitioning comes with the request: a daily or hourly partition is the rows
+whose partition column holds the partition's value (replaced with ``replaceWhere``); an
+unpartitioned deployment's one partition, ``all``, is the whole table (overwritten)."""
 
 from __future__ import annotations
 
@@ -10,10 +14,10 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from batch_inference_platform.lib.features.contract import DATE_COLUMN, KEY_COLUMN
+from batch_inference_platform.lib.deployments.partitioning import Partitioning, PartitionKind
 from batch_inference_platform.lib.lake.errors import error_summary
 from batch_inference_platform.lib.lake.lineage import latest_commit
 from batch_inference_platform.lib.lake.tables import snapshot
@@ -31,71 +35,96 @@ from batch_inference_platform.lib.scoring.request import (
     ScoringRequest,
 )
 from batch_inference_platform.lib.scoring.stats import SAMPLE_SIZE, ScoreStats
-from spark_jobs.partition_scorer import PartitionScorer, prediction_ddl
+from spark_jobs.partition_scorer import PartitionScorer, identity_arrow_schema, prediction_ddl
 
 Log = Callable[[str], None]
 ARROW_BATCH_ROWS = 65_536
 
 
 def score_on_spark(spark: SparkSession, request: ScoringRequest, log: Log) -> EngineResult:
-    """Score every day of ``request``; failed days become ``PartitionError``s."""
-    # Prediction timestamps are UTC (``PREDICTION_SCHEMA``); so must the session's be.
+    """Score every partition of ``request``; failed partitions become ``PartitionError``s."""
+    # Prediction timestamps are UTC (``prediction_schema``); so must the session's be.
     spark.conf.set("spark.sql.session.timeZone", "UTC")
     # Bigger Arrow batches amortise the per-batch cost of the Python UDF (default 10,000).
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(ARROW_BATCH_ROWS))
-    scorer = PartitionScorer(
-        model=request.model,
-        output=request.output_spec,
-        model_cache_dir=request.model_cache_dir,
-        run_id=request.dagster_run_id,
-        scored_at=dt.datetime.now(dt.UTC),
-    )
+    scored_at = dt.datetime.now(dt.UTC)
     result = EngineResult()
-    for day in request.dates:
+    for key in request.keys:
         try:
-            report = _score_day(spark, request, scorer, day)
+            report = _score_partition(spark, request, key, scored_at)
         except Exception as error:  # Spark surfaces read errors as many types; report them all
-            files = _unreadable_files(request, day)
+            files = _unreadable_files(request, key)
             reason = error_summary(error)
-            result.errors.append(PartitionError(day, reason, files))
-            log(f"{day}: failed ({', '.join(files) or 'no unreadable file found'}): {reason}")
+            result.errors.append(PartitionError(key, reason, files))
+            log(f"{key}: failed ({', '.join(files) or 'no unreadable file found'}): {reason}")
             continue
-        result.scored[day] = report
-        log(f"{day}: {report.rows} rows scored at {report.rows_per_second:,.0f} rows/s")
+        result.scored[key] = report
+        log(f"{key}: {report.rows} rows scored at {report.rows_per_second:,.0f} rows/s")
     return result
 
 
-def _score_day(
-    spark: SparkSession, request: ScoringRequest, scorer: PartitionScorer, day: dt.date
+def partition_filter(partitioning: Partitioning, key: str) -> Column | None:
+    """The rows of partition ``key``: its partition column equals the partition's value (None:
+    the whole table of an unpartitioned deployment)."""
+    if partitioning.column is None:
+        return None
+    spark_type = "timestamp" if partitioning.kind is PartitionKind.HOURLY else "date"
+    value = F.lit(partitioning.delta_value(key)).cast(spark_type)
+    return F.col(f"`{partitioning.column}`") == value
+
+
+def replace_where(partitioning: Partitioning, key: str) -> str | None:
+    """The ``replaceWhere`` predicate of partition ``key`` (None: overwrite the whole table)."""
+    if partitioning.column is None:
+        return None
+    spark_type = "TIMESTAMP" if partitioning.kind is PartitionKind.HOURLY else "DATE"
+    return f"`{partitioning.column}` = CAST('{partitioning.delta_value(key)}' AS {spark_type})"
+
+
+def _score_partition(
+    spark: SparkSession, request: ScoringRequest, key: str, scored_at: dt.datetime
 ) -> PartitionReport:
     started = time.perf_counter()
-    on_day = F.col(DATE_COLUMN) == F.lit(day.isoformat()).cast("date")
-    features = (
-        spark.read.format("delta")
-        .load(request.validated_uri)
-        .where(on_day)
-        .select(KEY_COLUMN, DATE_COLUMN, *request.feature_names)
+    partitioning = request.partition_spec
+    on_partition = partition_filter(partitioning, key)
+    table = spark.read.format("delta").load(request.validated_uri)
+    if on_partition is not None:
+        table = table.where(on_partition)
+    features = table.select(*(f"`{name}`" for name in request.columns))
+    spark_types = {field.name: field.dataType.simpleString() for field in features.schema}
+    identity = identity_arrow_schema(spark_types, request.identity)
+    scorer = PartitionScorer(
+        model=request.model,
+        output=request.output_spec,
+        identity=identity,
+        model_cache_dir=request.model_cache_dir,
+        run_id=request.dagster_run_id,
+        scored_at=scored_at,
     )
     input_rows = features.count()
-    stamp = {"partition": day.isoformat(), **request.commit_metadata.get(day.isoformat(), {})}
+    stamp = {"partition": key, **request.commit_metadata.get(key, {})}
     target = request.predictions
     writer = (
-        features.mapInArrow(scorer, prediction_ddl(request.output_spec))
+        features.mapInArrow(scorer, prediction_ddl(identity, request.output_spec))
         .write.format("delta")
         .mode("overwrite")
-        .partitionBy(DATE_COLUMN)
         .option("userMetadata", json.dumps(stamp, sort_keys=True))
     )
-    if target.exists():  # replaceWhere needs a table; the first write creates it
-        writer = writer.option("replaceWhere", f"{DATE_COLUMN} = '{day.isoformat()}'")
+    if partitioning.columns:
+        writer = writer.partitionBy(*partitioning.columns)
+    predicate = replace_where(partitioning, key)
+    if predicate is not None and target.exists():  # replaceWhere needs a table
+        writer = writer.option("replaceWhere", predicate)
     writer.save(request.predictions_uri)
     seconds = time.perf_counter() - started
-    written = spark.read.format("delta").load(request.predictions_uri).where(on_day)
+    written = spark.read.format("delta").load(request.predictions_uri)
+    if on_partition is not None:
+        written = written.where(on_partition)
     rows, stats = _score_stats(written, request.output_spec)
-    commit = latest_commit(target, day)
+    commit = latest_commit(target, key)
     if commit is None:
-        raise RuntimeError(f"no commit stamped {day} in {request.predictions_uri} after the write")
-    return PartitionReport(day, input_rows, rows, commit.version, seconds, stats)
+        raise RuntimeError(f"no commit stamped {key} in {request.predictions_uri} after the write")
+    return PartitionReport(key, input_rows, rows, commit.version, seconds, stats)
 
 
 def _score_stats(scored: DataFrame, output: OutputSpec) -> tuple[int, ScoreStats]:
@@ -146,10 +175,10 @@ def _score_stats(scored: DataFrame, output: OutputSpec) -> tuple[int, ScoreStats
     return int(totals["rows"]), stats
 
 
-def _unreadable_files(request: ScoringRequest, day: dt.date) -> list[str]:
-    """The validated files of ``day`` whose Parquet footer cannot be read."""
+def _unreadable_files(request: ScoringRequest, key: str) -> list[str]:
+    """The validated files of partition ``key`` whose Parquet footer cannot be read."""
     try:
-        source = snapshot(request.validated)
-        return sorted(source.unreadable_files(day))
+        source = snapshot(request.validated, request.partition_spec)
+        return sorted(source.unreadable_files(key))
     except Exception:  # diagnosis must not hide the original error
         return []

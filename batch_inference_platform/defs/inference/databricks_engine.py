@@ -36,7 +36,8 @@ from batch_inference_platform.lib.scoring.request import REQUEST_EXTRA, EngineRe
 PACKAGE = "batch_inference_platform"
 ENTRY_POINT = "score-partitions"
 HISTORY_RUNS = 20
-HISTORY_ASSET = dg.AssetKey("predictions")
+HISTORY_ASSET = "predictions"
+"""The last part of every deployment's prediction asset key (``<deployment>/predictions``)."""
 
 
 class DatabricksEngineResource(ScoringEngineResource):
@@ -168,7 +169,7 @@ class DatabricksEngineResource(ScoringEngineResource):
             context=context,
             task=task,
             extras={REQUEST_EXTRA: request.to_json()},
-            submit_args={"run_name": f"batch-inference {context.run_id[:8]} {request.days[0]}"},
+            submit_args={"run_name": f"batch-inference {context.run_id[:8]} {request.keys[0]}"},
         )
         run_id = _run_id(invocation)
         state = client.jobs.get_run(run_id).state
@@ -202,26 +203,37 @@ def _cluster_id(run: jobs.Run) -> str:
 
 
 def _validated_rows(request: ScoringRequest) -> int:
-    """Rows to score (from file statistics; an unreadable day counts as none)."""
-    validated = snapshot(request.validated)
+    """Rows to score (from file statistics; an unreadable partition counts as none)."""
+    validated = snapshot(request.validated, request.partition_spec)
     total = 0
-    for day in request.dates:
+    for key in request.keys:
         try:
-            total += validated.count(day)
-        except Exception:  # the job reports the unreadable day; sizing just skips it
+            total += validated.count(key)
+        except Exception:  # the job reports the unreadable partition; sizing just skips it
             continue
     return total
 
 
 def _history(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> list[PastRun]:
-    """Earlier Databricks runs of ``predictions`` (one entry per run): rows, scoring seconds
-    and workers - the platform's throughput per worker, shared by client jobs too."""
-    records = context.instance.fetch_materializations(HISTORY_ASSET, limit=HISTORY_RUNS)
+    """Earlier Databricks runs of any deployment's ``predictions`` (one entry per run, newest
+    first): rows, scoring seconds and workers - the platform's throughput per worker, shared
+    by every deployment and by client jobs."""
+    instance = context.instance
+    keys = [key for key in instance.get_asset_keys() if key.path[-1] == HISTORY_ASSET]
+    records = sorted(
+        (
+            record
+            for key in keys
+            for record in instance.fetch_materializations(key, limit=HISTORY_RUNS).records
+        ),
+        key=lambda record: record.timestamp,
+        reverse=True,
+    )
     past, seen = [], set()
-    for record in records.records:
+    for record in records:
         materialization = record.asset_materialization
         if materialization is None or record.run_id in seen:
-            continue  # a multi-day run records one materialization per day
+            continue  # a multi-partition run records one materialization per partition
         seen.add(record.run_id)
         meta = {key: value.value for key, value in materialization.metadata.items()}
         if meta.get("engine") != "databricks":
@@ -236,4 +248,4 @@ def _history(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> list[
             )
         except (KeyError, TypeError, ValueError):
             continue
-    return past
+    return past[:HISTORY_RUNS]

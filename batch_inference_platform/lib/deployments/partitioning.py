@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 import pyarrow as pa
 
@@ -95,6 +96,23 @@ class Partitioning:
             return WHOLE_TABLE
         step = dt.timedelta(days=1) if self.kind is PartitionKind.DAILY else dt.timedelta(hours=1)
         return self.key_of(self.value(key) + step)
+
+    def to_json(self) -> dict[str, Any]:
+        """Kind, column and start as plain JSON (what a scoring request carries)."""
+        return {
+            "kind": self.kind.value,
+            "column": self.column,
+            "start": self.start.isoformat() if self.start else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Partitioning:
+        start = data.get("start")
+        return cls(
+            PartitionKind(data["kind"]),
+            data.get("column"),
+            dt.datetime.fromisoformat(start) if start else None,
+        )
 
     def keys(self, keys: list[str] | None) -> list[str]:
         """The partitions a run covers: Dagster's keys, or the whole table when unpartitioned."""

@@ -1,5 +1,9 @@
 """Batch insights: each active customer's risk from the registered model (scored on their
-latest validated credit features), their window activity, and the next best action."""
+latest validated features in the deployment the insights use), their window activity, and the
+next best action.
+
+Realtime events are keyed by ``customer_id``; the deployment's single key column (``key``)
+holds the same customer ids in its validated table."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from batch_inference_platform.lib.features.contract import KEY_COLUMN
+from batch_inference_platform.lib.deployments.partitioning import Partitioning
 from batch_inference_platform.lib.lake.tables import DeltaLocation, snapshot
 from batch_inference_platform.lib.realtime.actions import next_best_action
 from batch_inference_platform.lib.realtime.aggregates import ACTIVITY
@@ -42,18 +46,25 @@ INSIGHTS_SCHEMA = pa.schema(
 )
 
 
-def risk_scores(scorer: Scorer, validated: DeltaLocation, customers: list[int]) -> dict[int, float]:
+def risk_scores(
+    scorer: Scorer,
+    validated: DeltaLocation,
+    partitioning: Partitioning,
+    customers: list[int],
+    *,
+    key: str,
+) -> dict[int, float]:
     """The serving model's probability for each customer's row in the latest validated
-    partition (customers without one get no score)."""
+    partition, the customer found in column ``key`` (customers without one get no score)."""
     if not customers or not validated.exists():
         return {}
-    source = snapshot(validated)
-    days = source.days()
-    if not days:
+    source = snapshot(validated, partitioning)
+    partitions = sorted(source.partitions())
+    if not partitions:
         return {}
-    wanted = ds.field(KEY_COLUMN).isin(customers)
-    columns = [KEY_COLUMN, *scorer.inputs.present(source.schema)]
-    batches = [b.filter(wanted) for b in source.batches(days[-1], columns=columns)]
+    wanted = ds.field(key).isin(customers)
+    inputs = [name for name in scorer.inputs.present(source.schema) if name != key]
+    batches = [b.filter(wanted) for b in source.batches(partitions[-1], columns=[key, *inputs])]
     rows = pa.Table.from_batches(
         [b for b in batches if b.num_rows], schema=batches[0].schema if batches else None
     )
@@ -61,7 +72,7 @@ def risk_scores(scorer: Scorer, validated: DeltaLocation, customers: list[int]) 
         return {}
     batch = rows.combine_chunks().to_batches()[0]
     scores = np.asarray(scorer.predict(scorer.inputs.prepare(batch)), np.float64)
-    keys = batch.column(KEY_COLUMN).to_pylist()
+    keys = batch.column(key).to_pylist()
     return {int(k): float(v) for k, v in zip(keys, scores.tolist(), strict=True) if k is not None}
 
 
@@ -70,12 +81,16 @@ def build_insights(
     *,
     scorer: Scorer,
     validated: DeltaLocation,
+    partitioning: Partitioning,
+    key: str,
     generated_at: dt.datetime,
 ) -> list[InsightMessage]:
     """One insight per (window, customer) of ``aggregates``, with the risk ``scorer`` (a
-    probability model) gives each customer."""
+    probability model) gives each customer: its row in ``validated`` (partitioned by
+    ``partitioning``) whose ``key`` column holds the customer id."""
     rows = aggregates.to_pylist()
-    risks = risk_scores(scorer, validated, sorted({r["customer_id"] for r in rows}))
+    customers = sorted({r["customer_id"] for r in rows})
+    risks = risk_scores(scorer, validated, partitioning, customers, key=key)
     insights = []
     for row in rows:
         activity = {name: float(row[name]) for name in ACTIVITY}

@@ -8,19 +8,19 @@ replaced in one Delta commit.
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import pyarrow as pa
 
-from batch_inference_platform.lib.features.contract import DATE_COLUMN, KEY_COLUMN
+from batch_inference_platform.lib.deployments.partitioning import Partitioning
 from batch_inference_platform.lib.lake.errors import describe_error
 from batch_inference_platform.lib.lake.prefetch import prefetch
 from batch_inference_platform.lib.lake.tables import DeltaLocation, Snapshot, replace_partition
 from batch_inference_platform.lib.scoring.kernel import (
     Scorer,
     ScoringStamp,
+    identity_schema,
     prediction_schema,
     score_prepared,
 )
@@ -40,34 +40,41 @@ def score_partition(
     scorer: Scorer,
     source: Snapshot,
     target: DeltaLocation,
-    day: dt.date,
+    partitioning: Partitioning,
+    key: str,
     stamp: ScoringStamp,
     *,
+    identity: list[str],
     batch_rows: int = DEFAULT_BATCH_ROWS,
     commit_metadata: Mapping[str, str] | None = None,
 ) -> PartitionReport:
-    """Score the ``day`` partition of ``source`` into ``target`` (one transaction)."""
+    """Score partition ``key`` of ``source`` into ``target`` (one transaction); every
+    prediction row carries the ``identity`` columns (keys, partition column) of its source row."""
     started = time.perf_counter()
     stats = ScoreStats()
-    columns = [KEY_COLUMN, DATE_COLUMN, *scorer.inputs.present(source.schema)]
+    fields = identity_schema(source.schema, identity)
+    inputs = [name for name in scorer.inputs.present(source.schema) if name not in identity]
     # Stage 1 (reader thread): decode Parquet and build the model's input (matrix or frame).
     prepared = prefetch(
         (batch, scorer.inputs.prepare(batch))
-        for batch in source.batches(day, columns=columns, batch_rows=batch_rows)
+        for batch in source.batches(key, columns=[*identity, *inputs], batch_rows=batch_rows)
         if batch.num_rows
     )
     # Stage 2 (scoring thread, inside replace_partition's prefetch): predict and stamp.
-    scored = (score_prepared(scorer, batch, model_input, stamp) for batch, model_input in prepared)
+    scored = (
+        score_prepared(scorer, batch, model_input, stamp, fields) for batch, model_input in prepared
+    )
     commit = replace_partition(
         target,
-        day,
+        partitioning,
+        key,
         _watched(scored, stats, scorer.output),
-        prediction_schema(scorer.output),
+        prediction_schema(fields, scorer.output),
         commit_metadata=commit_metadata,
     )
     return PartitionReport(
-        day=day,
-        input_rows=source.count(day),
+        key=key,
+        input_rows=source.count(key),
         rows=commit.rows,
         delta_version=commit.version,
         seconds=time.perf_counter() - started,
@@ -85,30 +92,33 @@ def score_request(
     batch_rows: int = DEFAULT_BATCH_ROWS,
     on_scored: Callable[[PartitionReport], None] = lambda report: None,
 ) -> EngineResult:
-    """Score every day of ``request``; a day that fails (an unreadable file, say) is reported
-    with the files to blame and the other days still commit."""
+    """Score every partition of ``request``; a partition that fails (an unreadable file, say)
+    is reported with the files to blame and the others still commit."""
     result = EngineResult()
-    for day in request.dates:
+    partitioning = request.partition_spec
+    for key in request.keys:
         try:
             report = score_partition(
                 scorer,
                 source,
                 target,
-                day,
+                partitioning,
+                key,
                 stamp,
+                identity=request.identity,
                 batch_rows=batch_rows,
-                commit_metadata=request.commit_metadata.get(day.isoformat()),
+                commit_metadata=request.commit_metadata.get(key),
             )
         except Exception as error:  # reported with the files to blame; the step still fails
             reason, files = describe_error(error)
             if not files:
                 try:
-                    files = sorted(source.unreadable_files(day))
+                    files = sorted(source.unreadable_files(key))
                 except Exception:  # the diagnosis must not hide the error it explains
                     files = []
-            result.errors.append(PartitionError(day, reason, files))
+            result.errors.append(PartitionError(key, reason, files))
             continue
-        result.scored[day] = report
+        result.scored[key] = report
         on_scored(report)
     return result
 

@@ -16,22 +16,32 @@ from typing import Any, Protocol
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batch_inference_platform.lib.features.contract import DATE_COLUMN, KEY_COLUMN
 from batch_inference_platform.lib.scoring.inputs import InputPlan, ModelInput
 from batch_inference_platform.lib.scoring.outputs import OutputShapeError, OutputSpec
 
+PROVENANCE_FIELDS: tuple[pa.Field, ...] = (
+    pa.field("model_name", pa.string()),
+    pa.field("model_version", pa.int64()),
+    pa.field("scored_at", pa.timestamp("us", tz="UTC")),
+    pa.field("run_id", pa.string()),
+)
+"""The columns that say which model version scored a row, when and in which run."""
 
-def prediction_schema(output: OutputSpec) -> pa.Schema:
-    """Columns of a prediction table: key, date, the output's columns and their provenance."""
+
+def identity_schema(validated: pa.Schema, identity: list[str]) -> pa.Schema:
+    """The ``identity`` columns (keys, then the partition column) as the validated table
+    stores them: what ``prediction_schema`` starts with."""
+    return pa.schema([validated.field(name) for name in identity])
+
+
+def prediction_schema(identity: pa.Schema, output: OutputSpec) -> pa.Schema:
+    """Columns of a prediction table: the deployment's identity columns (keys with their
+    validated types, then the partition column), the output's columns and their provenance."""
     return pa.schema(
         [
-            pa.field(KEY_COLUMN, pa.int64(), nullable=False),
-            pa.field(DATE_COLUMN, pa.date32(), nullable=False),
+            *(field.with_nullable(False) for field in identity),
             *output.fields,
-            pa.field("model_name", pa.string()),
-            pa.field("model_version", pa.int64()),
-            pa.field("scored_at", pa.timestamp("us", tz="UTC")),
-            pa.field("run_id", pa.string()),
+            *PROVENANCE_FIELDS,
         ]
     )
 
@@ -62,13 +72,20 @@ class ScoringStamp:
     scored_at: dt.datetime
 
 
-def score_batch(scorer: Scorer, batch: pa.RecordBatch, stamp: ScoringStamp) -> pa.RecordBatch:
-    """Score one validated batch; the output has ``prediction_schema(scorer.output)``."""
-    return score_prepared(scorer, batch, scorer.inputs.prepare(batch), stamp)
+def score_batch(
+    scorer: Scorer, batch: pa.RecordBatch, stamp: ScoringStamp, identity: pa.Schema
+) -> pa.RecordBatch:
+    """Score one validated batch; the output has ``prediction_schema(identity,
+    scorer.output)``, its ``identity`` columns copied from ``batch``."""
+    return score_prepared(scorer, batch, scorer.inputs.prepare(batch), stamp, identity)
 
 
 def score_prepared(
-    scorer: Scorer, batch: pa.RecordBatch, model_input: ModelInput, stamp: ScoringStamp
+    scorer: Scorer,
+    batch: pa.RecordBatch,
+    model_input: ModelInput,
+    stamp: ScoringStamp,
+    identity: pa.Schema,
 ) -> pa.RecordBatch:
     """Score one batch whose model input is already built (by ``InputPlan.prepare``)."""
     rows = batch.num_rows
@@ -81,13 +98,12 @@ def score_prepared(
         ) from error
     return pa.RecordBatch.from_arrays(
         [
-            pc.cast(batch.column(KEY_COLUMN), pa.int64()),
-            pc.cast(batch.column(DATE_COLUMN), pa.date32()),
+            *(pc.cast(batch.column(field.name), field.type) for field in identity),
             *outputs,
             pa.repeat(pa.scalar(scorer.model_name, pa.string()), rows),
             pa.repeat(pa.scalar(scorer.model_version, pa.int64()), rows),
             pa.repeat(pa.scalar(stamp.scored_at, pa.timestamp("us", tz="UTC")), rows),
             pa.repeat(pa.scalar(stamp.run_id, pa.string()), rows),
         ],
-        schema=prediction_schema(scorer.output),
+        schema=prediction_schema(identity, scorer.output),
     )

@@ -1,16 +1,17 @@
 """What a scoring engine is asked to do and what it reports back, as plain JSON.
 
 The same request goes to the in-process engine, to the Spark job through Dagster Pipes
-(``spark_jobs``) and to Databricks; every engine answers with one ``PartitionReport`` per day
-that committed and one ``PartitionError`` per day that did not.
+(``spark_jobs``) and to Databricks; every engine answers with one ``PartitionReport`` per
+partition that committed and one ``PartitionError`` per partition that did not. Partitions are
+named by their keys (``2026-11-01``, ``2026-11-01-06:00``, ``all``).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from batch_inference_platform.lib.deployments.partitioning import Partitioning
 from batch_inference_platform.lib.lake.azure import storage_options as azure_storage_options
 from batch_inference_platform.lib.lake.tables import DeltaLocation
 from batch_inference_platform.lib.scoring.outputs import OutputSpec
@@ -32,9 +33,15 @@ class ModelRef:
 
 @dataclass(frozen=True)
 class ScoringRequest:
-    """Score ``days`` of the validated table into the prediction table with ``model``."""
+    """Score partitions ``keys`` of the validated table into the prediction table with
+    ``model``."""
 
-    days: list[str]
+    keys: list[str]
+    """The partitions to score (``all`` for an unpartitioned deployment)."""
+    identity: list[str]
+    """The deployment's key columns, then its partition column: copied onto every prediction."""
+    partitioning: dict[str, Any]
+    """The deployment's ``Partitioning`` as JSON (``partition_spec``)."""
     validated_uri: str
     predictions_uri: str
     model: ModelRef
@@ -45,7 +52,7 @@ class ScoringRequest:
     dagster_run_id: str
     model_cache_dir: str
     commit_metadata: dict[str, dict[str, str]] = field(default_factory=dict)
-    """Per day, what the prediction commit is stamped with (lineage)."""
+    """Per partition key, what the prediction commit is stamped with (lineage)."""
     storage_options: dict[str, str] = field(default_factory=dict)
     """Non-secret delta-rs options; credentials are resolved where the request runs."""
     azure_auth: str = "none"
@@ -76,15 +83,20 @@ class ScoringRequest:
         return OutputSpec.from_json(self.output)
 
     @property
-    def dates(self) -> list[dt.date]:
-        return [dt.date.fromisoformat(day) for day in self.days]
+    def partition_spec(self) -> Partitioning:
+        return Partitioning.from_json(self.partitioning)
+
+    @property
+    def columns(self) -> list[str]:
+        """What an engine reads of the validated table: identity, then model inputs."""
+        return [*self.identity, *(n for n in self.feature_names if n not in self.identity)]
 
 
 @dataclass(frozen=True)
 class PartitionReport:
     """One committed prediction partition and how it went."""
 
-    day: dt.date
+    key: str
     input_rows: int
     rows: int
     delta_version: int
@@ -97,7 +109,7 @@ class PartitionReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "day": self.day.isoformat(),
+            "key": self.key,
             "input_rows": self.input_rows,
             "rows": self.rows,
             "delta_version": self.delta_version,
@@ -108,7 +120,7 @@ class PartitionReport:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PartitionReport:
         return cls(
-            day=dt.date.fromisoformat(data["day"]),
+            key=str(data["key"]),
             input_rows=int(data["input_rows"]),
             rows=int(data["rows"]),
             delta_version=int(data["delta_version"]),
@@ -121,23 +133,23 @@ class PartitionReport:
 class PartitionError:
     """A partition that could not be scored: which, the file to blame if known, and why."""
 
-    day: dt.date
+    key: str
     error: str
     files: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"day": self.day.isoformat(), "error": self.error, "files": self.files}
+        return {"key": self.key, "error": self.error, "files": self.files}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PartitionError:
-        return cls(dt.date.fromisoformat(data["day"]), str(data["error"]), list(data["files"]))
+        return cls(str(data["key"]), str(data["error"]), list(data["files"]))
 
 
 @dataclass
 class EngineResult:
     """Everything an engine did for one request."""
 
-    scored: dict[dt.date, PartitionReport] = field(default_factory=dict)
+    scored: dict[str, PartitionReport] = field(default_factory=dict)
     errors: list[PartitionError] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
     """Engine-specific figures for the UI (cluster id, workers, Databricks run URL...)."""
@@ -152,6 +164,6 @@ class EngineResult:
     def from_json(cls, data: dict[str, Any]) -> EngineResult:
         reports = [PartitionReport.from_json(item) for item in data.get("scored", [])]
         return cls(
-            scored={report.day: report for report in reports},
+            scored={report.key: report for report in reports},
             errors=[PartitionError.from_json(item) for item in data.get("errors", [])],
         )
