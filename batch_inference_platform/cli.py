@@ -11,9 +11,15 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from batch_inference_platform.config import Settings, SettingsError, load_settings
 from batch_inference_platform.lib.instance_yaml import local_instance_yaml
+
+if TYPE_CHECKING:
+    import dagster as dg
+
+    from batch_inference_platform.defs.scope import DeploymentScope
 
 warnings.filterwarnings("ignore", message=".*is currently in (beta|preview).*")
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -23,6 +29,7 @@ QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 class PartitionSummary:
     """One demo partition's outcome, as the summary table shows it."""
 
+    deployment: str
     partition: str
     rows_in: int = 0
     rows_quarantined: int = 0
@@ -229,55 +236,59 @@ def prepare_dagster_home(settings: Settings) -> None:
 def run_demo(
     settings: Settings, *, days: int, rows: int, end_date: dt.date | None, boost_rounds: int
 ) -> int:
-    """Materialize the whole graph for ``days`` partitions on a persistent Dagster instance."""
+    """For every deployment with a demo generator: generate ``days`` partitions, train and
+    register its demo model, then score and catalog each partition - on a persistent Dagster
+    instance, so ``make dev`` shows the runs."""
     prepare_dagster_home(settings)
 
     import dagster as dg
 
     from batch_inference_platform.definitions import build_definitions
-    from batch_inference_platform.defs.partitions import DAILY_PARTITIONS
+    from batch_inference_platform.defs.scope import DeploymentScope
+    from batch_inference_platform.lib.deployments.folder import read_deployments
 
-    keys = DAILY_PARTITIONS.get_partition_keys()
-    last = end_date.isoformat() if end_date else keys[-1]
-    if last not in keys:
-        print(f"--end-date {last} is not a partition ({keys[0]} .. {keys[-1]})", file=sys.stderr)
-        return 2
-    chosen = keys[max(0, keys.index(last) - days + 1) : keys.index(last) + 1]
     defs = build_definitions(settings)
     instance = dg.DagsterInstance.get()
     started = time.perf_counter()
-    print(f"demo: {len(chosen)} partition(s) x {rows} rows, lake {settings.application.lake.root}")
-
-    for key in chosen:
+    summaries: list[PartitionSummary] = []
+    demos = [d for d in read_deployments(settings.project_root).values() if d.generator]
+    for deployment in demos:
+        scope = DeploymentScope(deployment)
+        partitions = scope.partitions_def
+        keys = partitions.get_partition_keys() if partitions is not None else [None]
+        last = end_date.isoformat() if end_date and partitions is not None else keys[-1]
+        if last not in keys:
+            print(f"--end-date {last} is not a partition of {deployment.name}", file=sys.stderr)
+            return 2
+        chosen = keys[max(0, keys.index(last) - days + 1) : keys.index(last) + 1]
+        print(f"{deployment.name}: {len(chosen)} partition(s) x {rows} rows")
+        for key in chosen:
+            _run(
+                defs,
+                instance,
+                scope.job_name("generate_features_job"),
+                key,
+                {"ops": {_op(scope.features): {"config": {"rows": rows}}}},
+            )
+        training = {"num_boost_round": boost_rounds, "training_partition": chosen[0]}
         _run(
             defs,
             instance,
-            "generate_features_job",
-            key,
-            {"ops": {"feature_tables": {"config": {"rows": rows}}}},
+            scope.job_name("train_demo_model_job"),
+            None,
+            {"ops": {_op(scope.demo_model): {"config": training}}},
         )
-    print(f"features generated in {time.perf_counter() - started:.1f}s")
-    _run(
-        defs,
-        instance,
-        "train_demo_model_job",
-        None,
-        {
-            "ops": {
-                "demo_model": {
-                    "config": {"num_boost_round": boost_rounds, "training_partition": chosen[0]}
-                }
-            }
-        },
-    )
-    print(f"demo model ready in {time.perf_counter() - started:.1f}s")
-
-    summaries = []
-    for key in chosen:
-        result = _run(defs, instance, "score_partition_job", key, {})
-        summaries.append(_summarize(key, result))
+        print(f"{deployment.name}: demo model ready in {time.perf_counter() - started:.1f}s")
+        for key in chosen:
+            result = _run(defs, instance, scope.job_name("score_partition_job"), key, {})
+            summaries.append(_summarize(scope, key or "all", result))
     _print_summary(summaries, time.perf_counter() - started, settings)
-    return 0 if all(s.ok for s in summaries) else 1
+    return 0 if summaries and all(s.ok for s in summaries) else 1
+
+
+def _op(key: dg.AssetKey) -> str:
+    """The op name Dagster gives an asset (its key joined by ``__``), for run config."""
+    return "__".join(key.path)
 
 
 def _run(defs, instance, job: str, partition: str | None, run_config: dict):
@@ -286,20 +297,20 @@ def _run(defs, instance, job: str, partition: str | None, run_config: dict):
         instance=instance,
         partition_key=partition,
         # A scoring run may fail a blocking check; the summary reports it instead of a trace.
-        raise_on_error=job != "score_partition_job",
+        raise_on_error=not job.endswith("score_partition_job"),
     )
 
 
-def _summarize(partition: str, result) -> PartitionSummary:
-    summary = PartitionSummary(partition=partition, ok=result.success)
+def _summarize(scope: DeploymentScope, partition: str, result) -> PartitionSummary:
+    summary = PartitionSummary(deployment=scope.name, partition=partition, ok=result.success)
     for event in result.get_asset_materialization_events():
         materialization = event.step_materialization_data.materialization
         values = {k: v.value for k, v in materialization.metadata.items()}
-        name = materialization.asset_key.to_user_string()
-        if name == "validated_features":
+        key = materialization.asset_key
+        if key == scope.validated:
             summary.rows_in = int(values.get("rows_in", 0))
             summary.rows_quarantined = int(values.get("rows_quarantined", 0))
-        elif name == "predictions":
+        elif key == scope.predictions:
             summary.rows_scored = int(values.get("dagster/row_count", 0))
             summary.rows_per_second = float(values.get("rows_per_second", 0.0))
             summary.model_version = str(values.get("model_version", "-"))
@@ -314,6 +325,7 @@ def _summarize(partition: str, result) -> PartitionSummary:
 
 def _print_summary(rows: list[PartitionSummary], seconds: float, settings: Settings) -> None:
     header = (
+        "deployment",
         "partition",
         "rows in",
         "quarantined",
@@ -325,6 +337,7 @@ def _print_summary(rows: list[PartitionSummary], seconds: float, settings: Setti
     )
     table = [header] + [
         (
+            s.deployment,
             s.partition,
             f"{s.rows_in:,}",
             f"{s.rows_quarantined:,}",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from pathlib import Path
+from collections.abc import Callable
 from urllib.parse import urlparse
 
 import pyarrow as pa
@@ -24,15 +24,19 @@ from batch_inference_platform.lib.scoring.inputs import UnsupportedSignatureErro
 log = logging.getLogger(__name__)
 
 
-class DeploymentError(ValueError):
-    """A ``defs.yaml`` that cannot work, naming the file and the field."""
+Locate = Callable[[str], str]
+"""A dotted field of the YAML (``source.key``) -> where it is: ``file:line: attributes.<field>``."""
 
-    def __init__(self, source: Path, field: str, message: str) -> None:
-        super().__init__(f"{source}: {field}: {message}")
+
+class DeploymentError(ValueError):
+    """A ``defs.yaml`` that cannot work, naming the file, the line and the field."""
+
+    def __init__(self, locate: Locate, field: str, message: str) -> None:
+        super().__init__(f"{locate(field)}: {message}")
 
 
 def check_deployment(
-    deployment: Deployment, spec: DeploymentSpec, settings: Settings, source: Path
+    deployment: Deployment, spec: DeploymentSpec, settings: Settings, source: Locate
 ) -> None:
     """Raise ``DeploymentError`` for the first field of ``spec`` the data contradicts."""
     app = settings.application
@@ -51,7 +55,7 @@ def check_deployment(
     _check_signature(deployment, spec, settings, source)
 
 
-def _source_schema(deployment: Deployment, settings: Settings, source: Path) -> pa.Schema:
+def _source_schema(deployment: Deployment, settings: Settings, source: Locate) -> pa.Schema:
     """The source table's schema: the demo generator's locally, else the Delta table's."""
     if deployment.generator and settings.application.environment == "local":
         return GENERATORS[deployment.generator].schema_for(deployment.partitioning)
@@ -73,7 +77,7 @@ def _source_schema(deployment: Deployment, settings: Settings, source: Path) -> 
 
 
 def _check_columns(
-    deployment: Deployment, spec: DeploymentSpec, schema: pa.Schema, source: Path
+    deployment: Deployment, spec: DeploymentSpec, schema: pa.Schema, source: Locate
 ) -> None:
     names = schema.names
     shown = ", ".join(names)
@@ -112,7 +116,7 @@ def _check_columns(
 
 
 def _check_signature(
-    deployment: Deployment, spec: DeploymentSpec, settings: Settings, source: Path
+    deployment: Deployment, spec: DeploymentSpec, settings: Settings, source: Locate
 ) -> None:
     """Contract columns must be inputs of the model the alias names (when it is registered
     and the registry answers at once; otherwise model_versions checks it before scoring)."""
@@ -121,7 +125,9 @@ def _check_signature(
     mlflow = settings.application.mlflow
     registry_uri = mlflow.registry_uri or mlflow.tracking_uri
     if not _answers(registry_uri):
-        log.warning("%s: registry %s not reachable; contract not checked", source, registry_uri)
+        log.warning(
+            "%s: registry %s not reachable; contract not checked", source("model"), registry_uri
+        )
         return
     registry = ModelRegistry(mlflow.tracking_uri, mlflow.registry_uri or None)
     try:
