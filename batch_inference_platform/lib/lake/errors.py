@@ -6,7 +6,6 @@ A report line is one readable sentence: no traceback, no ANSI colour codes, no w
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 
 MAX_SUMMARY = 600
@@ -25,11 +24,12 @@ class UnreadableDataError(OSError):
     """A data file of a partition cannot be read as stored: truncated, overwritten (its pages
     fail their checksums), or holding values the table's schema does not allow."""
 
-    def __init__(self, day: dt.date | None, file: str, reason: str) -> None:
-        self.day = day
+    def __init__(self, key: str | None, file: str, reason: str) -> None:
+        self.key = key
+        """The partition's key (None: a read of the whole table)."""
         self.file = file
         self.reason = reason
-        where = f"{day}: {file}" if day is not None else file
+        where = f"{key}: {file}" if key is not None else file
         super().__init__(f"{where}: {reason}")
 
 

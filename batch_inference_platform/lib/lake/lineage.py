@@ -1,15 +1,15 @@
 """Lineage read back from the Delta log: which commit last wrote a partition, and from what.
 
-Every platform write stamps its commit with ``partition``, ``dagster_run_id`` and the versions
-it was made from (as commit fields; Spark as ``userMetadata`` JSON); this module finds the
-newest such commit for a partition. Commits are read from the log files themselves, so each
-has its true version even while other writers commit (``DeltaTable.history()`` numbers them
-from the version the table was loaded at, which is off when newer commits exist).
+Every platform write stamps its commit with ``partition`` (the partition's key),
+``dagster_run_id`` and the versions it was made from (as commit fields; Spark as
+``userMetadata`` JSON); this module finds the newest such commit for a partition. Commits are
+read from the log files themselves, so each has its true version even while other writers commit
+(``DeltaTable.history()`` numbers them from the version the table was loaded at, which is off
+when newer commits exist).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -37,30 +37,30 @@ class PartitionCommit:
 
 
 def latest_commit(
-    location: DeltaLocation, day: dt.date, *, as_of: int | None = None
+    location: DeltaLocation, key: str, *, as_of: int | None = None
 ) -> PartitionCommit | None:
-    """The newest commit stamped with ``day`` (at or before version ``as_of`` if given), or
-    None if the table never had the partition written."""
-    return latest_commits(location, [day], as_of=as_of).get(day)
+    """The newest commit stamped with partition ``key`` (at or before version ``as_of`` if
+    given), or None if the table never had the partition written."""
+    return latest_commits(location, [key], as_of=as_of).get(key)
 
 
 def latest_commits(
-    location: DeltaLocation, days: Iterable[dt.date], *, as_of: int | None = None
-) -> dict[dt.date, PartitionCommit]:
-    """``latest_commit`` for several days from one read of the table's history."""
-    wanted = {day.isoformat(): day for day in days}
-    found: dict[dt.date, PartitionCommit] = {}
+    location: DeltaLocation, keys: Iterable[str], *, as_of: int | None = None
+) -> dict[str, PartitionCommit]:
+    """``latest_commit`` for several partition keys from one read of the table's history."""
+    wanted = set(keys)
+    found: dict[str, PartitionCommit] = {}
     if not wanted or not location.exists():
         return found
     newest = location.open().version() if as_of is None else as_of
     for raw in commits_down_from(location.files(), newest, HISTORY_LIMIT):
         commit = _stamped(raw)
-        day = wanted.get(str(commit.get("partition")))
-        if day is None or day in found:
+        key = str(commit.get("partition"))
+        if key not in wanted or key in found:
             continue
         metrics = commit.get("operationMetrics") or {}
         rows = metrics.get("num_added_rows", metrics.get("numOutputRows", 0)) or 0
-        found[day] = PartitionCommit(
+        found[key] = PartitionCommit(
             version=int(commit["version"]),
             rows=int(rows),
             run_id=str(commit.get("dagster_run_id", "")),

@@ -1,8 +1,10 @@
-"""Delta tables partitioned by date: verified streaming reads and one-transaction partition
-replaces.
+"""Delta tables partitioned by day, by hour or not at all: verified streaming reads and
+one-transaction partition replaces.
 
-Every write here replaces exactly one date partition in a single Delta commit, so a rerun
-leaves one copy of the partition's rows and a crash leaves the previous version readable.
+A partition is named by its key (``2026-11-01``, ``2026-11-01-06:00``, ``all``) and a
+``Partitioning`` says which column holds it and how. Every write here replaces exactly one
+partition (the whole table when unpartitioned) in a single Delta commit, so a rerun leaves one
+copy of the partition's rows and a crash leaves the previous version readable.
 
 Data files are written by pyarrow, not delta-rs: ZSTD-compressed Parquet with a CRC32 checksum
 on every page (delta-rs's writer cannot write page checksums), streamed row group by row group
@@ -23,6 +25,7 @@ import hashlib
 import json
 import math
 import random
+import re
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -43,7 +46,7 @@ from deltalake.transaction import (
     create_table_with_add_actions,
 )
 
-from batch_inference_platform.lib.features.contract import DATE_COLUMN
+from batch_inference_platform.lib.deployments.partitioning import WHOLE_TABLE, Partitioning
 from batch_inference_platform.lib.lake.errors import (
     ConcurrentWriteError,
     UnreadableDataError,
@@ -102,8 +105,8 @@ class TableNotFoundError(LookupError):
 
 
 class PartitionWriteError(ValueError):
-    """Rows handed to a partition write do not fit it (another day, nulls where the table
-    allows none, or a schema that is not the table's); nothing was committed."""
+    """Rows handed to a partition write do not fit it (another partition, nulls where the
+    table allows none, or a schema that is not the table's); nothing was committed."""
 
 
 @dataclass(frozen=True)
@@ -116,33 +119,48 @@ class CommitResult:
     files: int = 0
 
 
-def partition_predicate(day: dt.date) -> str:
-    """The Delta predicate that selects exactly one date partition."""
-    return f"{DATE_COLUMN} = '{day.isoformat()}'"
+def partition_predicate(partitioning: Partitioning, key: str) -> str:
+    """The SQL predicate (delta-rs and Spark) that selects exactly partition ``key``;
+    ``true`` for an unpartitioned table (its one partition is the whole table)."""
+    _check_key(partitioning, key)
+    if partitioning.column is None:
+        return "true"
+    value = partitioning.value(key)
+    if isinstance(value, dt.datetime):  # explicit UTC: no engine reads it in its local zone
+        text = value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    else:
+        text = value.isoformat()
+    return f"{_sql_name(partitioning.column)} = '{text}'"
 
 
 def replace_partition(
     location: DeltaLocation,
-    day: dt.date,
+    partitioning: Partitioning,
+    key: str,
     batches: Iterable[pa.RecordBatch],
     schema: pa.Schema,
     *,
     commit_metadata: Mapping[str, str] | None = None,
 ) -> CommitResult:
-    """Replace the ``day`` partition with ``batches`` in one Delta transaction.
+    """Replace partition ``key`` with ``batches`` in one Delta transaction (the whole table
+    when ``partitioning`` is unpartitioned; ``key`` is then ``WHOLE_TABLE``).
 
     The batches are produced in a background thread (so reading and scoring overlap with
     encoding and writing) and streamed into checksummed Parquet files; every row must belong
-    to ``day``. If the producer fails, nothing is committed (and the files written so far are
-    deleted). The table is created, partitioned by date, on first write. If another writer
+    to ``key`` (its partition column holds ``partitioning.scalar(key)``). If the producer
+    fails, nothing is committed (and the files written so far are deleted). The table is
+    created, partitioned by ``partitioning.columns``, on first write. If another writer
     commits the same partition meanwhile, ``ConcurrentWriteError`` says to rerun.
     """
+    _check_key(partitioning, key)
+    _check_partition_column(location, partitioning, schema)
     table = location.open() if location.exists() else None
     if table is not None:
+        _check_partitioned_by(location, table, partitioning)
         _check_schema(location, table, schema)
-    before = _day_files(table, day)
+    before = _partition_files(table, partitioning, key)
     files = location.files()
-    writer = _PartitionWriter(files, f"{DATE_COLUMN}={day.isoformat()}", schema, day)
+    writer = _PartitionWriter(files, _folder(partitioning, key), schema, partitioning, key)
     try:
         for batch in prefetch(batches):
             writer.write(batch)
@@ -151,19 +169,20 @@ def replace_partition(
         writer.abort()
         raise
     rows = sum(f.rows for f in written)
-    adds = [f.add_action({DATE_COLUMN: day.isoformat()}) for f in written]
+    adds = [f.add_action(_partition_values(partitioning, key)) for f in written]
     write_id = uuid.uuid4().hex
+    parameters = {"mode": "Overwrite", "partitionBy": json.dumps(partitioning.columns)}
+    if partitioning.partitioned:
+        parameters["predicate"] = partition_predicate(partitioning, key)
     stamp = {
         **(commit_metadata or {}),
         WRITE_ID_KEY: write_id,
-        "operationParameters": {
-            "mode": "Overwrite",
-            "predicate": partition_predicate(day),
-            "partitionBy": json.dumps([DATE_COLUMN]),
-        },
+        "operationParameters": parameters,
     }
     try:
-        read_version = _commit(location, table, day, before, adds, schema, stamp, rows)
+        read_version = _commit(
+            location, table, partitioning, key, before, adds, schema, stamp, rows
+        )
     except BaseException:
         for add in adds:  # not committed: no one will ever read them
             files.delete(add.path)
@@ -175,17 +194,18 @@ def replace_partition(
 def _commit(
     location: DeltaLocation,
     table: DeltaTable | None,
-    day: dt.date,
+    partitioning: Partitioning,
+    key: str,
     before: frozenset[str],
     adds: list[AddAction],
     schema: pa.Schema,
     stamp: dict[str, Any],
     rows: int,
 ) -> int:
-    """Commit ``adds`` as the new content of ``day``; returns the version the commit was
-    based on (our commit is the first after it stamped with our write id; -1: we created the
-    table)."""
-    app = Transaction(f"{APP_ID_PREFIX}{day.isoformat()}", time.time_ns() // 1000)
+    """Commit ``adds`` as the new content of partition ``key``; returns the version the
+    commit was based on (our commit is the first after it stamped with our write id; -1: we
+    created the table)."""
+    app = Transaction(f"{APP_ID_PREFIX}{key}", time.time_ns() // 1000)
     if table is None:
         properties = CommitProperties(
             custom_metadata={**stamp, "operationMetrics": _metrics(adds, 0, rows)},
@@ -197,7 +217,7 @@ def _commit(
                 DeltaSchema.from_arrow(schema),
                 adds,
                 mode="error",
-                partition_by=[DATE_COLUMN],
+                partition_by=partitioning.columns or None,
                 storage_options=location.options,
                 commit_properties=properties,
             )
@@ -206,12 +226,14 @@ def _commit(
             if "already exists" not in str(error):
                 raise
         table = location.open()  # another writer created it first: commit on top
-        _check_unchanged(location, table, day, before, None)
+        _check_unchanged(location, table, partitioning, key, before, None)
         _check_schema(location, table, schema)
+        _check_partitioned_by(location, table, partitioning)
+    filters = _pruning(partitioning, key)
     for attempt in range(COMMIT_ATTEMPTS):
         if attempt:
             time.sleep(random.uniform(0, min(1.0, 0.05 * attempt)))
-        removed = len(_day_files(table, day))
+        removed = len(_partition_files(table, partitioning, key))
         properties = CommitProperties(
             custom_metadata={**stamp, "operationMetrics": _metrics(adds, removed, rows)},
             app_transactions=[app],
@@ -221,44 +243,121 @@ def _commit(
                 _actions(adds),
                 mode="overwrite",
                 schema=table.schema(),
-                partition_by=[DATE_COLUMN],
-                partition_filters=[(DATE_COLUMN, "=", day.isoformat())],
+                partition_by=partitioning.columns or None,
+                partition_filters=filters,
                 commit_properties=properties,
             )
         except CommitFailedError as error:
             # Delta reports a conflict with any commit that removed files we could have read,
             # other partitions included: retry unless our own partition changed.
             fresh = location.open()
-            _check_unchanged(location, fresh, day, before, error)
+            _check_unchanged(location, fresh, partitioning, key, before, error)
             _check_schema(location, fresh, schema)
             table = fresh
             continue
         return table.version()
     raise ConcurrentWriteError(
-        f"{location.uri}: the commit of {day} kept conflicting with other writers' commits "
-        f"({COMMIT_ATTEMPTS} attempts); nothing was committed - rerun to write {day} again"
+        f"{location.uri}: the commit of partition {key} kept conflicting with other writers' "
+        f"commits ({COMMIT_ATTEMPTS} attempts); nothing was committed - rerun to write {key} "
+        "again"
     )
 
 
 def _check_unchanged(
     location: DeltaLocation,
     table: DeltaTable,
-    day: dt.date,
+    partitioning: Partitioning,
+    key: str,
     before: frozenset[str],
     error: Exception | None,
 ) -> None:
-    if _day_files(table, day) != before:
+    if _partition_files(table, partitioning, key) != before:
         raise ConcurrentWriteError(
-            f"another writer committed partition {day} of {location.uri} (now at Delta version "
+            f"another writer committed partition {key} of {location.uri} (now at Delta version "
             f"{table.version()}) while this run was writing it; nothing of this run's write "
-            f"was committed - rerun to write {day} again"
+            f"was committed - rerun to write {key} again"
         ) from error
 
 
-def _day_files(table: DeltaTable | None, day: dt.date) -> frozenset[str]:
+def _check_key(partitioning: Partitioning, key: str) -> None:
+    """Refuse a key that does not name a partition of ``partitioning``."""
+    if not partitioning.partitioned:
+        if key != WHOLE_TABLE:
+            raise ValueError(
+                f"partition key {key!r} of an unpartitioned table: its one key is {WHOLE_TABLE!r}"
+            )
+        return
+    try:
+        value = partitioning.value(key)
+    except ValueError:
+        value = None
+    if value is None or partitioning.key_of(value) != key:
+        raise ValueError(f"{key!r} is not a {partitioning.kind.value} partition key")
+
+
+def _check_partition_column(
+    location: DeltaLocation, partitioning: Partitioning, schema: pa.Schema
+) -> None:
+    column = partitioning.column
+    if column is None:
+        return
+    index = schema.get_field_index(column)
+    if index < 0:
+        raise PartitionWriteError(f"{location.uri}: the rows have no partition column {column!r}")
+    if schema.field(index).type != partitioning.arrow_type:
+        raise PartitionWriteError(
+            f"{location.uri}: partition column {column!r} is {schema.field(index).type}, a "
+            f"{partitioning.kind.value} partition column is {partitioning.arrow_type}"
+        )
+
+
+def _check_partitioned_by(
+    location: DeltaLocation, table: DeltaTable, partitioning: Partitioning
+) -> None:
+    existing = list(table.metadata().partition_columns)
+    if existing != partitioning.columns:
+        raise PartitionWriteError(
+            f"{location.uri}: the table is partitioned by {existing or 'nothing'}, the write by "
+            f"{partitioning.columns or 'nothing'}"
+        )
+
+
+def _partition_values(partitioning: Partitioning, key: str) -> dict[str, str | None]:
+    if partitioning.column is None:
+        return {}
+    return {partitioning.column: partitioning.delta_value(key)}
+
+
+def _pruning(partitioning: Partitioning, key: str) -> list[tuple[str, str, Any]] | None:
+    """The Delta partition filter selecting ``key`` (None: the whole table)."""
+    if partitioning.column is None:
+        return None
+    return [(partitioning.column, "=", partitioning.delta_value(key))]
+
+
+def _folder(partitioning: Partitioning, key: str) -> str:
+    """The directory a partition's files are written in (Delta reads partition values from
+    the log, not from paths): ``column=value`` with only URI-safe characters, so the path
+    logged is the path stored."""
+    if partitioning.column is None:
+        return ""
+    folder = f"{partitioning.column}={partitioning.delta_value(key)}"
+    return re.sub(r"[^A-Za-z0-9_.=-]", "_", folder)
+
+
+def _partition_files(
+    table: DeltaTable | None, partitioning: Partitioning, key: str
+) -> frozenset[str]:
     if table is None:
         return frozenset()
-    return frozenset(table.file_uris(file_pruning_predicate=[(DATE_COLUMN, "=", day.isoformat())]))
+    return frozenset(table.file_uris(file_pruning_predicate=_pruning(partitioning, key)))
+
+
+def _sql_name(column: str) -> str:
+    """A column as SQL names it: plain identifiers bare, others quoted."""
+    if re.fullmatch(r"[a-z_][a-z0-9_]*", column):
+        return column
+    return '"' + column.replace('"', '""') + '"'
 
 
 def _actions(adds: list[AddAction]) -> list[AddAction | RemoveAction]:
@@ -315,7 +414,9 @@ class _PartitionWriter:
     files: TableFiles
     folder: str
     schema: pa.Schema
-    day: dt.date | None
+    partitioning: Partitioning | None
+    """None: rows are not checked (a rewrite of a whole unpartitioned table)."""
+    key: str = WHOLE_TABLE
     written: list[_WrittenFile] = field(default_factory=list)
     _buffer: list[pa.RecordBatch] = field(default_factory=list)
     _buffered: int = 0
@@ -325,12 +426,18 @@ class _PartitionWriter:
     _file_rows: int = 0
 
     def __post_init__(self) -> None:
-        self.file_schema = pa.schema([f for f in self.schema if f.name != DATE_COLUMN])
+        partition_columns = self.partitioning.columns if self.partitioning else []
+        self.file_schema = pa.schema([f for f in self.schema if f.name not in partition_columns])
+        self._expected = (
+            self.partitioning.scalar(self.key)
+            if self.partitioning is not None and self.partitioning.partitioned
+            else None
+        )
 
     def write(self, batch: pa.RecordBatch) -> None:
         if not batch.num_rows:
             return
-        self._check_day(batch)
+        self._check_partition(batch)
         data = batch.select(self.file_schema.names)
         if not data.schema.equals(self.file_schema):
             try:
@@ -360,17 +467,34 @@ class _PartitionWriter:
         for written in self.written:
             self.files.delete(written.path)
 
-    def _check_day(self, batch: pa.RecordBatch) -> None:
-        if self.day is None:
+    def _check_partition(self, batch: pa.RecordBatch) -> None:
+        """Every row's partition column holds the partition's value."""
+        expected = self._expected
+        if expected is None or self.partitioning is None or self.partitioning.column is None:
             return
-        dates = batch.column(DATE_COLUMN)
-        bounds = pc.min_max(dates)
-        low, high = bounds["min"].as_py(), bounds["max"].as_py()
-        expected = self.day
-        if dates.null_count or low != expected or high != expected:
-            other = high if low == expected else low
+        column = self.partitioning.column
+        index = batch.schema.get_field_index(column)
+        if index < 0:
+            raise PartitionWriteError(f"{self.files.uri}: rows without the column {column!r}")
+        values = batch.column(index)
+        if values.type != expected.type:
+            try:
+                values = values.cast(expected.type)
+            except (ValueError, pa.ArrowException) as error:
+                raise PartitionWriteError(
+                    f"{self.files.uri}: partition column {column!r}: {error_summary(error)}"
+                ) from error
+        if values.null_count:
             raise PartitionWriteError(
-                f"{self.files.uri}: a row dated {other} in the write of partition {expected}"
+                f"{self.files.uri}: a row with no {column} in the write of partition {self.key}"
+            )
+        matches = pc.equal(values, expected)
+        if not pc.all(matches).as_py():
+            other = values.filter(pc.invert(matches))[0].as_py()
+            shown = other.isoformat(" ") if isinstance(other, dt.datetime) else other
+            raise PartitionWriteError(
+                f"{self.files.uri}: a row with {column} {shown} in the write of partition "
+                f"{self.key}"
             )
 
     def _flush(self, rows: int) -> None:
@@ -520,6 +644,7 @@ class Snapshot:
     """One version of a Delta table: every scan of it sees the same rows."""
 
     location: DeltaLocation
+    partitioning: Partitioning
     table: DeltaTable
     dataset: ds.Dataset
 
@@ -533,15 +658,15 @@ class Snapshot:
 
     def batches(
         self,
-        day: dt.date,
+        key: str,
         *,
         columns: list[str] | None = None,
         batch_rows: int = DEFAULT_BATCH_ROWS,
     ) -> Iterator[pa.RecordBatch]:
-        """Stream the rows of the ``day`` partition as record batches, file by file, every
-        page checked against its checksum; a file that cannot be read raises
-        ``UnreadableDataError`` naming the day, the file and why."""
-        return self._scan(day, _day_filter(day), columns, batch_rows)
+        """Stream the rows of partition ``key`` as record batches, file by file, every page
+        checked against its checksum; a file that cannot be read raises
+        ``UnreadableDataError`` naming the partition, the file and why."""
+        return self._scan(key, self._filter(key), columns, batch_rows)
 
     def all_batches(
         self, *, columns: list[str] | None = None, batch_rows: int = DEFAULT_BATCH_ROWS
@@ -551,7 +676,7 @@ class Snapshot:
 
     def _scan(
         self,
-        day: dt.date | None,
+        key: str | None,
         condition: ds.Expression | None,
         columns: list[str] | None,
         batch_rows: int,
@@ -560,9 +685,9 @@ class Snapshot:
             try:
                 mismatched = self._mismatched_types(fragment, columns)
             except (OSError, pa.ArrowException) as error:
-                raise self._unreadable(day, fragment, error, columns) from error
+                raise self._unreadable(key, fragment, error, columns) from error
             if mismatched:
-                raise UnreadableDataError(day, self._uri(fragment), "; ".join(mismatched))
+                raise UnreadableDataError(key, self._uri(fragment), "; ".join(mismatched))
             scanner = ds.Scanner.from_fragment(
                 fragment,
                 schema=self.dataset.schema,
@@ -575,11 +700,11 @@ class Snapshot:
             try:
                 yield from scanner.to_batches()
             except (OSError, pa.ArrowException) as error:
-                raise self._unreadable(day, fragment, error, columns) from error
+                raise self._unreadable(key, fragment, error, columns) from error
 
-    def count(self, day: dt.date) -> int:
-        """Rows in the ``day`` partition (from the files' footers)."""
-        condition = _day_filter(day)
+    def count(self, key: str) -> int:
+        """Rows in partition ``key`` (from the files' footers)."""
+        condition = self._filter(key)
         total = 0
         for fragment in self.dataset.get_fragments(filter=condition):
             try:
@@ -588,41 +713,57 @@ class Snapshot:
                 )
                 total += scanner.count_rows()
             except (OSError, pa.ArrowException) as error:
-                raise self._unreadable(day, fragment, error, None) from error
+                raise self._unreadable(key, fragment, error, None) from error
         return total
 
-    def file_count(self, day: dt.date) -> int:
-        """Data files holding the ``day`` partition (1 for a compacted partition)."""
-        return sum(1 for _ in self.dataset.get_fragments(filter=_day_filter(day)))
+    def file_count(self, key: str) -> int:
+        """Data files holding partition ``key`` (1 for a compacted partition)."""
+        return sum(1 for _ in self.dataset.get_fragments(filter=self._filter(key)))
 
-    def unreadable_files(self, day: dt.date) -> dict[str, str]:
-        """Data files (full URIs) of the ``day`` partition whose Parquet footer cannot be read,
+    def unreadable_files(self, key: str) -> dict[str, str]:
+        """Data files (full URIs) of partition ``key`` whose Parquet footer cannot be read,
         each with the reader's error (to name the file to blame when a partition fails)."""
         broken = {}
-        for fragment in self.dataset.get_fragments(filter=_day_filter(day)):
+        for fragment in self.dataset.get_fragments(filter=self._filter(key)):
             try:
                 fragment.ensure_complete_metadata()  # type: ignore[attr-defined]
             except (OSError, pa.ArrowException) as error:
                 broken[self._uri(fragment)] = error_summary(error)
         return broken
 
-    def days(self) -> list[dt.date]:
-        """The partitions that hold data, oldest first."""
-        values = {p[DATE_COLUMN] for p in self.table.partitions()}
-        return sorted(dt.date.fromisoformat(v) for v in values)
+    def partitions(self) -> list[str]:
+        """The keys of the partitions that hold data, oldest first (``[WHOLE_TABLE]`` for an
+        unpartitioned table with data)."""
+        partitioning = self.partitioning
+        if partitioning.column is None:
+            return [WHOLE_TABLE] if self.table.file_uris() else []
+        column = partitioning.column
+        keys = {
+            partitioning.key_of(values[column])
+            for values in self.table.partitions()
+            if values.get(column) is not None
+        }
+        return sorted(keys, key=partitioning.value)
+
+    def _filter(self, key: str) -> ds.Expression | None:
+        """The rows of partition ``key`` (None: every row of an unpartitioned table)."""
+        _check_key(self.partitioning, key)
+        if self.partitioning.column is None:
+            return None
+        return ds.field(self.partitioning.column) == self.partitioning.scalar(key)
 
     def _uri(self, fragment: ds.Fragment) -> str:
         return f"{self.location.uri.rstrip('/')}/{fragment.path}"  # type: ignore[attr-defined]
 
     def _unreadable(
         self,
-        day: dt.date | None,
+        key: str | None,
         fragment: ds.Fragment,
         error: BaseException,
         columns: list[str] | None,
     ) -> UnreadableDataError:
         return UnreadableDataError(
-            day, self._uri(fragment), self._diagnose(fragment, error, columns)
+            key, self._uri(fragment), self._diagnose(fragment, error, columns)
         )
 
     def _diagnose(
@@ -675,33 +816,35 @@ class Snapshot:
         return {str(p): int(n) for p, n in zip(paths, sizes, strict=True) if n is not None}
 
 
-def snapshot(location: DeltaLocation) -> Snapshot:
-    """The table's current version, pinned for consistent repeated reads."""
+def snapshot(location: DeltaLocation, partitioning: Partitioning) -> Snapshot:
+    """The table's current version, pinned for consistent repeated reads of its partitions."""
     table = location.open()
-    return Snapshot(location, table, table.to_pyarrow_dataset())
+    return Snapshot(location, partitioning, table, table.to_pyarrow_dataset())
 
 
 def read_partition(
     location: DeltaLocation,
-    day: dt.date,
+    partitioning: Partitioning,
+    key: str,
     *,
     columns: list[str] | None = None,
     batch_rows: int = DEFAULT_BATCH_ROWS,
 ) -> Iterator[pa.RecordBatch]:
-    """Stream the rows of the ``day`` partition of the current version."""
-    return snapshot(location).batches(day, columns=columns, batch_rows=batch_rows)
+    """Stream the rows of partition ``key`` of the current version."""
+    return snapshot(location, partitioning).batches(key, columns=columns, batch_rows=batch_rows)
 
 
-def count_partition(location: DeltaLocation, day: dt.date) -> int:
-    """Rows in the ``day`` partition (0 when the table or partition does not exist)."""
+def count_partition(location: DeltaLocation, partitioning: Partitioning, key: str) -> int:
+    """Rows in partition ``key`` (0 when the table or partition does not exist)."""
     if not location.exists():
         return 0
-    return snapshot(location).count(day)
+    return snapshot(location, partitioning).count(key)
 
 
 def table_schema(location: DeltaLocation) -> pa.Schema:
     """The Arrow schema of the table's current version."""
-    return snapshot(location).schema
+    table = location.open()
+    return table.to_pyarrow_dataset().schema
 
 
 def schema_hash(schema: pa.Schema) -> str:
@@ -726,7 +869,3 @@ def _kind(data_type: pa.DataType) -> str:
         if check(data_type):
             return kind
     return str(data_type)
-
-
-def _day_filter(day: dt.date) -> ds.Expression:
-    return ds.field(DATE_COLUMN) == pa.scalar(day, pa.date32())

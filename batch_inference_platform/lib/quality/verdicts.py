@@ -1,23 +1,23 @@
-"""Each day's latest validation, as recorded in the lake, and whether its rows may be scored.
+"""Each partition's latest validation, as recorded in the lake, and whether its rows may be
+scored.
 
-A validation of a day commits its quarantine partition first, stamped with a
+A validation of a partition commits its quarantine partition first, stamped with a
 ``validation_id`` and the verdict: ``passed``, ``failed`` (a blocking check) or ``error`` (the
-features could not be read), with the reason and the files to blame. Only a day that passed
-then replaces its validated partition, stamped with the same id; a day that did not pass keeps
-its last validated version, which is no longer scored. Delta has no transaction across two
-tables: the quarantine commit is the write-ahead record of the validated one. A run killed
-between them leaves a ``passed`` quarantine whose id the validated partition does not carry;
-the day is refused until its validation is rerun (which rewrites both).
+features could not be read), with the reason and the files to blame. Only a partition that
+passed then replaces its validated partition, stamped with the same id; a partition that did not
+pass keeps its last validated version, which is no longer scored. Delta has no transaction
+across two tables: the quarantine commit is the write-ahead record of the validated one. A run
+killed between them leaves a ``passed`` quarantine whose id the validated partition does not
+carry; the partition is refused until its validation is rerun (which rewrites both).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from batch_inference_platform.lib.lake.layout import LakeLayout
+from batch_inference_platform.lib.lake.layout import DeploymentTables
 from batch_inference_platform.lib.lake.lineage import PartitionCommit, latest_commits
 
 VALIDATION_ID = "validation_id"
@@ -30,9 +30,10 @@ PASSED, FAILED, ERROR = "passed", "failed", "error"
 
 @dataclass(frozen=True)
 class ValidationState:
-    """What the lake says about the latest validation of one day."""
+    """What the lake says about the latest validation of one partition."""
 
-    day: dt.date
+    key: str
+    """The partition's key."""
     verdict: str | None
     """``passed``, ``failed``, ``error``; None when none is recorded (validated before verdicts
     were recorded, or written by another tool)."""
@@ -47,7 +48,7 @@ class ValidationState:
 
     @property
     def refusal(self) -> str | None:
-        """Why the day's validated rows must not be scored, or None if they may be."""
+        """Why the partition's validated rows must not be scored, or None if they may be."""
         if self.verdict == FAILED:
             return (
                 f"its latest validation (run {self.run_id}) failed a blocking check, so its "
@@ -67,18 +68,17 @@ class ValidationState:
         return None
 
 
-def validation_states(
-    layout: LakeLayout, days: Iterable[dt.date]
-) -> dict[dt.date, ValidationState]:
-    """The latest validation of each of ``days`` (one log read per table)."""
-    days = list(days)
-    quarantine = latest_commits(layout.quarantine, days)
-    validated = latest_commits(layout.validated, days)
-    return {day: _state(day, quarantine.get(day), validated.get(day)) for day in days}
+def validation_states(tables: DeploymentTables, keys: Iterable[str]) -> dict[str, ValidationState]:
+    """The latest validation of each partition of ``keys`` of a deployment's tables (one log
+    read per table)."""
+    keys = list(keys)
+    quarantine = latest_commits(tables.quarantine, keys)
+    validated = latest_commits(tables.validated, keys)
+    return {key: _state(key, quarantine.get(key), validated.get(key)) for key in keys}
 
 
 def _state(
-    day: dt.date, quarantine: PartitionCommit | None, validated: PartitionCommit | None
+    key: str, quarantine: PartitionCommit | None, validated: PartitionCommit | None
 ) -> ValidationState:
     info = quarantine.info if quarantine else {}
     verdict = str(info[VERDICT]) if VERDICT in info else None
@@ -86,7 +86,7 @@ def _state(
         validated is not None and validated.info.get(VALIDATION_ID) == info.get(VALIDATION_ID)
     )
     return ValidationState(
-        day=day,
+        key=key,
         verdict=verdict,
         run_id=quarantine.run_id if quarantine else "",
         reason=str(info.get(REASON, "")),
