@@ -21,12 +21,14 @@ from deltalake import write_deltalake
 from batch_inference_platform.config import load_settings
 from batch_inference_platform.definitions import build_definitions
 from batch_inference_platform.defs.maintenance.assets import MaintenanceResource, lake_maintenance
+from batch_inference_platform.lib.deployments.partitioning import Partitioning, PartitionKind
 from batch_inference_platform.lib.lake.tables import DeltaLocation, read_partition
 
 from .conftest import DAY_A, DAY_B, Platform, PlatformFactory, materializations
 
 JOB = "lake_maintenance_job"
 HOUR = 3600
+DAILY = Partitioning(PartitionKind.DAILY, "event_date")
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +122,7 @@ def test_the_retention_keeps_recent_files(platform: Platform) -> None:
     """With a 48 h retention only files unreferenced for longer go: an old orphan; not the
     files of a writer that may still be writing, nor recently replaced partitions."""
     root = Path(platform.settings.application.lake.root)
-    predictions = Path(platform.predictions.uri)
+    predictions = Path(platform.tables.predictions.uri)
     day = f"event_date={DAY_A.isoformat()}"
     old = orphan(predictions, partition=day, age_hours=72, copy_of=a_live_file(predictions, day))
     recent = orphan(predictions, partition=day, age_hours=1, copy_of=old)
@@ -140,8 +142,8 @@ def test_the_retention_keeps_recent_files(platform: Platform) -> None:
 
 def test_vacuum_deletes_what_no_version_needs_and_reports_it(platform: Platform) -> None:
     root = Path(platform.settings.application.lake.root)
-    layout = platform.layout
-    predictions, validated = Path(platform.predictions.uri), Path(layout.validated.uri)
+    layout, tables = platform.layout, platform.tables
+    predictions, validated = Path(platform.tables.predictions.uri), Path(tables.validated.uri)
     catalog = Path(layout.catalog.uri)
     day_a, day_b = (f"event_date={d.isoformat()}" for d in (DAY_A, DAY_B))
     orphans = [
@@ -159,19 +161,19 @@ def test_vacuum_deletes_what_no_version_needs_and_reports_it(platform: Platform)
     located = {
         name: location
         for name, location in {
-            "features": layout.features,
-            "validated": layout.validated,
-            "quarantine": layout.quarantine,
-            "predictions": platform.predictions,
+            "features": tables.features,
+            "validated": tables.validated,
+            "quarantine": tables.quarantine,
+            "predictions": platform.tables.predictions,
             "catalog": layout.catalog,
-            "archive": layout.archived_features,
+            "archive": tables.archived_features,
         }.items()
     }
     rows_before = {name: live_rows(location) for name, location in located.items()}
     scored_before = {
         day: sorted(
             (row["customer_id"], row["score"])
-            for batch in read_partition(platform.predictions, day)
+            for batch in read_partition(platform.tables.predictions, DAILY, str(day))
             for row in batch.to_pylist()
         )
         for day in (DAY_A, DAY_B)
@@ -209,7 +211,7 @@ def test_vacuum_deletes_what_no_version_needs_and_reports_it(platform: Platform)
     for day, rows in scored_before.items():
         assert rows == sorted(
             (row["customer_id"], row["score"])
-            for batch in read_partition(platform.predictions, day)
+            for batch in read_partition(platform.tables.predictions, DAILY, str(day))
             for row in batch.to_pylist()
         )
     # A second run finds nothing more to delete.
@@ -228,7 +230,7 @@ def test_one_broken_table_fails_the_asset_not_the_others(platform: Platform) -> 
         write_deltalake(events.uri, rows, partition_by=["window"], mode="append")
     damaged = next(Path(events.uri).rglob("*.parquet"))
     damaged.write_bytes(damaged.read_bytes()[:20])
-    archive = Path(platform.layout.archived_features.uri)  # maintained after events
+    archive = Path(platform.tables.archived_features.uri)  # maintained after events
     day = f"event_date={DAY_A.isoformat()}"
     stray = orphan(archive, partition=day, age_hours=1, copy_of=a_live_file(archive, day))
     try:
