@@ -24,8 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from batch_inference_platform.lib.features.contract import KEY_COLUMN, MODEL_FEATURES
-from batch_inference_platform.lib.features.synthetic import FIRST_CUSTOMER_ID
+from batch_inference_platform.lib.features.synthetic import CREDIT_FEATURES as MODEL_FEATURES
+from batch_inference_platform.lib.features.synthetic import FIRST_CUSTOMER_ID, KEY_COLUMN
 from batch_inference_platform.lib.lake.tables import DeltaLocation, snapshot
 from batch_inference_platform.lib.registry.client import ModelRegistry
 from batch_inference_platform.lib.scoring.outputs import OutputKind, OutputSpec

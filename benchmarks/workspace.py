@@ -28,12 +28,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from batch_inference_platform.lib.features.contract import (
+from batch_inference_platform.lib.features.synthetic import (
     CATEGORICAL_COLUMNS,
     LABEL_COLUMN,
-    MODEL_FEATURES,
+    generate_partition,
 )
-from batch_inference_platform.lib.features.synthetic import generate_partition
+from batch_inference_platform.lib.features.synthetic import CREDIT_FEATURES as MODEL_FEATURES
 from batch_inference_platform.lib.lake.layout import LakeLayout
 from batch_inference_platform.lib.lake.tables import count_partition, replace_partition
 from batch_inference_platform.lib.quality.rules import canonical_schema, to_canonical

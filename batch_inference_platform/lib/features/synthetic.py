@@ -1,10 +1,14 @@
-"""A deterministic generator of realistic daily credit-risk feature partitions.
+"""The credit-risk demo source: a deterministic generator of realistic credit feature partitions.
 
-Each day is a snapshot of the same customer base (ids ``1_000_000 + i``) with values drawn from
-distributions shaped like consumer-lending data: log-normal incomes, bureau scores around 690,
-sparse delinquency history, and a default label driven by those features. A small share of rows
-is deliberately dirty (duplicated ids, out-of-range ages, negative incomes), as real feeds are.
-The same (seed, day, rows) always gives the same bytes.
+Each partition is a snapshot of the same customer base (ids ``1_000_000 + i``) with values drawn
+from distributions shaped like consumer-lending data: log-normal incomes, bureau scores around
+690, sparse delinquency history, and a default label driven by those features. A small share of
+rows is deliberately dirty (duplicated ids, out-of-range ages, negative incomes), as real feeds
+are. The same (seed, partition key, rows) always gives the same bytes.
+
+This module is the demo *producer*: it owns the columns it writes (``NUMERIC_COLUMNS``,
+``CATEGORICAL_COLUMNS``, with the ranges a deployment's contract may declare for them). The
+platform itself knows no credit columns; a deployment's ``defs.yaml`` declares its contract.
 """
 
 from __future__ import annotations
@@ -16,28 +20,105 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 
-from batch_inference_platform.lib.features.contract import (
-    CATEGORICAL_COLUMNS,
-    DATE_COLUMN,
-    KEY_COLUMN,
-    LABEL_COLUMN,
-    NUMERIC_COLUMNS,
-    Kind,
-)
+from batch_inference_platform.lib.features.contract import Column, Kind
+
+KEY_COLUMN = "customer_id"
+DATE_COLUMN = "event_date"
+"""The partition column the demo writes unless a deployment names another."""
+LABEL_COLUMN = "defaulted"
 
 FIRST_CUSTOMER_ID = 1_000_000
 DIRTY_ROW_SHARE = 0.001
 """Share of rows made invalid on purpose, per defect kind."""
 
+DEFAULT_BATCH_ROWS = 65_536
+
+
+def _f(name: str, lo: float | None, hi: float | None, **kw: object) -> Column:
+    return Column(name, Kind.FLOAT, min_value=lo, max_value=hi, **kw)  # type: ignore[arg-type]
+
+
+def _i(name: str, lo: float | None, hi: float | None, **kw: object) -> Column:
+    return Column(name, Kind.INTEGER, min_value=lo, max_value=hi, **kw)  # type: ignore[arg-type]
+
+
+NUMERIC_COLUMNS: tuple[Column, ...] = (
+    _i("age", 18, 100, required=True),
+    _f("annual_income", 0, 1e8, required=True),
+    _f("employment_length_years", 0, 60),
+    _f("loan_amount", 100, 5e6, required=True),
+    _i("loan_term_months", 6, 360, required=True),
+    _f("interest_rate", 0, 60),
+    _f("installment", 0, 1e6),
+    _f("debt_to_income", 0, 300),
+    _i("credit_score", 300, 850, required=True),
+    _f("credit_history_years", 0, 80),
+    _i("num_open_accounts", 0, 200),
+    _i("num_total_accounts", 0, 400),
+    _f("revolving_balance", 0, 1e7),
+    _f("revolving_utilization", 0, 5),
+    _i("num_delinquencies_2y", 0, 100),
+    _i("num_inquiries_6m", 0, 100),
+    _f("months_since_last_delinquency", 0, 1200, max_null_rate=0.9),
+    _i("num_public_records", 0, 50),
+    _i("num_bankruptcies", 0, 50),
+    _i("num_mortgage_accounts", 0, 50),
+    _f("total_credit_limit", 0, 1e8),
+    _f("total_balance_ex_mortgage", 0, 1e8),
+    _f("avg_account_age_months", 0, 1200),
+    _f("pct_trades_never_delinquent", 0, 100),
+    _i("num_late_payments_12m", 0, 365),
+    _f("savings_balance", 0, 1e9),
+    _f("checking_balance", -1e6, 1e9),
+    _f("monthly_housing_payment", 0, 1e6),
+    _f("payment_to_income", 0, 10),
+    _f("loan_to_income", 0, 100),
+)
+"""The numeric features with the ranges a credit contract declares (dirty rows fall outside)."""
+
+CATEGORICAL_COLUMNS: tuple[Column, ...] = (
+    Column(
+        "employment_type",
+        Kind.STRING,
+        categories=("salaried", "self_employed", "contractor", "unemployed", "retired"),
+    ),
+    Column("home_ownership", Kind.STRING, categories=("rent", "own", "mortgage", "other")),
+    Column(
+        "loan_purpose",
+        Kind.STRING,
+        categories=(
+            "debt_consolidation",
+            "credit_card",
+            "home_improvement",
+            "major_purchase",
+            "medical",
+            "small_business",
+            "car",
+            "other",
+        ),
+    ),
+    Column("region", Kind.STRING, categories=("northeast", "midwest", "south", "west")),
+)
+
+CREDIT_COLUMNS: tuple[Column, ...] = NUMERIC_COLUMNS + CATEGORICAL_COLUMNS
+"""Every feature column the demo writes, in order (key, partition column and label excluded)."""
+
+CREDIT_FEATURES: tuple[str, ...] = tuple(c.name for c in NUMERIC_COLUMNS)
+"""The inputs the demo credit model trains on: the 30 numeric features, as float64."""
+
 _ARROW_TYPES = {Kind.INTEGER: pa.int32(), Kind.FLOAT: pa.float64()}
 
 
-def raw_schema() -> pa.Schema:
-    """The schema the generator writes: contract columns plus the training label."""
-    fields = [
-        pa.field(KEY_COLUMN, pa.int64(), nullable=False),
-        pa.field(DATE_COLUMN, pa.date32(), nullable=False),
-    ]
+def raw_schema(
+    partition_column: str | None = DATE_COLUMN, partition_type: pa.DataType | None = None
+) -> pa.Schema:
+    """The schema the generator writes: key, partition column, features, the training label.
+
+    ``partition_column`` None: no partition column (an unpartitioned deployment);
+    ``partition_type`` defaults to a date (daily partitions)."""
+    fields: list[pa.Field] = [pa.field(KEY_COLUMN, pa.int64(), nullable=False)]
+    if partition_column is not None:
+        fields.append(pa.field(partition_column, partition_type or pa.date32(), nullable=False))
     fields += [pa.field(c.name, _ARROW_TYPES[c.kind]) for c in NUMERIC_COLUMNS]
     fields += [pa.field(c.name, pa.string()) for c in CATEGORICAL_COLUMNS]
     fields.append(pa.field(LABEL_COLUMN, pa.int8()))
@@ -45,17 +126,52 @@ def raw_schema() -> pa.Schema:
 
 
 def generate_partition(
-    day: dt.date, rows: int, *, seed: int = 7, batch_rows: int = 65_536
+    day: dt.date, rows: int, *, seed: int = 7, batch_rows: int = DEFAULT_BATCH_ROWS
 ) -> Iterator[pa.RecordBatch]:
-    """Yield the feature partition for ``day`` as record batches of at most ``batch_rows``."""
-    day_seed = zlib.crc32(f"{seed}:{day.isoformat()}".encode())
+    """Yield the daily feature partition for ``day`` (in ``event_date``) as record batches of
+    at most ``batch_rows``."""
+    return generate(
+        day.isoformat(),
+        rows,
+        seed=seed,
+        partition_column=DATE_COLUMN,
+        partition=pa.scalar(day, pa.date32()),
+        batch_rows=batch_rows,
+    )
+
+
+def generate(
+    key: str,
+    rows: int,
+    *,
+    seed: int = 7,
+    partition_column: str | None = None,
+    partition: pa.Scalar | None = None,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+) -> Iterator[pa.RecordBatch]:
+    """Yield partition ``key`` as record batches of at most ``batch_rows``.
+
+    The values depend on (seed, key, rows) only; ``partition`` (a date or an hour's timestamp)
+    is written in ``partition_column`` of every row, right after the key. Without them (an
+    unpartitioned table) the rows carry no partition column."""
+    if (partition is None) != (partition_column is None):
+        raise ValueError("a partition column needs a partition value, and only it")
+    schema = raw_schema(partition_column, partition.type if partition is not None else None)
+    key_seed = zlib.crc32(f"{seed}:{key}".encode())
     for start in range(0, rows, batch_rows):
         count = min(batch_rows, rows - start)
-        rng = np.random.default_rng([day_seed, start])
-        yield _batch(rng, day, start, count)
+        rng = np.random.default_rng([key_seed, start])
+        columns = _batch(rng, start, count)
+        if partition_column is not None and partition is not None:
+            columns = {
+                KEY_COLUMN: columns.pop(KEY_COLUMN),
+                partition_column: _repeat(partition, count),
+                **columns,
+            }
+        yield pa.RecordBatch.from_pydict(columns, schema=schema)
 
 
-def _batch(rng: np.random.Generator, day: dt.date, start: int, n: int) -> pa.RecordBatch:
+def _batch(rng: np.random.Generator, start: int, n: int) -> dict[str, pa.Array]:
     ids = np.arange(FIRST_CUSTOMER_ID + start, FIRST_CUSTOMER_ID + start + n, dtype=np.int64)
     age = np.clip(rng.normal(42, 13, n), 18, 95).round()
     income = np.exp(rng.normal(10.9, 0.55, n)).round(2)
@@ -137,17 +253,14 @@ def _batch(rng: np.random.Generator, day: dt.date, start: int, n: int) -> pa.Rec
     _make_missing(rng, numeric, n)
     _make_dirty(rng, ids, numeric, n)
 
-    columns: dict[str, pa.Array] = {
-        KEY_COLUMN: pa.array(ids, pa.int64()),
-        DATE_COLUMN: pa.array(np.full(n, np.datetime64(day, "D")), pa.date32()),
-    }
+    columns: dict[str, pa.Array] = {KEY_COLUMN: pa.array(ids, pa.int64())}
     for col in NUMERIC_COLUMNS:
         values = np.asarray(numeric[col.name], dtype=np.float64)
         columns[col.name] = pa.array(values, _ARROW_TYPES[col.kind], from_pandas=True)
     for col in CATEGORICAL_COLUMNS:
         columns[col.name] = _categorical(rng, col.name, col.categories, n)
     columns[LABEL_COLUMN] = pa.array(label, pa.int8())
-    return pa.RecordBatch.from_pydict(columns, schema=raw_schema())
+    return columns
 
 
 _MISSING_SHARE = {
@@ -192,3 +305,8 @@ def _categorical(
     codes = rng.choice(len(categories), n, p=_CATEGORY_WEIGHTS[name])
     values = pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), pa.array(categories))
     return values.cast(pa.string())
+
+
+def _repeat(value: pa.Scalar, count: int) -> pa.Array:
+    """``count`` copies of ``value`` (the stubs know ``pa.repeat`` of extension scalars only)."""
+    return pa.repeat(value, count)  # pyright: ignore[reportCallIssue, reportArgumentType]
