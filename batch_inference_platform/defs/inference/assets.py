@@ -100,16 +100,16 @@ def build_predictions(scope: DeploymentScope, *, engine_key: str) -> dg.AssetsDe
         f"{', '.join(deployment.identity)}, with the model version and run that produced them; "
         "each partition is replaced in its own Delta commit.",
         check_specs=prediction_check_specs(scope.predictions, kind),
-        required_resource_keys={engine_key},
+        required_resource_keys={"lake", "registry", "policy", engine_key},
     )
     def predictions(
-        context: dg.AssetExecutionContext,
-        serving: ServingModel,
-        lake: LakeResource,
-        registry: ModelRegistryResource,
-        policy: QualityPolicyResource,
+        context: dg.AssetExecutionContext, serving: ServingModel
     ) -> dg.MaterializeResult:
-        engine: ScoringEngineResource = getattr(context.resources, engine_key)
+        resources = context.resources
+        lake: LakeResource = resources.lake
+        registry: ModelRegistryResource = resources.registry
+        policy: QualityPolicyResource = resources.policy
+        engine: ScoringEngineResource = getattr(resources, engine_key)
         return _score(context, scope, serving, lake, registry, policy, engine)
 
     return predictions

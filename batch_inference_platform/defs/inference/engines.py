@@ -57,11 +57,11 @@ class LocalEngineResource(ScoringEngineResource):
         lake: LakeResource,
         registry: ModelRegistryResource,
     ) -> EngineResult:
-        validated = snapshot(request.validated)
+        validated = snapshot(request.validated, request.partition_spec)
         version = registry.registry.version(request.model.name, request.model.version)
         started = time.perf_counter()
         scorer = registry.scorer(
-            version, lambda: validated.batches(request.dates[0]), request.output_spec
+            version, lambda: validated.batches(request.keys[0]), request.output_spec
         )
         if scorer.output != request.output_spec:
             raise dg.Failure(

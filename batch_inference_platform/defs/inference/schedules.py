@@ -5,24 +5,31 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
 
 from batch_inference_platform.defs.scope import DeploymentScope
 from batch_inference_platform.lib.deployments.partitioning import PartitionKind
 from batch_inference_platform.lib.quartz import quartz_to_cron
 
+if TYPE_CHECKING:  # the class dg.define_asset_job returns (not exported by dagster)
+    from dagster._core.definitions.unresolved_asset_job_definition import (
+        UnresolvedAssetJobDefinition as AssetJob,
+    )
+
 
 @dataclass(frozen=True)
 class DeploymentJobs:
     """The jobs people and sensors launch for one deployment."""
 
-    score: dg.UnresolvedAssetJobDefinition
-    rescore: dg.UnresolvedAssetJobDefinition
-    generate: dg.UnresolvedAssetJobDefinition | None
-    train: dg.UnresolvedAssetJobDefinition | None
+    score: AssetJob
+    rescore: AssetJob
+    generate: AssetJob | None
+    train: AssetJob | None
 
     @property
-    def all(self) -> list[dg.UnresolvedAssetJobDefinition]:
+    def all(self) -> list[AssetJob]:
         return [job for job in (self.score, self.rescore, self.generate, self.train) if job]
 
 
@@ -67,7 +74,7 @@ def build_jobs(scope: DeploymentScope, *, generated: bool) -> DeploymentJobs:
 
 
 def build_scoring_schedule(
-    scope: DeploymentScope, job: dg.UnresolvedAssetJobDefinition, quartz: str
+    scope: DeploymentScope, job: AssetJob, quartz: str
 ) -> dg.ScheduleDefinition:
     """Score the latest complete partition on the Quartz schedule ``quartz``; one run per
     partition however often it ticks (the run key is the partition)."""

@@ -9,7 +9,11 @@ recent days whose predictions were written by another version are re-scored; run
 (model, version, partition) make duplicate deliveries and repeated ticks harmless.
 """
 
+from __future__ import annotations
+
 import json
+
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from dagster._core.storage.tags import (
@@ -29,9 +33,12 @@ from batch_inference_platform.lib.lake.lineage import latest_commits
 from batch_inference_platform.lib.lake.tables import DeltaLocation, snapshot
 from batch_inference_platform.lib.registry.client import ModelNotFoundError
 
+if TYPE_CHECKING:
+    from batch_inference_platform.defs.inference.schedules import AssetJob
+
 
 def build_model_update_sensor(
-    scope: DeploymentScope, job: dg.UnresolvedAssetJobDefinition, rescore_partitions: int
+    scope: DeploymentScope, job: AssetJob, rescore_partitions: int
 ) -> dg.SensorDefinition:
     """The deployment's sensor, re-scoring its ``rescore_partitions`` most recent partitions."""
     deployment = scope.deployment

@@ -15,7 +15,7 @@ import pyarrow as pa
 from batch_inference_platform.lib.registry.client import ModelVersionInfo
 from batch_inference_platform.lib.registry.loader import ServingScorer
 from batch_inference_platform.lib.registry.smoke import SmokeResult, smoke_test
-from batch_inference_platform.lib.scoring.kernel import prediction_schema
+from batch_inference_platform.lib.scoring.kernel import PROVENANCE_FIELDS
 from batch_inference_platform.lib.scoring.outputs import OutputSpec
 
 
@@ -46,7 +46,7 @@ class ServingProbe:
             return problems
         scorer = self.scorers[version.version]
         return nullable_integer_problems(scorer, self.validated) + output_table_problems(
-            scorer.output, self.predictions
+            scorer.output, self.predictions, self.validated
         )
 
 
@@ -66,13 +66,17 @@ def nullable_integer_problems(scorer: ServingScorer, validated: pa.Schema) -> li
     return problems
 
 
-def output_table_problems(output: OutputSpec, existing: pa.Schema | None) -> list[str]:
+def output_table_problems(
+    output: OutputSpec, existing: pa.Schema | None, validated: pa.Schema
+) -> list[str]:
     """A version whose output columns differ from the prediction table's (another class set or
-    kind) would fail every partition's commit: refuse it up front."""
+    kind) would fail every partition's commit: refuse it up front. The table's other columns
+    (the deployment's keys and partition column, provenance) are not the model's to choose."""
     if existing is None:
         return []
-    wanted = {f.name: f.type for f in prediction_schema(output)}
-    have = {f.name: f.type for f in existing}
+    others = {f.name for f in PROVENANCE_FIELDS} | set(validated.names)
+    wanted = {f.name: f.type for f in output.fields}
+    have = {f.name: f.type for f in existing if f.name not in others}
     if wanted == have:
         return []
     return [
