@@ -251,7 +251,8 @@ def run_demo(
     instance = dg.DagsterInstance.get()
     started = time.perf_counter()
     summaries: list[PartitionSummary] = []
-    demos = [d for d in read_deployments(settings.project_root).values() if d.generator]
+    found = read_deployments(settings.project_root, settings.application.deployments_dir)
+    demos = [d for d in found.values() if d.generator]
     for deployment in demos:
         scope = DeploymentScope(deployment)
         partitions = scope.partitions_def

@@ -30,7 +30,6 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from batch_inference_platform.lib.quartz import quartz_to_cron
-from batch_inference_platform.lib.scoring.outputs import OutputKind
 
 __all__ = ["Settings", "SettingsError", "load_settings", "quartz_to_cron"]
 
@@ -210,6 +209,12 @@ class RealtimeSettings(_Section):
     redis_url: str = Field(min_length=1, description="Redis URL (password via REDIS_PASSWORD).")
     redis_prefix: str = Field(min_length=1, description="Key prefix of the cache.")
     cache_ttl: Duration = Field(description="How long precomputed recommendations live.")
+    deployment: str = Field(
+        default="credit_risk",
+        min_length=1,
+        description="The deployment whose serving model scores each active customer's risk "
+        "(its key column is the customer id of the events).",
+    )
 
     @field_validator("schedule")
     @classmethod
@@ -313,30 +318,16 @@ class MlflowSettings(_Section):
 
 
 class ModelSettings(_Section):
-    """Which registered model version scores the batch."""
+    """How every deployment's models are served (each deployment names its own model)."""
 
-    name: str = Field(min_length=1, description="Registered model name.")
-    alias: str = Field(min_length=1, description="Registry alias to score with, e.g. champion.")
     rescore_partitions: int = Field(
-        ge=1, description="Most recent daily partitions re-scored when the alias moves."
+        ge=1,
+        description="Most recent partitions re-scored when an alias moves (a deployment's "
+        "rescore_partitions overrides it).",
     )
     max_load_seconds: float = Field(
         gt=0, description="A version that takes longer to load is refused before it serves."
     )
-    output_kind: OutputKind = Field(
-        default=OutputKind.PROBABILITY,
-        description="What the model's output means: probability (of positive-class), "
-        "class_probabilities, value (regression) or label.",
-    )
-    positive_class: str = Field(
-        default="1", min_length=1, description="For output-kind probability: the scored class."
-    )
-
-
-class PartitionSettings(_Section):
-    """Daily partitioning of the scoring pipeline."""
-
-    start_date: dt.date = Field(description="First daily partition.")
 
 
 class ValidationSettings(_Section):
@@ -408,7 +399,11 @@ class ApplicationSettings(_Section):
     lake: LakeSettings
     mlflow: MlflowSettings
     model: ModelSettings
-    partitions: PartitionSettings
+    deployments_dir: str = Field(
+        default="",
+        description="Folder of deployments (<name>/defs.yaml); empty: the package's "
+        "defs/deployments. Relative paths are resolved against application.yml's folder.",
+    )
     validation: ValidationSettings
     drift: DriftSettings
     api: ApiSettings
@@ -665,6 +660,7 @@ def _resolve_paths(app: ApplicationSettings, base: Path) -> ApplicationSettings:
         update={
             "data_dir": Path(_resolve(str(app.data_dir), base)),
             "lake": app.lake.model_copy(update={"root": _resolve(app.lake.root, base)}),
+            "deployments_dir": _resolve(app.deployments_dir, base) if app.deployments_dir else "",
             "mlflow": mlflow.model_copy(
                 update={**uris, "artifact_root": _resolve(mlflow.artifact_root, base)}
             ),

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import dagster as dg
 
@@ -182,11 +184,29 @@ def build_definitions(settings: Settings) -> dg.Definitions:
 
 
 def load_deployments(settings: Settings) -> dg.Definitions:
-    """Every ``defs.yaml`` under the deployments folder, loaded by Dagster's component loader
-    (within ``building_with(settings)``)."""
-    module = importlib.import_module(DEPLOYMENTS_MODULE)
+    """Every ``<name>/defs.yaml`` of the deployments folder, loaded by Dagster's component
+    loader (within ``building_with(settings)``): the package's ``defs/deployments`` unless
+    ``batch-inference.deployments-dir`` names another folder."""
     project_root = Path(__file__).resolve().parent.parent
+    folder = settings.application.deployments_dir
+    module = importlib.import_module(DEPLOYMENTS_MODULE) if not folder else _folder_module(folder)
     return dg.ComponentTree.from_module(defs_module=module, project_root=project_root).build_defs()
+
+
+def _folder_module(folder: str) -> ModuleType:
+    """A deployments folder outside the package, as the module Dagster's loader walks (it holds
+    YAML only, so nothing is imported from it)."""
+    path = Path(folder)
+    if not path.is_dir():
+        raise SettingsError(f"application.yml: batch-inference.deployments-dir: no folder {path}")
+    name = f"batch_inference_deployments_{abs(hash(str(path.resolve()))):x}"
+    module = sys.modules.get(name)
+    if module is None:
+        module = ModuleType(name, "deployments folder (YAML only)")
+        module.__file__ = str(path / "__init__.py")
+        module.__path__ = [str(path)]
+        sys.modules[name] = module
+    return module
 
 
 defs = build_definitions(load_settings())

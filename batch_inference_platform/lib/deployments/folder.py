@@ -19,8 +19,10 @@ class DeploymentFileError(ValueError):
     """A defs.yaml that is not a valid ScoringDeployment, naming the file and the field."""
 
 
-def read_deployments(project_root: Path, folder: Path = DEFAULT_FOLDER) -> dict[str, Deployment]:
-    """Every deployment in ``folder`` by name, paths resolved against ``project_root``."""
+def read_deployments(project_root: Path, folder: str | Path = "") -> dict[str, Deployment]:
+    """Every deployment in ``folder`` (default: the package's) by name, paths resolved
+    against ``project_root``."""
+    folder = Path(folder) if folder else DEFAULT_FOLDER
     found: dict[str, Deployment] = {}
     for path in sorted(folder.glob("*/defs.yaml")):
         document = yaml.safe_load(path.read_text()) or {}
