@@ -13,6 +13,8 @@ import dagster as dg
 
 from batch_inference_platform.config import Settings, SettingsError, load_settings
 from batch_inference_platform.defs.building import building_with
+from batch_inference_platform.lib.deployments.folder import read_deployments
+from batch_inference_platform.lib.deployments.spec import Deployment
 from batch_inference_platform.defs.inference.client_jobs import client_inference_job
 from batch_inference_platform.defs.inference.databricks_engine import DatabricksEngineResource
 from batch_inference_platform.defs.inference.engines import (
@@ -42,8 +44,8 @@ from batch_inference_platform.defs.monitoring.sla import (
 )
 from batch_inference_platform.defs.realtime.assets import (
     build_realtime_schedule,
+    build_customer_insights,
     customer_activity_windows,
-    customer_insights,
     realtime_job,
 )
 from batch_inference_platform.defs.realtime.resources import RealtimeResource
@@ -158,10 +160,11 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     demo model locally, observed Delta tables elsewhere) and the platform around them."""
     with building_with(settings):
         deployments = load_deployments(settings)
+    declared = read_deployments(settings.project_root, settings.application.deployments_dir)
     platform = dg.Definitions(
         assets=[
             customer_activity_windows,
-            customer_insights,
+            build_customer_insights(realtime_deployment(settings, declared)),
             sla_report,
             lake_maintenance,
         ],
@@ -181,6 +184,17 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         resources=build_resources(settings),
     )
     return dg.Definitions.merge(deployments, platform)
+
+
+def realtime_deployment(settings: Settings, declared: dict[str, Deployment]) -> Deployment:
+    """The deployment ``batch-inference.realtime.deployment`` names."""
+    name = settings.application.realtime.deployment
+    if name not in declared:
+        raise SettingsError(
+            f"application.yml: batch-inference.realtime.deployment: no deployment {name!r} "
+            f"(declared: {', '.join(sorted(declared)) or 'none'})"
+        )
+    return declared[name]
 
 
 def load_deployments(settings: Settings) -> dg.Definitions:

@@ -16,8 +16,10 @@ import dagster as dg
 from batch_inference_platform.defs.models.assets import SMOKE_ROWS
 from batch_inference_platform.defs.realtime.resources import RealtimeResource
 from batch_inference_platform.defs.resources import LakeResource, ModelRegistryResource
-from batch_inference_platform.lib.features.contract import validated_schema
-from batch_inference_platform.lib.lake.tables import snapshot
+from batch_inference_platform.defs.scope import DeploymentScope
+from batch_inference_platform.defs.validation.assets import contract_of
+from batch_inference_platform.lib.deployments.spec import Deployment
+from batch_inference_platform.lib.lake.tables import snapshot, table_schema
 from batch_inference_platform.lib.messaging.kafka import KafkaPublisher, read_batch
 from batch_inference_platform.lib.realtime.aggregates import aggregate
 from batch_inference_platform.lib.realtime.ingest import Ingested, ingest, merge_events
@@ -49,6 +51,7 @@ from batch_inference_platform.lib.scoring.kernel import Scorer
 from batch_inference_platform.lib.scoring.outputs import OutputKind
 
 WINDOWS_KEY_ASSET = dg.AssetKey("customer_activity_windows")
+INSIGHTS_KEY = dg.AssetKey("customer_insights")
 AGGREGATES_VERSION_KEY = "bip.aggregates_version"
 
 
@@ -168,16 +171,33 @@ def _dead_letter(realtime: RealtimeResource, got: Ingested) -> None:
         publisher.publish(messages)
 
 
-@dg.asset(
-    deps=[WINDOWS_KEY_ASSET],
-    group_name="realtime",
-    kinds={"mlflow", "redis", "kafka"},
-    description="Per-customer insights of the changed windows: risk from the registered "
-    "model, activity, next best action; published to the insights topic and swapped "
-    "atomically into the Redis cache.",
-)
-def customer_insights(
+def build_customer_insights(deployment: Deployment) -> dg.AssetsDefinition:
+    """``customer_insights``, scoring risk with ``deployment``'s serving model (its one key
+    column holds the customer id the events carry)."""
+
+    @dg.asset(
+        key=INSIGHTS_KEY,
+        deps=[WINDOWS_KEY_ASSET, DeploymentScope(deployment).model_versions],
+        group_name="realtime",
+        kinds={"mlflow", "redis", "kafka"},
+        description="Per-customer insights of the changed windows: risk from "
+        f"{deployment.name}'s serving model, activity, next best action; published to the "
+        "insights topic and swapped atomically into the Redis cache.",
+    )
+    def customer_insights(
+        context: dg.AssetExecutionContext,
+        realtime: RealtimeResource,
+        lake: LakeResource,
+        registry: ModelRegistryResource,
+    ) -> dg.MaterializeResult:
+        return _insights(context, deployment, realtime, lake, registry)
+
+    return customer_insights
+
+
+def _insights(
     context: dg.AssetExecutionContext,
+    deployment: Deployment,
     realtime: RealtimeResource,
     lake: LakeResource,
     registry: ModelRegistryResource,
@@ -192,11 +212,13 @@ def customer_insights(
     )
     if not pending:
         return dg.MaterializeResult(metadata={"windows": [], "insights": 0})
-    scorer = _serving_scorer(lake, registry)
+    scorer = _serving_scorer(deployment, lake, registry)
     insights = build_insights(
         read_windows(layout.realtime_aggregates, pending),
         scorer=scorer,
-        validated=layout.validated,
+        validated=layout.deployment(deployment).validated,
+        partitioning=deployment.partitioning,
+        key=deployment.key[0],
         generated_at=dt.datetime.now(dt.UTC),
     )
     # Publish first, then record the windows as done: a failure before the commit repeats the
@@ -223,6 +245,7 @@ def customer_insights(
             "windows": sorted(pending),
             "insights": len(insights),
             "next_best_actions": dg.MetadataValue.json(actions),
+            "deployment": deployment.name,
             "model_name": scorer.model_name,
             "model_version": scorer.model_version,
             "cache_version": context.run_id,
@@ -237,7 +260,7 @@ SINGLETON_TAG = "bip/singleton"
 
 realtime_job = dg.define_asset_job(
     "realtime_insights_job",
-    selection=dg.AssetSelection.assets(WINDOWS_KEY_ASSET, customer_insights),
+    selection=dg.AssetSelection.assets(WINDOWS_KEY_ASSET, INSIGHTS_KEY),
     tags={SINGLETON_TAG: "realtime"},  # offsets and windows advance one run at a time
     description="Consume the event topics, update the windows, publish insights and the cache.",
 )
@@ -254,28 +277,33 @@ def build_realtime_schedule(cron: str) -> dg.ScheduleDefinition:
     )
 
 
-def _serving_scorer(lake: LakeResource, registry: ModelRegistryResource) -> Scorer:
-    """The version that serves batch scoring now, vetted the same way (signature, output kind,
-    smoke test): insights score customers' risk with it."""
-    if registry.output.kind is not OutputKind.PROBABILITY:
+def _serving_scorer(
+    deployment: Deployment, lake: LakeResource, registry: ModelRegistryResource
+) -> Scorer:
+    """The version that serves the deployment's batch scoring now, vetted the same way
+    (signature, output kind, smoke test): insights score customers' risk with it."""
+    if deployment.output.kind is not OutputKind.PROBABILITY:
         raise dg.Failure(
-            "real-time insights rank customers by the probability a model gives them; this use "
-            f"case declares output kind {registry.output.kind.value!r}"
+            "real-time insights rank customers by the probability a model gives them; "
+            f"deployment {deployment.name} declares output kind "
+            f"{deployment.output.kind.value!r} (set batch-inference.realtime.deployment)"
         )
-    validated = snapshot(lake.layout.validated)
-    days = validated.days()
-    sample = first_rows(validated.batches(days[-1]), SMOKE_ROWS) if days else None
+    tables = lake.layout.deployment(deployment)
+    validated = snapshot(tables.validated, deployment.partitioning)
+    keys = validated.partitions()
+    sample = first_rows(validated.batches(keys[-1]), SMOKE_ROWS) if keys else None
     if sample is None:
-        raise dg.Failure(f"no validated rows at {lake.layout.validated.uri} to vet the model on")
+        raise dg.Failure(f"no validated rows at {tables.validated.uri} to vet the model on")
+    contract = contract_of(deployment, table_schema(tables.features), registry)
     probe = ServingProbe(
-        load=lambda version: registry.scorer(version, lambda: [sample]),
+        load=lambda version: registry.scorer(version, lambda: [sample], deployment.output),
         sample=sample,
-        validated=validated_schema(),  # the contract's nullability (Delta keeps none)
+        validated=contract.validated_schema(),  # the contract's nullability (Delta keeps none)
         max_load_seconds=registry.max_load_seconds,
     )
     try:
         resolution = resolve_serving_version(
-            registry.registry, registry.model_name, registry.alias, validated.schema, probe
+            registry.registry, deployment.model_name, deployment.alias, validated.schema, probe
         )
     except (ModelNotFoundError, NoCompatibleVersionError) as error:
         raise dg.Failure(str(error)) from error
