@@ -22,9 +22,15 @@ import pyarrow as pa
 import pytest
 from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluation
 
+import yaml
+
 from batch_inference_platform.config import Settings, load_settings
 from batch_inference_platform.definitions import build_definitions
-from batch_inference_platform.lib.lake.layout import LakeLayout
+from batch_inference_platform.defs.scope import DeploymentScope
+from batch_inference_platform.lib.deployments.folder import DEFAULT_FOLDER, read_deployments
+from batch_inference_platform.lib.deployments.partitioning import Partitioning
+from batch_inference_platform.lib.deployments.spec import Deployment
+from batch_inference_platform.lib.lake.layout import DeploymentTables, LakeLayout
 from batch_inference_platform.lib.lake.tables import DeltaLocation, read_partition, table_schema
 from batch_inference_platform.lib.registry.client import ModelRegistry
 
@@ -72,6 +78,10 @@ NUM_BOOST_ROUND = 20
 DAY_A = dt.date(2026, 11, 2)
 DAY_B = dt.date(2026, 11, 3)
 ENV = "BIP__BATCH_INFERENCE__"
+CREDIT = "credit_risk"
+"""The deployment the Platform fixture drives (its first, numeric use case)."""
+DAILY = Partitioning.from_json({"kind": "daily", "column": "event_date", "start": None})
+"""Credit risk's partitioning, for reading its tables by day."""
 
 
 @dataclass
@@ -83,9 +93,28 @@ class Platform:
     defs: dg.Definitions
     instance: dg.DagsterInstance
 
+    deployment_name: str = CREDIT
+
     @property
     def layout(self) -> LakeLayout:
         return LakeLayout(self.settings.application.lake.root)
+
+    @property
+    def deployment(self) -> Deployment:
+        app = self.settings.application
+        return read_deployments(self.settings.project_root, app.deployments_dir)[
+            self.deployment_name
+        ]
+
+    @property
+    def scope(self) -> DeploymentScope:
+        """The deployment's asset keys and job names."""
+        return DeploymentScope(self.deployment)
+
+    @property
+    def tables(self) -> DeploymentTables:
+        """The deployment's tables (source features, validated, quarantine, predictions...)."""
+        return self.layout.deployment(self.deployment)
 
     @property
     def registry(self) -> ModelRegistry:
@@ -94,35 +123,45 @@ class Platform:
 
     @property
     def model_name(self) -> str:
-        return self.settings.application.model.name
+        return self.deployment.model_name
 
     @property
     def alias(self) -> str:
-        return self.settings.application.model.alias
+        return self.deployment.alias
 
     @property
     def predictions(self) -> DeltaLocation:
-        return self.layout.predictions(self.model_name)
+        return self.tables.predictions
+
+    def job(self, name: str) -> dg.JobDefinition:
+        """The deployment's job ``name`` (e.g. ``score_partition_job``)."""
+        return self.defs.resolve_job_def(self.scope.job_name(name))
+
+    def op(self, asset: str) -> str:
+        """The op name of the deployment's asset ``asset``, for run config."""
+        return "__".join(self.scope.key(asset).path)
 
     def generate(
         self, day: dt.date, rows: int = ROWS_PER_DAY, seed: int = 7
     ) -> dg.ExecuteInProcessResult:
-        return self.defs.resolve_job_def("generate_features_job").execute_in_process(
+        return self.job("generate_features_job").execute_in_process(
             partition_key=day.isoformat(),
             instance=self.instance,
-            run_config={"ops": {"feature_tables": {"config": {"rows": rows, "seed": seed}}}},
+            run_config={
+                "ops": {self.op("feature_tables"): {"config": {"rows": rows, "seed": seed}}}
+            },
         )
 
     def train(self, **config: Any) -> dg.ExecuteInProcessResult:
         config = {"num_boost_round": NUM_BOOST_ROUND, **config}
-        return self.defs.resolve_job_def("train_demo_model_job").execute_in_process(
-            instance=self.instance, run_config={"ops": {"demo_model": {"config": config}}}
+        return self.job("train_demo_model_job").execute_in_process(
+            instance=self.instance, run_config={"ops": {self.op("demo_model"): {"config": config}}}
         )
 
     def score(
         self, day: dt.date, asset_selection: list[dg.AssetKey] | None = None
     ) -> dg.ExecuteInProcessResult:
-        return self.defs.resolve_job_def("score_partition_job").execute_in_process(
+        return self.job("score_partition_job").execute_in_process(
             partition_key=day.isoformat(),
             instance=self.instance,
             raise_on_error=False,
@@ -133,7 +172,7 @@ class Platform:
         self, first: dt.date, last: dt.date, job: str = "score_partition_job"
     ) -> dg.ExecuteInProcessResult:
         """One run of ``job`` over the days ``first``..``last``, as a single-run backfill."""
-        return self.defs.resolve_job_def(job).execute_in_process(
+        return self.job(job).execute_in_process(
             tags={
                 "dagster/asset_partition_range_start": first.isoformat(),
                 "dagster/asset_partition_range_end": last.isoformat(),
@@ -148,18 +187,29 @@ PlatformFactory = Callable[..., Platform]
 
 @pytest.fixture(scope="session")
 def make_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformFactory]:
-    """``make_platform(name, share=None, **overrides)`` -> a fresh Platform.
+    """``make_platform(name, share=None, deployment=None, **overrides)`` -> a fresh Platform.
 
     Lake, MLflow store and Dagster storage live in a new tmp dir, unless ``share`` is given:
     then the new platform uses the same data dir and Dagster instance (e.g. to serve another
-    model name from the same registry). ``overrides`` are settings below ``batch-inference``,
-    e.g. ``MODEL__NAME="other"`` or ``ENVIRONMENT="prod"``.
+    model name from the same registry). ``deployment`` changes the credit_risk deployment's
+    YAML attributes (deep-merged, e.g. ``{"model": {"name": "other"}}``): the platform then
+    loads its deployments from a folder of its own. ``overrides`` are settings below
+    ``batch-inference``, e.g. ``ENVIRONMENT="prod"``.
     """
     instances: list[dg.DagsterInstance] = []
 
-    def make(name: str, share: Platform | None = None, **overrides: str) -> Platform:
+    def make(
+        name: str,
+        share: Platform | None = None,
+        deployment: dict[str, Any] | None = None,
+        **overrides: str,
+    ) -> Platform:
         root = share.root if share else tmp_path_factory.mktemp(name)
         data = root / "data"
+        if deployment is not None:
+            folder = root / f"deployments-{uuid.uuid4().hex[:6]}"
+            write_deployment(folder, CREDIT, deployment)
+            overrides = {"DEPLOYMENTS_DIR": str(folder), **overrides}
         env = {
             "DATA_DIR": str(data),
             "LAKE__ROOT": str(data / "lake"),
@@ -185,15 +235,41 @@ def make_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform
         instance.dispose()
 
 
+def write_deployment(
+    folder: Path, name: str, changes: dict[str, Any], *, source: str | None = None
+) -> Path:
+    """Write deployment ``source`` (default ``name``) of the package, its attributes deep-merged
+    with ``changes``, as ``folder/<name>/defs.yaml``; returns the file."""
+    document = yaml.safe_load((DEFAULT_FOLDER / (source or name) / "defs.yaml").read_text())
+    document["attributes"] = _merge(document["attributes"], {"name": name, **changes})
+    path = folder / name / "defs.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in changes.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 # --------------------------------------------------------------------------- reading results
 
 
 def materializations(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, Any]]:
-    """Metadata values of each asset materialized by ``result``, keyed by asset name."""
+    """Metadata values of each asset materialized by ``result``, keyed by asset name (the
+    last part of its key: a run belongs to one deployment)."""
     found = {}
     for event in result.get_asset_materialization_events():
         materialization = event.step_materialization_data.materialization
-        key = materialization.asset_key.to_user_string()
+        key = materialization.asset_key.path[-1]
         found[key] = {k: v.value for k, v in materialization.metadata.items()}
     return found
 
@@ -222,11 +298,16 @@ def failure_messages(result: dg.ExecuteInProcessResult) -> str:
 # --------------------------------------------------------------------------- reading tables
 
 
-def read_day(location: DeltaLocation, day: dt.date) -> pa.Table:
-    """The rows of one date partition (an empty table when the table does not exist)."""
+def read_day(
+    location: DeltaLocation, day: dt.date | str, partitioning: Partitioning = DAILY
+) -> pa.Table:
+    """The rows of one partition, by day or key (an empty table when the table does not
+    exist); daily by ``event_date`` unless ``partitioning`` says otherwise."""
     if not location.exists():
         return pa.table({})
-    return pa.Table.from_batches(list(read_partition(location, day)), table_schema(location))
+    key = day.isoformat() if isinstance(day, dt.date) else day
+    batches = list(read_partition(location, partitioning, key))
+    return pa.Table.from_batches(batches, table_schema(location))
 
 
 def read_all(location: DeltaLocation) -> pa.Table:
