@@ -24,9 +24,26 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from batch_inference_platform.config import SlaTargets
-
 SUCCESS, FAILURE = "SUCCESS", "FAILURE"
+
+
+@dataclass(frozen=True)
+class JobCompletionTarget:
+    """``quantile`` of the runs succeed ``within`` this duration (e.g. 90% < 1 hour)."""
+
+    quantile: float
+    within: dt.timedelta
+
+
+@dataclass(frozen=True)
+class SlaTargets:
+    """The service-level targets (monitoring.yml ``performance.sla-targets``)."""
+
+    job_completion: JobCompletionTarget
+    data_throughput: float
+    """Records scored per hour of run time, at least."""
+    error_rate: float
+    """Failed records / all records, below this."""
 
 
 @dataclass(frozen=True)

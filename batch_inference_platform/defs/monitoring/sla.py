@@ -25,12 +25,20 @@ from typing import Any
 import dagster as dg
 import pydantic
 
-from batch_inference_platform.config import JobCompletionTarget, MonitoringSettings, SlaTargets
+from batch_inference_platform.config import MonitoringSettings
 from batch_inference_platform.defs.inference.assets import PREDICTIONS_KEY
 from batch_inference_platform.defs.inference.client_jobs import CLIENT_JOB, OUTPUT_ASSET_PREFIX
 from batch_inference_platform.defs.inference.schedules import rescore_job, score_partition_job
 from batch_inference_platform.defs.validation.assets import VALIDATED_KEY
-from batch_inference_platform.lib.sla import FAILURE, SUCCESS, RunRecord, SlaFigure, SlaReport
+from batch_inference_platform.lib.sla import (
+    FAILURE,
+    SUCCESS,
+    JobCompletionTarget,
+    RunRecord,
+    SlaFigure,
+    SlaReport,
+    SlaTargets,
+)
 from batch_inference_platform.lib.sla import sla_report as compute_sla_report
 
 SLA_REPORT_KEY = dg.AssetKey("sla_report")
