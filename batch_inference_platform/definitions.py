@@ -25,8 +25,8 @@ from batch_inference_platform.defs.inference.engines import (
 from batch_inference_platform.defs.inference.request_sensor import client_request_sensor
 from batch_inference_platform.defs.maintenance.assets import (
     MaintenanceResource,
+    build_lake_maintenance,
     build_maintenance_schedule,
-    lake_maintenance,
     lake_maintenance_job,
 )
 from batch_inference_platform.defs.monitoring.alerts import AlertsResource, job_failure_alerts
@@ -166,7 +166,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             customer_activity_windows,
             build_customer_insights(realtime_deployment(settings, declared)),
             sla_report,
-            lake_maintenance,
+            build_lake_maintenance(list(declared.values())),
         ],
         jobs=[client_inference_job, realtime_job, sla_report_job, lake_maintenance_job],
         schedules=[
