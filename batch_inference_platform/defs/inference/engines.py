@@ -78,7 +78,7 @@ class LocalEngineResource(ScoringEngineResource):
             stamp,
             batch_rows=scorer.batch_rows,
             on_scored=lambda r: context.log.info(
-                f"{r.day}: {r.rows} rows scored at {r.rows_per_second:,.0f} rows/s "
+                f"{r.key}: {r.rows} rows scored at {r.rows_per_second:,.0f} rows/s "
                 f"(Delta v{r.delta_version})"
             ),
         )
