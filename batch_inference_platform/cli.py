@@ -139,14 +139,13 @@ def serve_api(settings: Settings) -> int:
     from batch_inference_platform.lib.inbox.jobs import JobStore
     from batch_inference_platform.lib.inbox.relay import OutboxRelay
     from batch_inference_platform.lib.messaging.kafka import KafkaPublisher
-    from batch_inference_platform.lib.messaging.topics import Topics
     from batch_inference_platform.lib.realtime.cache import RecommendationCache, connect
     from batch_inference_platform.lib.tenants import load_tenants
 
     app = settings.application
-    api, kafka = app.api, app.kafka
+    api, kafka = app.api, app.kafka.as_config()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = JobStore(api.jobs_url, Topics.from_settings(kafka))
+    store = JobStore(api.jobs_url, kafka.topics)
     service = JobsService(
         store=store,
         tenants=load_tenants(Path(api.tenants_file), app.lake.root, app.environment),
@@ -190,13 +189,14 @@ def produce_events(settings: Settings, *, customers: int, hours: float, seed: in
         "transaction": topics.transactions,
         "decision": topics.credit_decisions,
     }
-    ensure_topics(app.kafka, [*by_kind.values(), topics.insights, topics.dead_letter])
+    kafka = app.kafka.as_config()
+    ensure_topics(kafka, [*by_kind.values(), topics.insights, topics.dead_letter])
     start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=hours)
     messages = [
         (by_kind[kind], str(event.customer_id), event.model_dump_json().encode())
         for kind, event in demo_events(customers=customers, start=start, hours=hours, seed=seed)
     ]
-    with KafkaPublisher(app.kafka, timeout_seconds=60) as publisher:
+    with KafkaPublisher(kafka, timeout_seconds=60) as publisher:
         for first in range(0, len(messages), 10_000):
             publisher.publish(messages[first : first + 10_000])
     print(f"{len(messages)} events published to {', '.join(by_kind.values())}")

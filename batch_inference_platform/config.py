@@ -29,6 +29,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from batch_inference_platform.lib.messaging.settings import KafkaConfig
+from batch_inference_platform.lib.messaging.topics import Topics
 from batch_inference_platform.lib.quartz import quartz_to_cron
 
 __all__ = ["Settings", "SettingsError", "load_settings", "quartz_to_cron"]
@@ -186,6 +188,19 @@ class KafkaSettings(_Section):
     batch_size: int = Field(gt=0, description="Max bytes per producer batch.")
     linger_ms: int = Field(ge=0, description="Wait time to fill a batch before sending.")
     buffer_memory: int = Field(gt=0, description="Producer send-buffer size in bytes.")
+
+    def as_config(self) -> KafkaConfig:
+        """These settings as the Kafka client takes them."""
+        t = self.topics
+        return KafkaConfig(
+            bootstrap_servers=self.bootstrap_servers,
+            topics=Topics(input=t.input, output=t.output, status=t.status, errors=t.errors),
+            batch_size=self.batch_size,
+            linger_ms=self.linger_ms,
+            buffer_memory=self.buffer_memory,
+            client_config=dict(self.client_config),
+            sasl_password_env=self.sasl_password_env,
+        )
 
 
 class RealtimeTopics(_Section):

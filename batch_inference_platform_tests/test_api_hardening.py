@@ -33,7 +33,6 @@ from batch_inference_platform.config import load_settings
 from batch_inference_platform.lib.inbox.jobs import JobStore
 from batch_inference_platform.lib.inbox.signatures import sign_mlflow
 from batch_inference_platform.lib.inbox.store import WebhookInbox
-from batch_inference_platform.lib.messaging.topics import Topics
 from batch_inference_platform.lib.realtime.cache import RecommendationCache
 from batch_inference_platform.lib.tenants import hash_api_key, load_tenants
 
@@ -242,7 +241,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     with postgres_database() as url, pytest.MonkeyPatch.context() as env:
         env.setenv("MLFLOW_WEBHOOK_SECRET", MLFLOW_SECRET)
         env.setenv("DATABRICKS_WEBHOOK_SECRET", DATABRICKS_SECRET)
-        store = JobStore(url, Topics.from_settings(settings.application.kafka))
+        store = JobStore(url, settings.application.kafka.as_config().topics)
         app = create_app(
             url,
             jobs=JobsService(store, tenants, max_days=31, days_ahead=7),
@@ -542,7 +541,7 @@ def stores_down(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     dead_port = free_port()
     store = JobStore(
         f"postgresql+psycopg://postgres@127.0.0.1:{dead_port}/test",
-        Topics.from_settings(settings.application.kafka),
+        settings.application.kafka.as_config().topics,
     )
     cache = RecommendationCache(
         redis.Redis(host="127.0.0.1", port=dead_port, socket_connect_timeout=2),

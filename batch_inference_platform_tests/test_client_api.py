@@ -21,11 +21,12 @@ import pytest
 
 from batch_inference_platform.api.app import create_app
 from batch_inference_platform.api.jobs import JobsService
-from batch_inference_platform.config import KafkaSettings, load_settings
+from batch_inference_platform.config import load_settings
 from batch_inference_platform.lib.inbox.jobs import JobStore
 from batch_inference_platform.lib.inbox.relay import OutboxRelay
 from batch_inference_platform.lib.messaging.kafka import KafkaPublisher, ensure_topics, read_batch
 from batch_inference_platform.lib.messaging.schemas import InferenceRequestMessage, decode
+from batch_inference_platform.lib.messaging.settings import KafkaConfig
 from batch_inference_platform.lib.messaging.topics import Topics
 from batch_inference_platform.lib.tenants import hash_api_key, load_tenants
 
@@ -63,7 +64,7 @@ class Service:
     url: str
     store: JobStore
     broker: KafkaBroker
-    kafka: KafkaSettings
+    kafka: KafkaConfig
     topics: Topics
 
     def call(
@@ -100,8 +101,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     with KafkaBroker(root / "broker") as broker, postgres_database() as jobs_url:
         kafka = settings.application.kafka.model_copy(
             update={"bootstrap_servers": broker.bootstrap}
-        )
-        topics = Topics.from_settings(kafka)
+        ).as_config()
+        topics = kafka.topics
         ensure_topics(kafka, topics.all())
         store = JobStore(jobs_url, topics)
         app = create_app(

@@ -20,7 +20,7 @@ import pytest
 
 from batch_inference_platform.api.app import create_app
 from batch_inference_platform.api.jobs import JobsService
-from batch_inference_platform.config import KafkaSettings, load_settings
+from batch_inference_platform.config import load_settings
 from batch_inference_platform.definitions import build_definitions
 from batch_inference_platform.lib.inbox.jobs import JobStore
 from batch_inference_platform.lib.inbox.relay import OutboxRelay
@@ -28,6 +28,7 @@ from batch_inference_platform.lib.instance_yaml import instance_yaml
 from batch_inference_platform.lib.lake.tables import DeltaLocation
 from batch_inference_platform.lib.messaging.kafka import KafkaPublisher, ensure_topics, read_batch
 from batch_inference_platform.lib.messaging.schemas import OutputMessage, StatusMessage, decode
+from batch_inference_platform.lib.messaging.settings import KafkaConfig
 from batch_inference_platform.lib.messaging.topics import Topics
 from batch_inference_platform.lib.tenants import load_tenants
 
@@ -45,7 +46,7 @@ pytestmark = pytest.mark.timeout(900)
 class Deployment:
     api: Service
     graphql: GraphQL
-    kafka: KafkaSettings
+    kafka: KafkaConfig
     topics: Topics
     lake_root: str
 
@@ -79,8 +80,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             settings = load_settings()
         app = settings.application
         _prepare_lake(build_definitions(settings), root)
-        topics = Topics.from_settings(app.kafka)
-        ensure_topics(app.kafka, topics.all())
+        kafka = app.kafka.as_config()
+        topics = kafka.topics
+        ensure_topics(kafka, topics.all())
         tenants = load_tenants(tenants_file, app.lake.root)
         home = root / "dagster_home"
         home.mkdir()
@@ -91,13 +93,13 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         api = create_app(
             app.api.inbox_url,
             jobs=JobsService(store, tenants, max_days=31),
-            relay=OutboxRelay(store, lambda: KafkaPublisher(app.kafka, timeout_seconds=3)),
+            relay=OutboxRelay(store, lambda: KafkaPublisher(kafka, timeout_seconds=3)),
         )
         with served(api) as url, dagster_dev(home, env) as webserver:
             yield Deployment(
-                Service(url, store, broker, app.kafka, topics),
+                Service(url, store, broker, kafka, topics),
                 GraphQL(webserver),
-                app.kafka,
+                kafka,
                 topics,
                 app.lake.root,
             )

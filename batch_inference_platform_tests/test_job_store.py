@@ -34,13 +34,12 @@ from batch_inference_platform.lib.messaging.schemas import (
     decode,
     encode,
 )
-from batch_inference_platform.lib.messaging.topics import Topics
 from batch_inference_platform_tests.kafka_broker import KafkaBroker
 from batch_inference_platform_tests.servers import postgres_database
-from batch_inference_platform_tests.test_messaging import NOW, kafka_settings, request
+from batch_inference_platform_tests.test_messaging import NOW, kafka_config, request
 from batch_inference_platform_tests.test_outbox_poison import TopicWatcher
 
-TOPICS = Topics.from_settings(kafka_settings("unused:9092"))
+TOPICS = kafka_config("unused:9092").topics
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -269,7 +268,7 @@ def test_an_unreachable_database_is_reported_as_unavailable() -> None:
 def test_relay_keeps_messages_through_a_broker_outage(tmp_path: Path) -> None:
     store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}", TOPICS)
     with KafkaBroker(tmp_path / "kafka") as broker:
-        kafka = kafka_settings(broker.bootstrap)
+        kafka = kafka_config(broker.bootstrap)
         ensure_topics(kafka, TOPICS.all())
         broker.stop()
 
@@ -308,7 +307,7 @@ def test_relay_backs_off_through_an_outage_and_logs_once_per_change(
     caplog.set_level(logging.DEBUG, logger="batch_inference_platform")
     store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}", TOPICS)
     with KafkaBroker(tmp_path / "kafka") as broker:
-        kafka = kafka_settings(broker.bootstrap)
+        kafka = kafka_config(broker.bootstrap)
         ensure_topics(kafka, TOPICS.all())
         broker.stop()
         store.submit(request("job-1"), None)
@@ -362,7 +361,7 @@ class _RecordingEvent(threading.Event):
 def test_relay_loop_publishes_in_the_background(tmp_path: Path) -> None:
     store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}", TOPICS)
     with KafkaBroker(tmp_path / "kafka") as broker:
-        kafka = kafka_settings(broker.bootstrap)
+        kafka = kafka_config(broker.bootstrap)
         ensure_topics(kafka, TOPICS.all())
         stop = threading.Event()
         relay = OutboxRelay(store, lambda: KafkaPublisher(kafka))
@@ -386,7 +385,7 @@ def test_relay_loop_publishes_in_the_background(tmp_path: Path) -> None:
 def test_relay_without_a_broker_configured_keeps_everything(tmp_path: Path) -> None:
     store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}", TOPICS)
     store.submit(request("job-1"), None)
-    relay = OutboxRelay(store, lambda: KafkaPublisher(kafka_settings("")))
+    relay = OutboxRelay(store, lambda: KafkaPublisher(kafka_config("")))
     assert relay.publish_pending() == 0
     assert [row.attempts for row in store.pending()] == [0, 0]
 
@@ -397,7 +396,7 @@ def test_one_relay_publishes_at_a_time_so_every_message_goes_out_once(
     """The API and the Dagster sensors each run a relay; the lease lets one publish at a time
     (each row once, in order), and a released lease passes to the other at once."""
     with KafkaBroker(tmp_path / "kafka-lease") as broker:
-        kafka = kafka_settings(broker.bootstrap)
+        kafka = kafka_config(broker.bootstrap)
         ensure_topics(kafka, TOPICS.all())
         for n in range(20):
             store.submit(request(f"job-{n}"), None)

@@ -34,7 +34,7 @@ from batch_inference_platform.lib.messaging.schemas import (
     decode,
     encode,
 )
-from batch_inference_platform.lib.messaging.topics import Topics
+from batch_inference_platform.lib.messaging.settings import KafkaConfig
 from batch_inference_platform_tests.kafka_broker import KafkaBroker
 
 NOW = dt.datetime(2026, 11, 28, 9, 30, tzinfo=dt.UTC)
@@ -58,6 +58,11 @@ def kafka_settings(bootstrap: str, **overrides: object) -> KafkaSettings:
         **overrides,
     }
     return KafkaSettings.model_validate(doc)
+
+
+def kafka_config(bootstrap: str, **overrides: object) -> KafkaConfig:
+    """``kafka_settings`` as the Kafka client takes them."""
+    return kafka_settings(bootstrap, **overrides).as_config()
 
 
 def request(job_id: str = "job-1", **changes: object) -> InferenceRequestMessage:
@@ -182,7 +187,7 @@ def test_missing_fields_and_version_are_named() -> None:
 
 
 def test_topics_come_from_the_settings() -> None:
-    topics = Topics.from_settings(kafka_settings("h:9092"))
+    topics = kafka_config("h:9092").topics
     assert topics.input == "batch-inference-input"
     assert topics.all() == [
         "batch-inference-input",
@@ -193,7 +198,7 @@ def test_topics_come_from_the_settings() -> None:
 
 
 def test_producer_config_carries_the_settings() -> None:
-    kafka = kafka_settings(
+    kafka = kafka_config(
         "broker-1:9093,broker-2:9093",
         **{"client-config": {"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN"}},
         **{"batch-size": 20000, "linger-ms": 50, "buffer-memory": 8 * 1024 * 1024},
@@ -211,7 +216,7 @@ def test_producer_config_carries_the_settings() -> None:
 def test_sasl_password_comes_from_the_named_environment_variable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    kafka = kafka_settings("ns.servicebus.windows.net:9093", **{"sasl-password-env": "EH_CONN"})
+    kafka = kafka_config("ns.servicebus.windows.net:9093", **{"sasl-password-env": "EH_CONN"})
     monkeypatch.setenv("EH_CONN", "Endpoint=sb://ns/;SharedAccessKey=s3cret")
     assert client_config(kafka)["sasl.password"] == "Endpoint=sb://ns/;SharedAccessKey=s3cret"
     assert producer_config(kafka)["sasl.password"] == "Endpoint=sb://ns/;SharedAccessKey=s3cret"
@@ -219,14 +224,14 @@ def test_sasl_password_comes_from_the_named_environment_variable(
     with pytest.raises(KafkaConfigError, match="sasl-password-env names EH_CONN, but that"):
         client_config(kafka)
     with pytest.raises(KafkaNotConfigured, match="bootstrap-servers is empty"):
-        client_config(kafka_settings(""))
+        client_config(kafka_config(""))
 
 
 # ---------------------------------------------------------------------- broker
 
 
 def test_publish_then_read_by_offsets(broker: KafkaBroker) -> None:
-    kafka = kafka_settings(broker.bootstrap)
+    kafka = kafka_config(broker.bootstrap)
     ensure_topics(kafka, ["roundtrip"], partitions=3)
     ensure_topics(kafka, ["roundtrip"], partitions=3)  # exists: fine
     sent = [("roundtrip", f"job-{n % 5}", f"{n}".encode()) for n in range(30)]
@@ -252,7 +257,7 @@ def test_publish_then_read_by_offsets(broker: KafkaBroker) -> None:
 
 
 def test_reading_in_small_batches_is_deterministic_and_complete(broker: KafkaBroker) -> None:
-    kafka = kafka_settings(broker.bootstrap)
+    kafka = kafka_config(broker.bootstrap)
     ensure_topics(kafka, ["paged"], partitions=3)
     with KafkaPublisher(kafka) as publisher:
         publisher.publish([("paged", f"k{n}", f"{n}".encode()) for n in range(25)])
@@ -278,7 +283,7 @@ def test_reading_in_small_batches_is_deterministic_and_complete(broker: KafkaBro
 
 def test_broker_outage_fails_publishing_within_the_timeout(tmp_path: Path) -> None:
     with KafkaBroker(tmp_path / "kafka") as outage:
-        kafka = kafka_settings(outage.bootstrap)
+        kafka = kafka_config(outage.bootstrap)
         ensure_topics(kafka, ["durable"], partitions=3)
         with KafkaPublisher(kafka) as publisher:
             publisher.publish([("durable", f"k{n}", b"before") for n in range(6)])
@@ -303,7 +308,7 @@ def test_broker_outage_fails_publishing_within_the_timeout(tmp_path: Path) -> No
 
 
 def test_a_refused_message_fails_the_publish_with_its_topic(broker: KafkaBroker) -> None:
-    kafka = kafka_settings(broker.bootstrap)
+    kafka = kafka_config(broker.bootstrap)
     ensure_topics(kafka, ["refused"], partitions=1)
     with KafkaPublisher(kafka, timeout_seconds=5) as publisher:
         with pytest.raises(PublishError, match=r"refused: .*too large"):
@@ -340,7 +345,7 @@ def test_only_refusals_of_the_message_itself_are_permanent() -> None:
 def test_deliver_reports_each_message_and_sends_the_rest(broker: KafkaBroker) -> None:
     """The broker refuses whole record batches: small messages batched with an oversized one
     are refused with it, and accepted when sent alone; the oversized one never is."""
-    kafka = kafka_settings(broker.bootstrap)
+    kafka = kafka_config(broker.bootstrap)
     ensure_topics(kafka, ["limited"], partitions=1, config={"max.message.bytes": "2000"})
     small, big = b"s" * 100, b"B" * 5000
     with KafkaPublisher(kafka, timeout_seconds=5) as publisher:
@@ -355,7 +360,7 @@ def test_deliver_reports_each_message_and_sends_the_rest(broker: KafkaBroker) ->
     assert [r.value for r in records] in ([small] * 2, [small] * 3)  # "small" may have gone out
 
     # The producer's own limit: refused before sending, the others go out.
-    capped = kafka_settings(broker.bootstrap, **{"client-config": {"message.max.bytes": "3000"}})
+    capped = kafka_config(broker.bootstrap, **{"client-config": {"message.max.bytes": "3000"}})
     ensure_topics(kafka, ["capped"], partitions=1)
     with KafkaPublisher(capped, timeout_seconds=5) as publisher:
         outcomes = publisher.deliver(
@@ -372,7 +377,7 @@ def test_deliver_reports_each_message_and_sends_the_rest(broker: KafkaBroker) ->
 
 def test_a_topic_that_does_not_exist_is_a_permanent_refusal(broker: KafkaBroker) -> None:
     no_auto_create = {"client-config": {"allow.auto.create.topics": "false"}}
-    kafka = kafka_settings(broker.bootstrap, **no_auto_create)
+    kafka = kafka_config(broker.bootstrap, **no_auto_create)
     ensure_topics(kafka, ["exists"], partitions=1)
     started = time.monotonic()
     with KafkaPublisher(kafka, timeout_seconds=2) as publisher:
@@ -387,7 +392,7 @@ def test_a_broker_outage_is_transient_and_logged_by_the_caller_not_per_reconnect
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with KafkaBroker(tmp_path / "kafka") as outage:
-        kafka = kafka_settings(outage.bootstrap)
+        kafka = kafka_config(outage.bootstrap)
         ensure_topics(kafka, ["down"], partitions=1)
         outage.stop()
         caplog.set_level(logging.DEBUG, logger="batch_inference_platform.lib.messaging.kafka")

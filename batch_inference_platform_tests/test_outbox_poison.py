@@ -21,7 +21,6 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from batch_inference_platform.api.jobs import JobView
-from batch_inference_platform.config import KafkaSettings
 from batch_inference_platform.lib.inbox.jobs import JobStore
 from batch_inference_platform.lib.inbox.relay import OutboxRelay
 from batch_inference_platform.lib.messaging.kafka import KafkaPublisher, ensure_topics
@@ -31,10 +30,11 @@ from batch_inference_platform.lib.messaging.schemas import (
     StatusMessage,
     decode,
 )
+from batch_inference_platform.lib.messaging.settings import KafkaConfig
 from batch_inference_platform.lib.messaging.topics import Topics
 from batch_inference_platform_tests.kafka_broker import KafkaBroker
 from batch_inference_platform_tests.servers import postgres_database
-from batch_inference_platform_tests.test_messaging import kafka_settings, request
+from batch_inference_platform_tests.test_messaging import kafka_config, request
 
 LIMIT = 4000
 """Bytes per message the broker (or producer) accepts in these tests; a request is ~400."""
@@ -63,7 +63,7 @@ class TopicWatcher:
     """Reads every partition of ``topics`` from its beginning as messages arrive (no consumer
     group)."""
 
-    def __init__(self, kafka: KafkaSettings, topics: list[str]) -> None:
+    def __init__(self, kafka: KafkaConfig, topics: list[str]) -> None:
         self.seen: Seen = {topic: [] for topic in topics}
         self._consumer = Consumer(
             {
@@ -115,7 +115,7 @@ def test_a_message_kafka_refuses_for_good_is_parked_and_fails_only_its_job(
     topics = Topics(f"{prefix}-in", f"{prefix}-out", f"{prefix}-status", f"{prefix}-errors")
     limit = {"max.message.bytes": str(LIMIT)}
     producer_limit = {"message.max.bytes": str(LIMIT)} if refused_by == "producer" else {}
-    kafka = kafka_settings(broker.bootstrap, **{"client-config": producer_limit})
+    kafka = kafka_config(broker.bootstrap, **{"client-config": producer_limit})
     # One partition: the oversized message shares record batches with the others.
     ensure_topics(kafka, topics.all(), partitions=1, config=limit if refused_by == "broker" else {})
     store = JobStore(store_url, topics)

@@ -21,7 +21,6 @@ from batch_inference_platform.api.app import create_app
 from batch_inference_platform.api.jobs import JobsService
 from batch_inference_platform.lib.inbox.jobs import JobStore
 from batch_inference_platform.lib.messaging.kafka import KafkaPublisher, ensure_topics, read_batch
-from batch_inference_platform.lib.messaging.topics import Topics
 from batch_inference_platform.lib.realtime.actions import next_best_action
 from batch_inference_platform.lib.realtime.cache import RecommendationCache
 from batch_inference_platform.lib.realtime.events import (
@@ -116,7 +115,7 @@ class Realtime:
 
     def topic(self, name: str) -> list:
         records, _ = read_batch(
-            self.platform.settings.application.kafka,
+            self.platform.settings.application.kafka.as_config(),
             name,
             {},
             max_messages=1000,
@@ -148,8 +147,9 @@ def realtime(
         assert platform.score(DAY_A).success
         app = platform.settings.application
         topics = app.realtime.topics
+        kafka = app.kafka.as_config()
         ensure_topics(
-            app.kafka,
+            kafka,
             [
                 topics.journey_events,
                 topics.transactions,
@@ -160,7 +160,7 @@ def realtime(
         )
         client = redis.Redis.from_url(app.realtime.redis_url)
         cache = RecommendationCache(client, prefix, app.realtime.cache_ttl)
-        with KafkaPublisher(app.kafka) as publisher:
+        with KafkaPublisher(kafka) as publisher:
             state = Realtime(platform, publisher, cache, None)  # type: ignore[arg-type]
             state.publish(
                 STREAM,
@@ -291,7 +291,7 @@ def test_the_read_path_serves_the_current_recommendation(
     tenants = load_tenants(write_tenants(tmp_path / "tenants.yml"), "/lake")
     store = JobStore(
         f"sqlite:///{tmp_path / 'jobs.db'}",
-        Topics.from_settings(realtime.platform.settings.application.kafka),
+        realtime.platform.settings.application.kafka.as_config().topics,
     )
     app = create_app(
         f"sqlite:///{tmp_path / 'inbox.db'}",

@@ -35,14 +35,15 @@ class Setup:
 @pytest.fixture
 def setup(tmp_path: Path) -> Iterator[Setup]:
     with KafkaBroker(tmp_path / "kafka") as broker:
-        kafka = kafka_settings(broker.bootstrap)
-        topics = Topics.from_settings(kafka)
+        settings = kafka_settings(broker.bootstrap)
+        kafka = settings.as_config()
+        topics = kafka.topics
         ensure_topics(kafka, topics.all())
         resource = ClientRequestsResource(
             jobs_url=f"sqlite:///{tmp_path / 'jobs.db'}",
             tenants_file=str(write_tenants(tmp_path / "tenants.yml")),
             lake_root=str(tmp_path / "lake"),
-            kafka_settings=kafka.model_dump(),
+            kafka_settings=settings.model_dump(),
         )
         with KafkaPublisher(kafka) as publisher:
             yield Setup(resource, resource.store, topics, publisher)

@@ -14,6 +14,7 @@ from batch_inference_platform.lib.inbox.store import WebhookInbox
 from batch_inference_platform.lib.lake.azure import storage_options as azure_storage_options
 from batch_inference_platform.lib.lake.layout import LakeLayout
 from batch_inference_platform.lib.messaging.kafka import KafkaPublisher
+from batch_inference_platform.lib.messaging.settings import KafkaConfig
 from batch_inference_platform.lib.messaging.topics import Topics
 from batch_inference_platform.lib.quality.validation import ValidationPolicy
 from batch_inference_platform.lib.registry.client import ModelRegistry, ModelVersionInfo
@@ -135,12 +136,12 @@ class ClientRequestsResource(dg.ConfigurableResource):
     the environment variable it names)."""
 
     @property
-    def kafka(self) -> KafkaSettings:
-        return KafkaSettings.model_validate(self.kafka_settings)
+    def kafka(self) -> KafkaConfig:
+        return KafkaSettings.model_validate(self.kafka_settings).as_config()
 
     @property
     def topics(self) -> Topics:
-        return Topics.from_settings(self.kafka)
+        return self.kafka.topics
 
     @property
     def store(self) -> JobStore:

@@ -7,6 +7,7 @@ from typing import Any
 import dagster as dg
 
 from batch_inference_platform.config import KafkaSettings, RealtimeSettings
+from batch_inference_platform.lib.messaging.settings import KafkaConfig
 from batch_inference_platform.lib.realtime.cache import RecommendationCache, connect
 from batch_inference_platform.lib.realtime.events import EventKind
 
@@ -24,8 +25,8 @@ class RealtimeResource(dg.ConfigurableResource):
         return RealtimeSettings.model_validate(self.realtime_settings)
 
     @property
-    def kafka(self) -> KafkaSettings:
-        return KafkaSettings.model_validate(self.kafka_settings)
+    def kafka(self) -> KafkaConfig:
+        return KafkaSettings.model_validate(self.kafka_settings).as_config()
 
     def event_topics(self) -> dict[EventKind, str]:
         topics = self.settings.topics

@@ -33,7 +33,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from batch_inference_platform.config import KafkaSettings
+from batch_inference_platform.lib.messaging.settings import KafkaConfig
 
 ConfigValue = str | int | bool
 MESSAGE_TIMEOUT_MS = 30_000
@@ -134,7 +134,7 @@ class Record:
     timestamp_ms: int | None
 
 
-def client_config(kafka: KafkaSettings) -> dict[str, ConfigValue]:
+def client_config(kafka: KafkaConfig) -> dict[str, ConfigValue]:
     """Settings every client shares: servers, ``client-config`` and the SASL password."""
     if not kafka.bootstrap_servers.strip():
         raise KafkaNotConfigured("batch-inference.kafka.bootstrap-servers is empty")
@@ -153,7 +153,7 @@ def client_config(kafka: KafkaSettings) -> dict[str, ConfigValue]:
     return config
 
 
-def producer_config(kafka: KafkaSettings) -> dict[str, ConfigValue]:
+def producer_config(kafka: KafkaConfig) -> dict[str, ConfigValue]:
     """An idempotent acks=all producer, tuned by batch-size, linger-ms and buffer-memory."""
     return {
         **client_config(kafka),
@@ -169,7 +169,7 @@ def producer_config(kafka: KafkaSettings) -> dict[str, ConfigValue]:
 class KafkaPublisher:
     """Sends (topic, key, value) messages and waits until the broker acknowledged them all."""
 
-    def __init__(self, kafka: KafkaSettings, *, timeout_seconds: float = 10) -> None:
+    def __init__(self, kafka: KafkaConfig, *, timeout_seconds: float = 10) -> None:
         self.timeout_seconds = timeout_seconds
         config: dict[str, Any] = producer_config(kafka)
         # Give up on a message when the caller does, so nothing is delivered after a failure.
@@ -288,7 +288,7 @@ class KafkaPublisher:
 
 
 def ensure_topics(
-    kafka: KafkaSettings,
+    kafka: KafkaConfig,
     topics: list[str],
     partitions: int = 3,
     config: dict[str, str] | None = None,
@@ -314,7 +314,7 @@ def ensure_topics(
 
 
 def read_batch(
-    kafka: KafkaSettings,
+    kafka: KafkaConfig,
     topic: str,
     offsets: dict[int, int],
     *,
