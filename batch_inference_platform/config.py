@@ -246,7 +246,6 @@ class SchedulingSettings(_Section):
     """When scoring jobs run and how many may run at once."""
 
     default_schedule: str = Field(description="Quartz expression for the default job schedule.")
-    priority_queue: bool = Field(description="Run queued jobs by priority rather than FIFO.")
     max_concurrent_jobs: int = Field(gt=0, description="Cap on simultaneously running jobs.")
 
     @field_validator("default_schedule")
@@ -435,10 +434,9 @@ class _ApplicationFile(_Section):
 
 
 class MetricsSettings(_Section):
-    """How often metrics are collected and how long they are kept."""
+    """How often metrics are collected."""
 
     collection_interval: Duration
-    retention_period: Duration
 
 
 class JobFailureAlert(_Section):
@@ -446,13 +444,6 @@ class JobFailureAlert(_Section):
 
     threshold: int = Field(ge=1, description="Failures that trigger the alert.")
     notification: Annotated[list[str], BeforeValidator(_split_list)] = Field(min_length=1)
-
-
-class ResourceUsageAlert(_Section):
-    """Alert when cluster resources run hot (fractions of capacity)."""
-
-    cpu_threshold: Fraction
-    memory_threshold: Fraction
 
 
 class SlackChannel(_Section):
@@ -492,7 +483,6 @@ class AlertSettings(_Section):
     """Alerting rules."""
 
     job_failure: JobFailureAlert
-    resource_usage: ResourceUsageAlert
     channels: AlertChannels
     dagster_url: str = Field(min_length=1, description="Base URL of the Dagster UI (links).")
 

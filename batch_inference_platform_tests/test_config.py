@@ -65,7 +65,6 @@ def test_shipped_files_give_seed_values() -> None:
     )
     assert app.scheduling.default_schedule == "0 0 * * * ?"
     assert app.scheduling.cron == "0 * * * *"
-    assert app.scheduling.priority_queue is True
     assert app.scheduling.max_concurrent_jobs == 5
     assert app.model.name == "credit_risk_default"
     assert app.model.alias == "champion"
@@ -77,11 +76,8 @@ def test_shipped_files_give_seed_values() -> None:
     assert app.mlflow.experiment == "batch-inference"
 
     assert mon.metrics.collection_interval == dt.timedelta(seconds=30)
-    assert mon.metrics.retention_period == dt.timedelta(days=30)
     assert mon.alerts.job_failure.threshold == 1
     assert mon.alerts.job_failure.notification == ["slack", "email", "webhook"]
-    assert mon.alerts.resource_usage.cpu_threshold == pytest.approx(0.8)
-    assert mon.alerts.resource_usage.memory_threshold == pytest.approx(0.85)
     sla = mon.performance.sla_targets
     assert sla.job_completion == JobCompletionTarget(quantile=0.9, within=dt.timedelta(hours=1))
     assert sla.data_throughput == pytest.approx(1e6)
@@ -264,9 +260,9 @@ def test_bad_yaml_fails(yml_dir: Path) -> None:
         ),
         (
             "monitoring.yml",
-            "cpu-threshold: 80%",
-            "cpu-threshold: lots",
-            "monitoring.yml: alerts.resource-usage.cpu-threshold: cannot parse percentage",
+            "error-rate: < 0.1%",
+            "error-rate: lots",
+            "monitoring.yml: performance.sla-targets.error-rate: cannot parse percentage",
         ),
         (
             "monitoring.yml",
@@ -302,8 +298,8 @@ def test_invalid_values_name_file_and_key(
     ],
 )
 def test_duration_formats(yml_dir: Path, raw: str, expected: dt.timedelta) -> None:
-    settings = _load(yml_dir, BIP__METRICS__RETENTION_PERIOD=raw)
-    assert settings.monitoring.metrics.retention_period == expected
+    settings = _load(yml_dir, BIP__METRICS__COLLECTION_INTERVAL=raw)
+    assert settings.monitoring.metrics.collection_interval == expected
 
 
 @pytest.mark.parametrize(
