@@ -136,7 +136,7 @@ def serve_api(settings: Settings) -> int:
     """Run the HTTP service under uvicorn until interrupted."""
     from batch_inference_platform.api.app import create_app, serve
     from batch_inference_platform.api.jobs import JobsService
-    from batch_inference_platform.lib.inbox.jobs import JobStore
+    from batch_inference_platform.lib.inbox.job_store import JobStore
     from batch_inference_platform.lib.inbox.relay import OutboxRelay
     from batch_inference_platform.lib.messaging.kafka import KafkaPublisher
     from batch_inference_platform.lib.realtime.cache import RecommendationCache, connect

@@ -30,7 +30,7 @@ from fastapi import FastAPI
 from batch_inference_platform.api.app import create_app, server_config
 from batch_inference_platform.api.jobs import JobsService
 from batch_inference_platform.config import load_settings
-from batch_inference_platform.lib.inbox.jobs import JobStore
+from batch_inference_platform.lib.inbox.job_store import JobStore
 from batch_inference_platform.lib.inbox.signatures import sign_mlflow
 from batch_inference_platform.lib.inbox.store import WebhookInbox
 from batch_inference_platform.lib.realtime.cache import RecommendationCache

@@ -22,7 +22,7 @@ import pytest
 from batch_inference_platform.api.app import create_app
 from batch_inference_platform.api.jobs import JobsService
 from batch_inference_platform.config import load_settings
-from batch_inference_platform.lib.inbox.jobs import JobStore
+from batch_inference_platform.lib.inbox.job_store import JobStore
 from batch_inference_platform.lib.inbox.relay import OutboxRelay
 from batch_inference_platform.lib.messaging.kafka import KafkaPublisher, ensure_topics, read_batch
 from batch_inference_platform.lib.messaging.schemas import InferenceRequestMessage, decode

@@ -22,7 +22,7 @@ from batch_inference_platform.api.app import create_app
 from batch_inference_platform.api.jobs import JobsService
 from batch_inference_platform.config import load_settings
 from batch_inference_platform.definitions import build_definitions
-from batch_inference_platform.lib.inbox.jobs import JobStore
+from batch_inference_platform.lib.inbox.job_store import JobStore
 from batch_inference_platform.lib.inbox.relay import OutboxRelay
 from batch_inference_platform.lib.instance_yaml import instance_yaml
 from batch_inference_platform.lib.lake.tables import DeltaLocation

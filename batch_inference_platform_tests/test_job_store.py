@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from batch_inference_platform.lib.inbox.jobs import (
+from batch_inference_platform.lib.inbox.job_models import (
     IdempotencyConflict,
     InvalidTransition,
     JobNotFound,
-    JobStore,
     StoreUnavailable,
 )
+from batch_inference_platform.lib.inbox.job_store import JobStore
 from batch_inference_platform.lib.inbox.relay import OutboxRelay, backoff_seconds
 from batch_inference_platform.lib.messaging.kafka import (
     KafkaPublisher,

@@ -21,7 +21,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from batch_inference_platform.api.jobs import JobView
-from batch_inference_platform.lib.inbox.jobs import JobStore
+from batch_inference_platform.lib.inbox.job_store import JobStore
 from batch_inference_platform.lib.inbox.relay import OutboxRelay
 from batch_inference_platform.lib.messaging.kafka import KafkaPublisher, ensure_topics
 from batch_inference_platform.lib.messaging.schemas import (

@@ -19,7 +19,7 @@ import redis
 
 from batch_inference_platform.api.app import create_app
 from batch_inference_platform.api.jobs import JobsService
-from batch_inference_platform.lib.inbox.jobs import JobStore
+from batch_inference_platform.lib.inbox.job_store import JobStore
 from batch_inference_platform.lib.messaging.kafka import KafkaPublisher, ensure_topics, read_batch
 from batch_inference_platform.lib.realtime.actions import next_best_action
 from batch_inference_platform.lib.realtime.cache import RecommendationCache

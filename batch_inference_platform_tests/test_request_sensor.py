@@ -14,7 +14,7 @@ import pytest
 
 from batch_inference_platform.defs.inference.request_sensor import client_request_sensor
 from batch_inference_platform.defs.resources import ClientRequestsResource
-from batch_inference_platform.lib.inbox.jobs import JobStore
+from batch_inference_platform.lib.inbox.job_store import JobStore
 from batch_inference_platform.lib.messaging.kafka import KafkaPublisher, ensure_topics
 from batch_inference_platform.lib.messaging.schemas import encode
 from batch_inference_platform.lib.messaging.topics import Topics

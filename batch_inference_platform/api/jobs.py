@@ -24,14 +24,14 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from batch_inference_platform.api.auth import tenant_dependency
 from batch_inference_platform.api.limits import LimitedJsonRoute, matches, shown
 from batch_inference_platform.api.problems import Problem, log_reason
-from batch_inference_platform.lib.inbox.jobs import (
+from batch_inference_platform.lib.inbox.job_models import (
     IdempotencyConflict,
     InvalidTransition,
     Job,
     JobNotFound,
-    JobStore,
     StoreUnavailable,
 )
+from batch_inference_platform.lib.inbox.job_store import JobStore
 from batch_inference_platform.lib.messaging.schemas import InferenceRequestMessage, JobStatus
 from batch_inference_platform.lib.registry.references import (
     ModelReferenceError,

@@ -8,7 +8,7 @@ import dagster as dg
 import pydantic
 
 from batch_inference_platform.config import KafkaSettings
-from batch_inference_platform.lib.inbox.jobs import JobStore
+from batch_inference_platform.lib.inbox.job_store import JobStore
 from batch_inference_platform.lib.inbox.relay import OutboxRelay
 from batch_inference_platform.lib.inbox.store import WebhookInbox
 from batch_inference_platform.lib.lake.azure import storage_options as azure_storage_options

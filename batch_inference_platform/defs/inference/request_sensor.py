@@ -12,9 +12,10 @@ import dagster as dg
 
 from batch_inference_platform.defs.inference.client_jobs import client_inference_job
 from batch_inference_platform.defs.resources import ClientRequestsResource
-from batch_inference_platform.lib.inbox.jobs import TERMINAL_STATUSES, JobStore
+from batch_inference_platform.lib.inbox.job_store import JobStore
 from batch_inference_platform.lib.messaging.kafka import read_batch
 from batch_inference_platform.lib.messaging.schemas import (
+    TERMINAL_STATUSES,
     InferenceRequestMessage,
     MessageSchemaError,
     decode,

@@ -9,7 +9,7 @@ import dagster as dg
 
 from batch_inference_platform.defs.inference.client_jobs import client_inference_job
 from batch_inference_platform.defs.resources import ClientRequestsResource
-from batch_inference_platform.lib.inbox.jobs import InvalidTransition
+from batch_inference_platform.lib.inbox.job_models import InvalidTransition
 from batch_inference_platform.lib.messaging.schemas import (
     TERMINAL_STATUSES,
     ErrorMessage,

@@ -1,5 +1,5 @@
-"""Client jobs and their outbox: what the API accepted, what became of it, and the Kafka
-messages that say so, in one database (sqlite locally, PostgreSQL in production).
+"""The job store: client jobs and their outbox - what the API accepted, what became of it, and
+the Kafka messages that say so - in one database (sqlite locally, PostgreSQL in production).
 
 A job and the messages announcing it commit in one transaction, and the relay
 (``lib/inbox/relay.py``) publishes the outbox afterwards: an accepted request is never lost,
@@ -7,9 +7,9 @@ whatever Kafka is doing. An idempotency key is unique per tenant in the database
 concurrent submits with the same key - in any number of processes - make one job. A job in a
 terminal status (succeeded, failed, canceled) never changes again.
 
-The pieces: ``job_tables`` (schema), ``job_models`` (records and errors), ``job_db`` (engines
-and transactions), ``outbox`` and ``relay_lease`` (their statements); ``JobStore`` ties them
-together and is what the API, the sensors and the relay use.
+The other pieces: ``job_tables`` (schema), ``job_models`` (records and errors), ``job_db``
+(engines and transactions), ``outbox`` and ``relay_lease`` (their statements); ``JobStore`` ties
+them together and is what the API, the sensors and the relay use.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from batch_inference_platform.lib.inbox.job_models import (
     InvalidTransition,
     Job,
     JobNotFound,
-    JobStoreError,
     OutboxRow,
     ParkedMessage,
     ParkResult,
@@ -49,21 +48,6 @@ from batch_inference_platform.lib.messaging.schemas import (
     encode,
 )
 from batch_inference_platform.lib.messaging.topics import Topics
-
-__all__ = [
-    "IdempotencyConflict",
-    "InvalidTransition",
-    "Job",
-    "JobNotFound",
-    "JobStore",
-    "JobStoreError",
-    "OutboxRow",
-    "ParkResult",
-    "ParkedMessage",
-    "StoreUnavailable",
-    "SubmitResult",
-    "request_hash",
-]
 
 _STATUSES = frozenset(get_args(JobStatus))
 MAX_DETAIL_CHARS = 1000

@@ -26,7 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
-from batch_inference_platform.lib.inbox.jobs import JobStore, StoreUnavailable
+from batch_inference_platform.lib.inbox.job_models import StoreUnavailable
+from batch_inference_platform.lib.inbox.job_store import JobStore
 from batch_inference_platform.lib.messaging.kafka import (
     DeliveryFailure,
     KafkaNotConfigured,
