@@ -1,13 +1,15 @@
 """Prediction tables: each validated partition scored by the serving model version."""
 
 from collections.abc import Mapping
+from typing import Any
 
 import dagster as dg
 import pyarrow as pa
 
 from batch_inference_platform.defs.inference.engines import ScoringEngineResource
+from batch_inference_platform.defs.metadata import PartitionFigures, PredictionsMetadata
 from batch_inference_platform.defs.models.serving import ServingModel
-from batch_inference_platform.defs.partitions import Stopwatch, combine_checks, per_partition
+from batch_inference_platform.defs.partitions import Stopwatch, combine_checks
 from batch_inference_platform.defs.resources import (
     LakeResource,
     ModelRegistryResource,
@@ -183,32 +185,27 @@ def _score(
         combined.merge(result.stats)
     quantiles = {f"score_{name}": value for name, value in combined.quantiles(QUANTILES).items()}
     rows = sum(r.rows for r in scored.values())
-    metadata = {
-        **watch.metadata(rows),
-        "delta_version": max(r.delta_version for r in scored.values()),
-        "validated_version": validated.version,
-        "validated_rows": sum(r.input_rows for r in scored.values()),
-        "table_uri": dg.MetadataValue.path(target.uri),
-        "deployment": deployment.name,
-        "model_name": serving.version.name,
-        "model_version": serving.version.version,
-        "model_uri": dg.MetadataValue.url(registry.link(serving.version)),
-        "output_kind": output.kind.value,
-        "engine": engine.name,
-        **outcome.metadata,
-        "partitions": per_partition(
-            {
-                key: {
-                    "rows": r.rows,
-                    "rows_per_second": round(r.rows_per_second),
-                    "delta_version": r.delta_version,
-                    "seconds": round(r.seconds, 3),
-                }
-                for key, r in scored.items()
-            }
-        ),
-        **quantiles,
-    }
+    seconds = watch.seconds
+    record = PredictionsMetadata(
+        deployment=deployment.name,
+        rows=rows,
+        model_name=serving.version.name,
+        model_version=serving.version.version,
+        output_kind=output.kind.value,
+        delta_version=max(r.delta_version for r in scored.values()),
+        engine=engine.name,
+        table_uri=target.uri,
+        seconds=seconds,
+        rows_per_second=rows / seconds if seconds else 0.0,
+        validated_version=validated.version,
+        validated_rows=sum(r.input_rows for r in scored.values()),
+        model_uri=registry.link(serving.version),
+        partitions={
+            key: PartitionFigures(r.rows, r.delta_version, r.seconds, r.rows_per_second)
+            for key, r in scored.items()
+        },
+    )
+    metadata: dict[str, Any] = {**record.to_metadata(), **outcome.metadata, **quantiles}
     if combined.labels:
         metadata["label_counts"] = dg.MetadataValue.json(dict(sorted(combined.labels.items())))
     metadata["mlflow_scoring_run"] = log_scoring_run(
@@ -356,12 +353,18 @@ def _fail_with_error_report(
             dg.AssetMaterialization(
                 asset_key=scope.predictions,
                 partition=None if key == WHOLE_TABLE else key,
-                metadata={
-                    "rows": report.rows,
-                    "delta_version": report.delta_version,
-                    "model_version": serving.version.version,
-                    "partial_run": True,
-                },
+                metadata=PredictionsMetadata(
+                    deployment=scope.name,
+                    rows=report.rows,
+                    model_name=serving.version.name,
+                    model_version=serving.version.version,
+                    output_kind=serving.output.kind.value,
+                    delta_version=report.delta_version,
+                    seconds=report.seconds,
+                    rows_per_second=report.rows_per_second,
+                    validated_rows=report.input_rows,
+                    partial=True,
+                ).to_metadata(),
             )
         )
     lines = [
