@@ -365,3 +365,31 @@ def test_dagster_definitions_validate_names_the_broken_file(tmp_path: Path) -> N
     assert done.returncode != 0
     assert f"{BROKEN}:" in output and "attributes.source.partition.kind" in output
     assert "Input should be 'daily', 'hourly' or 'none'" in output
+
+
+def test_dg_lists_each_deployment_as_its_own_group_and_checks_their_yaml(tmp_path: Path) -> None:
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
+    dg_cli = str(Path(sys.executable).parent / "dg")
+    checked = subprocess.run(
+        [dg_cli, "check", "yaml"], env=env, cwd=PROJECT, capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "All component YAML validated successfully" in checked.stdout + checked.stderr
+    listed = subprocess.run(
+        [dg_cli, "list", "defs", "--json"],
+        env=env,
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    found = yaml.safe_load(listed.stdout)  # JSON is YAML
+    groups = {a["asset_key"]: a["group_name"] for a in found["assets"]}
+    for name in ("credit_risk", "churn"):
+        for asset in ("feature_tables", "validated_features", "model_versions", "predictions"):
+            assert groups[f"{name}/{asset}"] == name
+    sensors = {s["name"]: s.get("source", "") for s in found["sensors"]}
+    assert sensors["churn__mlflow_model_update_sensor"].startswith(
+        "batch_inference_platform/defs/deployments/churn/defs.yaml"
+    )
