@@ -8,6 +8,7 @@ import dagster as dg
 import pytest
 
 from batch_inference_platform.config import load_settings
+from batch_inference_platform.defs.metadata import PartitionFigures, PredictionsMetadata
 from batch_inference_platform.defs.monitoring.sla import (
     SLA_CHECKS,
     SlaTargetsResource,
@@ -114,26 +115,75 @@ def test_an_empty_history_passes_vacuously_and_says_so(targets: SlaTargets) -> N
 
 # --------------------------------------------------------------------------- the asset
 
+CREDIT, CHURN = "credit_risk", "churn"
+HOURLY = dg.HourlyPartitionsDefinition(start_date="2026-11-01-00:00")
+ROWS_IN = 50_000
+
 
 class Scoring(dg.Config):
     rows: int = ROWS
+    """Rows scored per partition."""
     fail: bool = False
 
 
-@dg.asset(key="validated_features", partitions_def=DAILY)
-def validated(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-    day = context.partition_key
-    partitions = {day: {"rows_in": 50_000, "validated_rows": 49_000}}
-    return dg.MaterializeResult(
-        metadata={"dagster/row_count": 49_000, "partitions": dg.MetadataValue.json(partitions)}
+def validated_asset(deployment: str, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    """``<deployment>/validated_features``: ``ROWS_IN`` rows read per partition."""
+
+    @dg.asset(key=[deployment, "validated_features"], partitions_def=partitions)
+    def validated(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        keys = context.partition_keys
+        per_partition = {key: {"rows_in": ROWS_IN, "validated_rows": 49_000} for key in keys}
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": 49_000 * len(keys),
+                "rows_in": ROWS_IN * len(keys),
+                "partitions": dg.MetadataValue.json(per_partition),
+            }
+        )
+
+    return validated
+
+
+def predictions_asset(
+    deployment: str,
+    partitions: dg.PartitionsDefinition | None,
+    *,
+    key: list[str] | None = None,
+    record: bool = True,
+) -> dg.AssetsDefinition:
+    """An asset scoring ``config.rows`` rows per partition: a deployment's predictions (at
+    ``key``, default ``<deployment>/predictions``) with their record, or without it."""
+
+    @dg.asset(
+        key=key or [deployment, "predictions"],
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run() if partitions else None,
     )
+    def scored(context: dg.AssetExecutionContext, config: Scoring) -> dg.MaterializeResult:
+        if config.fail:
+            raise dg.Failure("scoring failed")
+        keys = context.partition_keys if partitions else []
+        rows = config.rows * max(len(keys), 1)
+        written = PredictionsMetadata(
+            deployment=deployment,
+            rows=rows,
+            model_name=f"{deployment}_model",
+            model_version=1,
+            output_kind="probability",
+            delta_version=1,
+            partitions={key: PartitionFigures(config.rows) for key in keys},
+        )
+        return dg.MaterializeResult(
+            metadata=written.to_metadata() if record else {"dagster/row_count": rows}
+        )
+
+    return scored
 
 
-@dg.asset(key="predictions", partitions_def=DAILY)
-def predictions(config: Scoring) -> dg.MaterializeResult:
-    if config.fail:
-        raise dg.Failure("scoring failed")
-    return dg.MaterializeResult(metadata={"dagster/row_count": config.rows})
+credit_validated = validated_asset(CREDIT, DAILY)
+credit_predictions = predictions_asset(CREDIT, DAILY)
+churn_validated = validated_asset(CHURN, HOURLY)
+churn_predictions = predictions_asset(CHURN, HOURLY)
 
 
 @dg.op
@@ -146,13 +196,17 @@ def client_job() -> None:
     score_client_request()
 
 
+def scoring_config(asset: dg.AssetsDefinition, **config: object) -> dict[str, object]:
+    return {"ops": {asset.op.name: {"config": config}}}
+
+
 def score(instance: dg.DagsterInstance, day: str, *, fail: bool = False) -> None:
     result = dg.materialize(
-        [predictions],
+        [credit_predictions],
         instance=instance,
         partition_key=day,
         raise_on_error=False,
-        run_config={"ops": {"predictions": {"config": {"fail": fail}}}},
+        run_config=scoring_config(credit_predictions, fail=fail),
     )
     assert result.success is not fail
 
@@ -168,13 +222,20 @@ def report(
     return checks, {key: value.value for key, value in materialization.metadata.items()}
 
 
+def per_deployment(metadata: dict[str, object]) -> dict[str, dict[str, object]]:
+    """The report's per-deployment table, by deployment."""
+    table = metadata["deployments"]
+    assert isinstance(table, dg.TableMetadataValue)
+    return {str(row.data["deployment"]): dict(row.data) for row in table.records}
+
+
 @pytest.fixture(scope="module")
 def history() -> Iterator[dg.DagsterInstance]:
     """Three successful scoring runs of 100k rows and one unrelated run (not counted)."""
     with dg.instance_for_test() as instance:
         for day in ("2026-11-02", "2026-11-03", "2026-11-04"):
             score(instance, day)
-        dg.materialize([validated], instance=instance, partition_key="2026-11-05")
+        dg.materialize([credit_validated], instance=instance, partition_key="2026-11-05")
         yield instance
 
 
@@ -191,7 +252,10 @@ def test_the_asset_reports_a_healthy_history(history: dg.DagsterInstance) -> Non
     assert metadata["failed_records"] == 0
     assert metadata["all_targets_met"] is True
     assert "| throughput |" in str(metadata["report"])
+    assert "| credit_risk | 3 | 3 | 0 | 300,000 |" in str(metadata["report"])
     assert float(metadata["throughput_records_per_hour"]) > 1_000_000  # type: ignore[arg-type]
+    credit = per_deployment(metadata)[CREDIT]
+    assert (credit["runs"], credit["records"], credit["all_targets_met"]) == (3, 3 * ROWS, True)
 
 
 @pytest.mark.parametrize(
@@ -212,7 +276,7 @@ def test_failed_runs_count_their_partitions_rows_as_failed() -> None:
     with dg.instance_for_test() as instance:
         for day in ("2026-11-02", "2026-11-03", "2026-11-04"):
             score(instance, day)
-        dg.materialize([validated], instance=instance, partition_key="2026-11-05")
+        dg.materialize([credit_validated], instance=instance, partition_key="2026-11-05")
         score(instance, "2026-11-05", fail=True)  # 50,000 rows of its partition failed
         assert not client_job.execute_in_process(instance=instance, raise_on_error=False).success
 
@@ -221,8 +285,79 @@ def test_failed_runs_count_their_partitions_rows_as_failed() -> None:
 
     assert checks == {name: name != "error_rate_below_target" for name in SLA_CHECKS}
     assert (metadata["runs"], metadata["failed"]) == (5, 2)
-    assert metadata["failed_records"] == 50_000 + 1  # the partition's rows + one failed unit
-    assert metadata["records"] == 3 * ROWS + 50_001
+    assert metadata["failed_records"] == ROWS_IN + 1  # the partition's rows + one failed unit
+    assert metadata["records"] == 3 * ROWS + ROWS_IN + 1
+    deployments = per_deployment(metadata)
+    assert set(deployments) == {CREDIT, "tenants"}
+    assert (deployments[CREDIT]["runs"], deployments[CREDIT]["failed_records"]) == (4, ROWS_IN)
+    assert (deployments["tenants"]["runs"], deployments["tenants"]["failed_records"]) == (1, 1)
+
+
+def test_every_deployments_runs_are_counted() -> None:
+    """Two deployments, daily and hourly, their runs recognized by the record their
+    predictions carry or by their jobs, whatever the asset keys: per deployment and in total."""
+    fraud_scores = predictions_asset("fraud", None, key=["scores_v2"])  # no "predictions" key
+    unrecorded = predictions_asset("other", None, record=False)  # a key, but no record
+    churn_rescore = dg.define_asset_job(
+        "churn__rescore_job", selection=[churn_predictions], partitions_def=HOURLY
+    )
+    churn_score = dg.define_asset_job(
+        "churn__score_partition_job", selection=[churn_predictions], partitions_def=HOURLY
+    )
+    defs = dg.Definitions(
+        assets=[churn_validated, churn_predictions], jobs=[churn_rescore, churn_score]
+    )
+    hours = ["2026-11-02-00:00", "2026-11-02-02:00"], ["2026-11-02-03:00", "2026-11-02-04:00"]
+    with dg.instance_for_test() as instance:
+        for day in ("2026-11-02", "2026-11-03"):
+            score(instance, day)  # credit_risk: 2 runs of 100k rows
+        # churn: one run over three hours (1,000 rows each), its record counted per hour
+        rescored = defs.resolve_job_def("churn__rescore_job").execute_in_process(
+            instance=instance,
+            tags=range_tags(*hours[0]),
+            run_config=scoring_config(churn_predictions, rows=1_000),
+        )
+        assert rescored.success
+        assert len(rescored.asset_materializations_for_node(churn_predictions.op.name)) == 3
+        # churn: a run over two validated hours fails: their rows count as failed
+        for hour in hours[1]:
+            dg.materialize([churn_validated], instance=instance, partition_key=hour)
+        failed = defs.resolve_job_def("churn__score_partition_job").execute_in_process(
+            instance=instance,
+            tags=range_tags(*hours[1]),
+            run_config=scoring_config(churn_predictions, fail=True),
+            raise_on_error=False,
+        )
+        assert not failed.success
+        for asset in (fraud_scores, unrecorded):
+            assert dg.materialize([asset], instance=instance).success
+
+        checks, metadata = report(instance, shipped(job_completion_quantile=0.5))
+
+    deployments = per_deployment(metadata)
+    assert set(deployments) == {CREDIT, CHURN, "fraud"}
+    figures = {
+        name: (row["runs"], row["succeeded"], row["records"], row["failed_records"])
+        for name, row in deployments.items()
+    }
+    assert figures == {
+        CREDIT: (2, 2, 2 * ROWS, 0),
+        CHURN: (2, 1, 3_000 + 2 * ROWS_IN, 2 * ROWS_IN),
+        "fraud": (1, 1, ROWS, 0),
+    }
+    assert (metadata["runs"], metadata["failed"]) == (5, 1)
+    assert metadata["records"] == 3 * ROWS + 3_000 + 2 * ROWS_IN
+    assert metadata["failed_records"] == 2 * ROWS_IN
+    assert checks["error_rate_below_target"] is False
+    assert deployments[CHURN]["all_targets_met"] is False
+    assert deployments[CREDIT]["all_targets_met"] is True
+
+
+def range_tags(first: str, last: str) -> dict[str, str]:
+    return {
+        "dagster/asset_partition_range_start": first,
+        "dagster/asset_partition_range_end": last,
+    }
 
 
 def test_the_report_refreshes_hourly() -> None:

@@ -15,16 +15,22 @@ within the window:
   failed. Passes below ``error_rate`` (or with no failed record at all).
 
 A history without runs (or without records, for the error rate) passes vacuously, and says so.
+
+Each run belongs to a deployment (``RunRecord.deployment``: the deployment whose jobs or
+predictions it ran, ``tenants`` for client jobs); the report has the same figures for each
+deployment (``SlaReport.deployments``) next to the totals, which the targets judge.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 SUCCESS, FAILURE = "SUCCESS", "FAILURE"
+UNKNOWN = "(unknown)"
+"""The deployment of runs whose deployment is not known."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,8 @@ class RunRecord:
     end: dt.datetime
     records: int
     failed_records: int = 0
+    deployment: str = ""
+    """Whose run it is: a deployment's name, ``tenants``, or empty when unknown."""
 
     @property
     def succeeded(self) -> bool:
@@ -110,6 +118,9 @@ class SlaReport:
     job_completion: SlaFigure
     throughput: SlaFigure
     error_rate: SlaFigure
+    deployments: Mapping[str, SlaReport] = field(default_factory=dict)
+    """The same figures over each deployment's runs (by name; ``(unknown)`` for runs of no
+    known deployment); empty in those per-deployment reports themselves."""
 
     @property
     def figures(self) -> list[SlaFigure]:
@@ -134,7 +145,27 @@ class SlaReport:
                 f"| {figure.name} | {_format(figure.value, figure.unit)} "
                 f"| {_format(figure.target, figure.unit)} | {status} | {figure.explanation} |"
             )
+        if self.deployments:
+            lines += ["", *self.deployment_table()]
         return "\n".join(lines)
+
+    def deployment_table(self) -> list[str]:
+        """Markdown lines: each deployment's runs, records and figures (one row each)."""
+        lines = [
+            "| deployment | runs | succeeded | failed | records | failed records | run hours "
+            "| in time | throughput | error rate | status |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name, report in self.deployments.items():
+            figures = [report.job_completion, report.throughput, report.error_rate]
+            status = "pass" if report.passed else "**FAIL**"
+            lines.append(
+                f"| {name} | {report.runs} | {report.succeeded} | {report.failed} "
+                f"| {report.records:,} | {report.failed_records:,} | {report.run_hours:.2f} "
+                + " ".join(f"| {_format(f.value, f.unit)}" for f in figures)
+                + f" | {status} |"
+            )
+        return lines
 
 
 def sla_report(
@@ -143,11 +174,20 @@ def sla_report(
     window: dt.timedelta,
     *,
     until: dt.datetime | None = None,
+    by_deployment: bool = True,
 ) -> SlaReport:
     """The SLA report of ``runs`` that ended within ``window`` before ``until`` (default now,
-    UTC); datetimes must be timezone-aware."""
+    UTC), with each deployment's own (unless ``by_deployment`` is False); datetimes must be
+    timezone-aware."""
     until = until or dt.datetime.now(dt.UTC)
     kept = [run for run in runs if until - window <= run.end <= until]
+    deployments: dict[str, SlaReport] = {}
+    if by_deployment:
+        for name in sorted({run.deployment for run in kept}, key=lambda n: (not n, n)):
+            mine = [run for run in kept if run.deployment == name]
+            deployments[name or UNKNOWN] = sla_report(
+                mine, targets, window, until=until, by_deployment=False
+            )
     succeeded = [run for run in kept if run.succeeded]
     within = targets.job_completion.within
     in_time = [run for run in succeeded if run.seconds <= within.total_seconds()]
@@ -170,6 +210,7 @@ def sla_report(
         job_completion=_job_completion(len(kept), len(in_time), targets, span),
         throughput=_throughput(len(kept), scored, hours, targets.data_throughput, span),
         error_rate=_error_rate(records, failed_records, targets.error_rate, span),
+        deployments=deployments,
     )
 
 
