@@ -1,5 +1,6 @@
 """OpenTelemetry metrics and traces of every run: rows, duration, throughput, records per hour
-and errors. Exported to Azure Monitor (Application Insights) when
+and errors, each with the run's ``deployment`` attribute (rows and throughput per deployment
+the run scored, when it scored several). Exported to Azure Monitor (Application Insights) when
 ``APPLICATIONINSIGHTS_CONNECTION_STRING`` is set, otherwise to JSON-lines files (a local
 exporter any collector can tail); collected every ``metrics.collection-interval``."""
 
@@ -10,7 +11,7 @@ import json
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from opentelemetry.sdk.metrics import MeterProvider
@@ -26,6 +27,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 CONNECTION_STRING_ENV = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 SERVICE_NAME = "batch_inference_platform"
+DEPLOYMENT = "deployment"
+"""The attribute naming the deployment a metric point is about."""
 
 
 class JsonLinesMetricExporter(MetricExporter):
@@ -67,16 +70,22 @@ class JsonLinesSpanExporter(SpanExporter):
 
 @dataclass(frozen=True)
 class RunFigures:
-    """What one finished run did."""
+    """What one finished run did: the rows it scored of each deployment (``tenants`` for
+    client jobs), and the deployment it belongs to (None: not a deployment's run)."""
 
     job: str
     run_id: str
     status: str
     start: dt.datetime
     end: dt.datetime
-    rows: int
     errors: int
     attributes: Mapping[str, str]
+    rows_by_deployment: Mapping[str, int] = field(default_factory=dict)
+    deployment: str | None = None
+
+    @property
+    def rows(self) -> int:
+        return sum(self.rows_by_deployment.values())
 
     @property
     def seconds(self) -> float:
@@ -97,19 +106,32 @@ class Telemetry:
         self._hourly = meter.create_histogram("bip.run.records_per_hour", unit="{record}/h")
 
     def record_run(self, run: RunFigures) -> None:
-        """Metrics and a span for one finished run, exported at once."""
+        """Metrics and a span for one finished run, exported at once: runs, duration and
+        errors with the run's deployment, rows and throughput with each deployment it scored."""
         attributes = {"job": run.job, "status": run.status, **run.attributes}
+        if run.deployment:
+            attributes[DEPLOYMENT] = run.deployment
         self._runs.add(1, attributes)
-        self._rows.add(run.rows, attributes)
         self._duration.record(run.seconds, attributes)
-        self._throughput.record(run.rows / run.seconds, attributes)
-        self._hourly.record(run.rows / run.seconds * 3600, attributes)
         if run.errors:
             self._errors.add(run.errors, attributes)
+        scored = run.rows_by_deployment or {run.deployment or "": 0}
+        for deployment, rows in scored.items():
+            per_deployment = {**attributes, DEPLOYMENT: deployment} if deployment else attributes
+            self._rows.add(rows, per_deployment)
+            self._throughput.record(rows / run.seconds, per_deployment)
+            self._hourly.record(rows / run.seconds * 3600, per_deployment)
+        span_attributes: dict[str, str | int | list[str]] = {
+            **attributes,
+            "run_id": run.run_id,
+            "rows": run.rows,
+            "deployments": sorted(run.rows_by_deployment),
+        }
+        span_attributes |= {f"rows.{d}": n for d, n in run.rows_by_deployment.items()}
         span = self.tracer.get_tracer(SERVICE_NAME).start_span(
             f"run {run.job}",
             start_time=int(run.start.timestamp() * 1e9),
-            attributes={**attributes, "run_id": run.run_id, "rows": run.rows},
+            attributes=span_attributes,
         )
         span.end(end_time=int(run.end.timestamp() * 1e9))
         self.flush()

@@ -1,5 +1,6 @@
 """Every finished run's metrics and trace (rows, duration, throughput, records per hour,
-errors) through OpenTelemetry - to Application Insights in Azure, to local files elsewhere."""
+errors) through OpenTelemetry - to Application Insights in Azure, to local files elsewhere -
+each with the deployment it belongs to and the rows it scored of each deployment."""
 
 import datetime as dt
 import threading
@@ -7,9 +8,14 @@ from pathlib import Path
 
 import dagster as dg
 
+from batch_inference_platform.defs.monitoring.runs import (
+    planned_asset_keys,
+    run_deployment,
+    run_materializations,
+    scored_rows,
+)
 from batch_inference_platform.lib.telemetry import RunFigures, Telemetry, configure
 
-ROW_COUNT = "dagster/row_count"
 _providers: dict[tuple[float, str], Telemetry] = {}
 _lock = threading.Lock()
 
@@ -34,23 +40,13 @@ class TelemetryResource(dg.ConfigurableResource):
 
 
 def run_figures(context: dg.RunStatusSensorContext, status: str) -> RunFigures:
-    """Rows, timing and errors of the sensor's run, from the instance."""
+    """Rows per deployment, timing and errors of the sensor's run, from the instance: the
+    rows of the materializations carrying a predictions or tenant-output record."""
     run = context.dagster_run
-    stats = context.instance.get_run_stats(run.run_id)
-    records = context.instance.get_records_for_run(
-        run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
-    ).records
-    rows, seen = 0, set()
-    for record in records:
-        event = record.event_log_entry.dagster_event
-        materialization = event.event_specific_data.materialization if event else None  # type: ignore[union-attr]
-        if materialization is None:
-            continue
-        value = materialization.metadata.get(ROW_COUNT)
-        identity = (str(materialization.asset_key), materialization.partition)
-        if value is not None and identity not in seen and "predictions" in identity[0]:
-            seen.add(identity)
-            rows += int(value.value)  # type: ignore[arg-type]
+    instance = context.instance
+    stats = instance.get_run_stats(run.run_id)
+    rows = scored_rows(run_materializations(instance, run.run_id))
+    deployment = run_deployment(run, scored=rows, asset_keys=planned_asset_keys(instance, run))
     now = dt.datetime.now(dt.UTC)
     start = dt.datetime.fromtimestamp(stats.start_time, dt.UTC) if stats.start_time else now
     end = dt.datetime.fromtimestamp(stats.end_time, dt.UTC) if stats.end_time else now
@@ -61,9 +57,10 @@ def run_figures(context: dg.RunStatusSensorContext, status: str) -> RunFigures:
         status=status,
         start=start,
         end=end,
-        rows=rows,
         errors=stats.steps_failed,
         attributes=attributes,
+        rows_by_deployment=rows,
+        deployment=deployment,
     )
 
 
