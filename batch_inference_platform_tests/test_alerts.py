@@ -157,6 +157,7 @@ def test_a_failed_run_alerts_every_channel(
     assert payload["failed_steps"] == ["score"]
     assert payload["error"] == f"ValueError: {ERROR}"
     assert payload["where"] == {"tenant": "acme"}
+    assert payload["deployment"] is None  # not a deployment's job
     assert payload["link"] == link
     assert payload["severity"] == "error"
     assert dt.datetime.fromisoformat(payload["at"]) <= dt.datetime.now(dt.UTC)
@@ -172,6 +173,47 @@ def test_a_failed_run_alerts_every_channel(
 
     assert any("sent to email" in line for line in logs)
     _assert_no_secrets([*logs, caplog.text])
+
+
+@dg.asset(key=["churn", "predictions"])
+def churn_predictions() -> None:
+    raise ValueError(ERROR)
+
+
+churn_scoring = dg.define_asset_job("churn__score_partition_job", selection=[churn_predictions])
+
+
+def test_a_failed_deployment_run_names_the_deployment(
+    receivers: Receivers, instance: dg.DagsterInstance
+) -> None:
+    """From the job's ``<name>__`` prefix, the ``deployment`` tag (re-score runs) and the
+    asset keys (a materialization launched from the UI)."""
+    defs = dg.Definitions(assets=[churn_predictions], jobs=[churn_scoring])
+    by_job = defs.resolve_job_def("churn__score_partition_job").execute_in_process(
+        instance=instance, raise_on_error=False
+    )
+    by_tag = nightly_scoring.execute_in_process(
+        instance=instance,
+        raise_on_error=False,
+        run_config={"ops": {"score": {"config": {"fail": True}}}},
+        tags={"deployment": "credit_risk"},
+    )
+    by_keys = dg.materialize([churn_predictions], instance=instance, raise_on_error=False)
+    alerts = alerts_resource(receivers.smtp)
+    for result in (by_job, by_tag, by_keys):
+        assert not result.success
+        evaluate(instance, result, alerts)
+
+    payloads = [json.loads(request.body) for request in receivers.webhook.requests]
+    assert [(p["deployment"], p["title"]) for p in payloads] == [
+        ("churn", "churn__score_partition_job failed"),
+        ("credit_risk", "credit_risk: nightly_scoring failed"),
+        ("churn", "churn: __ephemeral_asset_job__ failed"),
+    ]
+    body = receivers.smtp.mails[1].message.get_content()
+    assert "Deployment: credit_risk" in body
+    fields = json.loads(receivers.slack.requests[2].body)["blocks"][1]["fields"]
+    assert fields[0]["text"] == "*Deployment*\nchurn"
 
 
 def test_a_channel_that_cannot_be_reached_fails_alone(

@@ -1,6 +1,10 @@
 """Job-failure alerts: when a job of this code location has failed ``threshold`` times in a
 row, the people on call hear about it on every channel ``alerts.job-failure.notification``
-lists (monitoring.yml) - what failed, where, when, and a link to the run."""
+lists (monitoring.yml) - what failed, of which deployment, where, when, and a link to the run.
+
+The deployment is the run's ``deployment`` tag (re-score runs of the model update sensor),
+else its job's ``<name>__`` prefix, else the one deployment whose assets (``<name>/...``) the
+run set out to materialize."""
 
 import datetime as dt
 import logging
@@ -10,6 +14,11 @@ import dagster as dg
 import pydantic
 
 from batch_inference_platform.config import MonitoringSettings
+from batch_inference_platform.defs.monitoring.runs import (
+    deployment_of_job,
+    planned_asset_keys,
+    run_deployment,
+)
 from batch_inference_platform.lib.alerts import (
     Alert,
     Channel,
@@ -154,8 +163,10 @@ def failure_alert(
     dagster_url: str,
     at: dt.datetime,
     streak: int = 1,
+    deployment: str | None = None,
 ) -> Alert:
-    """The alert for a failed run: its failed steps and their errors, where and when."""
+    """The alert for a failed run of ``deployment``: its failed steps and their errors, where
+    and when. The title names the deployment unless the job's name already does."""
     steps = tuple(event.step_key for event in step_failures if event.step_key)
     errors = [(event.step_key, _step_error(event)) for event in step_failures]
     if len(errors) == 1:
@@ -169,6 +180,8 @@ def failure_alert(
         where["code_location"] = run.remote_job_origin.location_name
     where |= {label: run.tags[tag] for tag, label in WHERE_TAGS.items() if run.tags.get(tag)}
     title = f"{run.job_name} failed" + (f" {streak} times in a row" if streak > 1 else "")
+    if deployment and deployment_of_job(run.job_name) != deployment:
+        title = f"{deployment}: {title}"
     return Alert(
         title=title,
         job_name=run.job_name,
@@ -179,6 +192,7 @@ def failure_alert(
         failed_steps=steps,
         where=where,
         severity="critical" if streak > 1 else "error",
+        deployment=deployment,
     )
 
 
@@ -208,6 +222,7 @@ def job_failure_alerts(
         dagster_url=alerts.dagster_url,
         at=dt.datetime.fromtimestamp(ended, dt.UTC) if ended else dt.datetime.now(dt.UTC),
         streak=streak,
+        deployment=run_deployment(run, asset_keys=planned_asset_keys(context.instance, run)),
     )
     outcome = alerts.alert(alert, logger=context.log)
     if not any(error is None for error in outcome.values()):

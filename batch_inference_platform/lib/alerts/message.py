@@ -1,4 +1,5 @@
-"""What an alert says: what failed, where, when, how bad, and the link to look at it."""
+"""What an alert says: what failed (and whose: the deployment), where, when, how bad, and the
+link to look at it."""
 
 from __future__ import annotations
 
@@ -34,10 +35,13 @@ class Alert:
     where: Mapping[str, str] = field(default_factory=dict)
     """Code location, tenant, partition(s)... whatever of these the run carries."""
     severity: Severity = "error"
+    deployment: str | None = None
+    """The deployment whose job or assets failed (None: not one deployment's)."""
 
     def facts(self) -> list[tuple[str, str]]:
         """The alert as labelled lines, in the order people read them."""
-        rows = [("Job", self.job_name), ("Run", self.run_id)]
+        rows = [("Deployment", self.deployment)] if self.deployment else []
+        rows += [("Job", self.job_name), ("Run", self.run_id)]
         if self.failed_steps:
             rows.append(("Failed steps", ", ".join(self.failed_steps)))
         rows += [
@@ -56,6 +60,7 @@ class Alert:
         return {
             "title": self.title,
             "severity": self.severity,
+            "deployment": self.deployment,
             "job_name": self.job_name,
             "run_id": self.run_id,
             "failed_steps": list(self.failed_steps),
