@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import dagster as dg
 
 from batch_inference_platform.defs.inference.client_jobs import client_inference_job
+from batch_inference_platform.defs.metadata import TenantOutputMetadata
+from batch_inference_platform.defs.monitoring.runs import run_materializations
 from batch_inference_platform.defs.resources import ClientRequestsResource
 from batch_inference_platform.lib.inbox.job_models import InvalidTransition
 from batch_inference_platform.lib.messaging.schemas import (
@@ -88,15 +90,15 @@ def client_job_succeeded(
     context: dg.RunStatusSensorContext, client_requests: ClientRequestsResource
 ) -> None:
     run = context.dagster_run
-    summary = _summary(context)
+    written = _output(context)
     output = OutputMessage(
         job_id=run.tags["job_id"],
         tenant=run.tags["tenant"],
-        table=str(summary.get("table", "")),
-        partitions=list(summary.get("partitions", [])),  # type: ignore[arg-type]
-        rows=int(summary.get("rows", 0)),  # type: ignore[arg-type]
-        model_name=str(summary.get("model_name", "")),
-        model_version=int(summary.get("model_version", 0)),  # type: ignore[arg-type]
+        table=written.table_uri if written else "",
+        partitions=list(written.partitions) if written else [],
+        rows=written.rows if written else 0,
+        model_name=written.model_name if written else "",
+        model_version=written.model_version if written else 0,
         dagster_run_id=run.run_id,
         finished_at=_now(),
     )
@@ -162,17 +164,16 @@ def client_job_canceled(
     _record(context, client_requests, "canceled", detail="the run was cancelled")
 
 
-def _summary(context: dg.RunStatusSensorContext) -> dict[str, object]:
-    """What the run's output-table materialization recorded (table, partitions, rows, model)."""
-    records = context.instance.get_records_for_run(
-        context.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
-    ).records
-    for record in reversed(records):
-        event = record.event_log_entry.dagster_event
-        materialization = event.event_specific_data.materialization if event else None  # type: ignore[union-attr]
-        if materialization is not None:
-            return {key: value.value for key, value in materialization.metadata.items()}
-    return {}
+def _output(context: dg.RunStatusSensorContext) -> TenantOutputMetadata | None:
+    """The record of the run's (latest) output-table materialization: table, partitions,
+    rows, model; None when it wrote none."""
+    for materialization in reversed(
+        run_materializations(context.instance, context.dagster_run.run_id)
+    ):
+        record = TenantOutputMetadata.from_materialization(materialization)
+        if record is not None:
+            return record
+    return None
 
 
 JOB_STATUS_SENSORS = [
