@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from batch_inference_platform.lib.features.contract import KEY_COLUMN
+from batch_inference_platform.lib.features.synthetic import DATE_COLUMN, KEY_COLUMN
 from batch_inference_platform.lib.lake.tables import schema_hash, table_schema
 from batch_inference_platform.lib.quality.rules import REASON_COLUMN
 from batch_inference_platform.lib.scoring.kernel import prediction_schema
@@ -35,11 +35,15 @@ from .conftest import (
     read_all,
     read_day,
 )
+from .own_sources import own_platform
 
-PREDICTION_SCHEMA = prediction_schema(OutputSpec(OutputKind.PROBABILITY))
+PREDICTION_SCHEMA = prediction_schema(
+    pa.schema([pa.field(KEY_COLUMN, pa.int64()), pa.field(DATE_COLUMN, pa.date32())]),
+    OutputSpec(OutputKind.PROBABILITY),
+)
+"""Credit risk's predictions: its key (int64, the validated type) and day, then the score."""
 
 DAYS = (DAY_A, DAY_B)
-CATALOG_KEY = dg.AssetKey("catalog_entries")
 
 
 @dataclass
@@ -70,14 +74,14 @@ def _scored(platform: Platform, day: dt.date) -> Scored:
         result,
         materializations(result),
         read_day(platform.predictions, day),
-        read_day(platform.layout.validated, day),
-        read_day(platform.layout.quarantine, day),
+        read_day(platform.tables.validated, day),
+        read_day(platform.tables.quarantine, day),
     )
 
 
 @pytest.fixture(scope="module")
-def graph(make_platform: PlatformFactory) -> Graph:
-    platform = make_platform("graph")
+def graph(make_platform: PlatformFactory, tmp_path_factory: pytest.TempPathFactory) -> Graph:
+    platform = own_platform(make_platform, tmp_path_factory, "graph")
     for day in DAYS:
         assert platform.generate(day).success
     assert platform.train().success
@@ -86,7 +90,7 @@ def graph(make_platform: PlatformFactory) -> Graph:
     return Graph(
         platform,
         champion,
-        platform.layout.features.open().version(),
+        platform.tables.features.open().version(),
         scored,
         read_all(platform.layout.catalog),
         platform.predictions.open().version(),
@@ -111,7 +115,7 @@ def rerun(graph: Graph) -> Rerun:
     after = _scored(platform, DAY_A)
     predictions_version = platform.predictions.open().version()
     catalog = read_all(platform.layout.catalog)
-    rerecord = platform.score(DAY_A, asset_selection=[CATALOG_KEY])
+    rerecord = platform.score(DAY_A, asset_selection=[platform.scope.catalog])
     return Rerun(
         graph,
         after,
@@ -124,10 +128,11 @@ def rerun(graph: Graph) -> Rerun:
 
 
 def _catalog_row(catalog: pa.Table, dataset: str, day: dt.date, version: int) -> dict[str, Any]:
+    wanted = ("credit_risk", dataset, day.isoformat(), version)
     rows = [
         row
         for row in catalog.to_pylist()
-        if (row["dataset"], row["partition"], row["delta_version"]) == (dataset, day, version)
+        if (row["deployment"], row["dataset"], row["partition"], row["delta_version"]) == wanted
     ]
     assert len(rows) == 1, f"{dataset} {day} v{version}: {len(rows)} catalog rows"
     return rows[0]
@@ -204,7 +209,7 @@ def test_materialization_metadata(graph: Graph, day: dt.date) -> None:
     for key in ("dagster/row_count", "seconds", "rows_per_second", "delta_version", "table_uri"):
         assert key in validated, key
     assert validated["dagster/row_count"] == scored.validated.num_rows
-    assert validated["table_uri"] == platform.layout.validated.uri
+    assert validated["table_uri"] == platform.tables.validated.uri
 
     model = scored.metadata["model_versions"]
     assert model["model_version"] == graph.champion
@@ -231,7 +236,7 @@ def test_delta_commits_belong_to_the_run(graph: Graph, day: dt.date) -> None:
     run_id = scored.result.run_id
     for location, key in (
         (platform.predictions, "predictions"),
-        (platform.layout.validated, "validated_features"),
+        (platform.tables.validated, "validated_features"),
     ):
         commit = commit_info(location, scored.metadata[key]["delta_version"])
         assert commit["dagster_run_id"] == run_id
@@ -239,7 +244,7 @@ def test_delta_commits_belong_to_the_run(graph: Graph, day: dt.date) -> None:
     quarantine_version = scored.metadata["validated_features"]["partitions"][day.isoformat()][
         "quarantine_delta_version"
     ]
-    assert commit_info(platform.layout.quarantine, quarantine_version)["dagster_run_id"] == run_id
+    assert commit_info(platform.tables.quarantine, quarantine_version)["dagster_run_id"] == run_id
 
 
 @pytest.mark.parametrize("day", DAYS)
@@ -283,10 +288,11 @@ def test_catalog_links_predictions_to_validated_to_features_and_model(
 
 def test_catalog_has_one_row_per_dataset_version(graph: Graph) -> None:
     keys = [
-        (row["dataset"], row["partition"], row["delta_version"])
+        (row["deployment"], row["dataset"], row["partition"], row["delta_version"])
         for row in graph.catalog.to_pylist()
     ]
     assert len(keys) == len(set(keys)) == 3 * len(DAYS)
+    assert {key[0] for key in keys} == {"credit_risk"}
 
 
 def test_each_partition_in_its_own_delta_commit(graph: Graph) -> None:
@@ -335,7 +341,7 @@ def test_rerun_is_cataloged_once(rerun: Rerun) -> None:
     assert set(materializations(rerun.rerecord)) == {"catalog_entries"}
     assert rerun.catalog_after_rerecord.num_rows == rerun.catalog.num_rows
     keys = [
-        (r["dataset"], r["partition"], r["delta_version"])
+        (r["deployment"], r["dataset"], r["partition"], r["delta_version"])
         for r in rerun.catalog_after_rerecord.to_pylist()
     ]
     assert len(keys) == len(set(keys))
