@@ -66,9 +66,10 @@ def test_shipped_files_give_seed_values() -> None:
     assert app.scheduling.default_schedule == "0 0 * * * ?"
     assert app.scheduling.cron == "0 * * * *"
     assert app.scheduling.max_concurrent_jobs == 5
-    assert app.model.name == "credit_risk_default"
-    assert app.model.alias == "champion"
-    assert app.partitions.start_date == dt.date(2026, 11, 1)
+    assert app.model.rescore_partitions == 3
+    assert app.model.max_load_seconds == 300
+    assert app.deployments_dir == ""
+    assert app.realtime.deployment == "credit_risk"
     assert app.validation.min_rows == 100
     assert app.validation.max_null_rate == 0.5
     assert app.drift.bins == 10
@@ -98,6 +99,12 @@ def test_relative_paths_resolve_against_yml_directory(yml_dir: Path) -> None:
     assert mlflow.artifact_root == str(yml_dir / "data" / "mlflow" / "artifacts")
     assert mlflow.registry_uri == ""
     assert mlflow.effective_registry_uri == mlflow.tracking_uri
+    assert settings.application.deployments_dir == ""
+
+
+def test_a_relative_deployments_dir_resolves_against_yml_directory(yml_dir: Path) -> None:
+    settings = _load(yml_dir, BIP__BATCH_INFERENCE__DEPLOYMENTS_DIR="use_cases")
+    assert settings.application.deployments_dir == str(yml_dir / "use_cases")
 
 
 def test_uris_and_absolute_paths_are_kept(yml_dir: Path) -> None:
@@ -149,8 +156,8 @@ def test_env_overrides_apply_with_yaml_types(yml_dir: Path) -> None:
 
 
 def test_env_segments_match_case_insensitively(yml_dir: Path) -> None:
-    settings = _load(yml_dir, BIP__Batch_Inference__Model__Alias="challenger")
-    assert settings.application.model.alias == "challenger"
+    settings = _load(yml_dir, BIP__Batch_Inference__Realtime__Deployment="churn")
+    assert settings.application.realtime.deployment == "churn"
 
 
 @pytest.mark.parametrize(
@@ -159,7 +166,11 @@ def test_env_segments_match_case_insensitively(yml_dir: Path) -> None:
         "BIP__BATCH_INFERENCE__SPARK__CLUSTER__MAX_WORKRES",
         "BIP__BATCH_INFERENCE__NOPE",
         "BIP__METRIX__COLLECTION_INTERVAL",
-        "BIP__BATCH_INFERENCE__MODEL__NAME__EXTRA",
+        "BIP__BATCH_INFERENCE__MODEL__RESCORE_PARTITIONS__EXTRA",
+        # settings that moved into each deployment's defs.yaml are no longer known
+        "BIP__BATCH_INFERENCE__MODEL__NAME",
+        "BIP__BATCH_INFERENCE__MODEL__ALIAS",
+        "BIP__BATCH_INFERENCE__PARTITIONS__START_DATE",
     ],
 )
 def test_unknown_env_override_fails_naming_it(yml_dir: Path, var: str) -> None:
@@ -240,9 +251,9 @@ def test_bad_yaml_fails(yml_dir: Path) -> None:
         ),
         (
             "application.yml",
-            "    alias: champion\n",
+            "    max-load-seconds: 300",
             "",
-            "application.yml: batch-inference.model.alias: required key is missing",
+            "application.yml: batch-inference.model.max-load-seconds: required key is missing",
         ),
         (
             "application.yml",
