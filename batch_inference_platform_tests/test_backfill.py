@@ -16,7 +16,6 @@ import dagster as dg
 import pyarrow as pa
 import pytest
 
-from batch_inference_platform.defs.inference.assets import PREDICTIONS_KEY
 from batch_inference_platform.lib.features.synthetic import raw_schema
 from batch_inference_platform.lib.lake.lineage import latest_commit
 from batch_inference_platform.lib.lake.tables import (
@@ -29,6 +28,7 @@ from batch_inference_platform.lib.registry import loader
 from batch_inference_platform.lib.scoring.outputs import OutputKind
 
 from .conftest import (
+    DAILY,
     DAY_A,
     DAY_B,
     Platform,
@@ -38,6 +38,7 @@ from .conftest import (
     materializations,
     read_all,
 )
+from .own_sources import own_platform
 
 DAY_C = dt.date(2026, 11, 4)
 DAYS = (DAY_A, DAY_B, DAY_C)
@@ -53,13 +54,13 @@ def _backfill(platform: Platform) -> dg.ExecuteInProcessResult:
 
 
 def _partition_materializations(
-    result: dg.ExecuteInProcessResult, asset: str
+    result: dg.ExecuteInProcessResult, asset: dg.AssetKey
 ) -> dict[str | None, dict[str, Any]]:
     """Metadata of each materialization of ``asset`` in the run, keyed by partition."""
     found = {}
     for event in result.get_asset_materialization_events():
         materialization = event.step_materialization_data.materialization
-        if materialization.asset_key.to_user_string() == asset:
+        if materialization.asset_key == asset:
             found[materialization.partition] = {
                 k: v.value for k, v in materialization.metadata.items()
             }
@@ -68,7 +69,9 @@ def _partition_materializations(
 
 def _latest_predictions_record(platform: Platform, day: dt.date) -> dg.EventLogRecord:
     records = platform.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=PREDICTIONS_KEY, asset_partitions=[day.isoformat()]),
+        dg.AssetRecordsFilter(
+            asset_key=platform.scope.predictions, asset_partitions=[day.isoformat()]
+        ),
         limit=1,
     ).records
     assert len(records) == 1, f"no predictions materialization recorded for {day}"
@@ -103,9 +106,9 @@ class Backfill:
 
 
 @pytest.fixture(scope="module")
-def backfill(make_platform: PlatformFactory) -> Backfill:
+def backfill(make_platform: PlatformFactory, tmp_path_factory: pytest.TempPathFactory) -> Backfill:
     """Three days generated, the model trained on the first, then one run over all three."""
-    platform = make_platform("backfill")
+    platform = own_platform(make_platform, tmp_path_factory, "backfill")
     for day in DAYS:
         assert platform.generate(day).success
     assert platform.train(training_partition=DAY_A.isoformat()).success
@@ -115,13 +118,13 @@ def backfill(make_platform: PlatformFactory) -> Backfill:
     return Backfill(
         platform=platform,
         result=result,
-        runs=len(platform.instance.get_runs(dg.RunsFilter(job_name=JOB))),
+        runs=len(platform.instance.get_runs(dg.RunsFilter(job_name=platform.scope.job_name(JOB)))),
         metadata=materializations(result),
-        predictions_by_day=_partition_materializations(result, "predictions"),
+        predictions_by_day=_partition_materializations(result, platform.scope.predictions),
         rows={
             day: (
-                count_partition(platform.layout.validated, day),
-                count_partition(platform.predictions, day),
+                count_partition(platform.tables.validated, DAILY, day.isoformat()),
+                count_partition(platform.predictions, DAILY, day.isoformat()),
             )
             for day in DAYS
         },
@@ -142,12 +145,13 @@ def test_one_run_covers_the_range(backfill: Backfill) -> None:
     started = [
         str(e.step_key) for e in backfill.result.all_events if e.event_type_value == "STEP_START"
     ]
+    platform = backfill.platform
     assert sorted(started) == [
-        "archived_features",
-        "catalog_entries",
-        "model_versions",
-        "predictions",
-        "validated_features",
+        platform.op("archived_features"),
+        platform.op("catalog_entries"),
+        platform.op("model_versions"),
+        platform.op("predictions"),
+        platform.op("validated_features"),
     ]
 
 
@@ -241,8 +245,9 @@ def test_catalog_has_lineage_for_every_day(backfill: Backfill) -> None:
     assert backfill.metadata["catalog_entries"]["entries"] == 3 * len(DAYS)
     predictions = backfill.metadata["predictions"]["partitions"]
     validated = backfill.metadata["validated_features"]["partitions"]
+    assert {r["deployment"] for r in rows} == {"credit_risk"}
     for day in DAYS:
-        by_dataset = {r["dataset"]: r for r in rows if r["partition"] == day}
+        by_dataset = {r["dataset"]: r for r in rows if r["partition"] == day.isoformat()}
         assert set(by_dataset) == {"validated_features", "quarantine", "predictions"}, day
         scored, checked = by_dataset["predictions"], by_dataset["validated_features"]
         assert scored["delta_version"] == predictions[day.isoformat()]["delta_version"]
@@ -272,9 +277,9 @@ def _null_income(location: DeltaLocation, day: dt.date) -> None:
             ],
             schema=schema,
         )
-        for b in read_partition(location, day)
+        for b in read_partition(location, DAILY, day.isoformat())
     ]
-    replace_partition(location, day, batches, schema)
+    replace_partition(location, DAILY, day.isoformat(), batches, schema)
 
 
 @dataclass
@@ -291,14 +296,17 @@ class BadBackfill:
 def bad_backfill(backfill: Backfill) -> BadBackfill:
     """The same range run again after BAD_DAY's required ``annual_income`` became all null."""
     platform = backfill.platform
-    validated = platform.layout.validated
+    validated = platform.tables.validated
     before = {}
     for day in DAYS:
-        commit = latest_commit(validated, day)
-        before[day] = (commit.version if commit else None, count_partition(validated, day))
+        commit = latest_commit(validated, day.isoformat())
+        before[day] = (
+            commit.version if commit else None,
+            count_partition(validated, DAILY, day.isoformat()),
+        )
     predictions_version = platform.predictions.open().version()
     catalog_version = platform.layout.catalog.open().version()
-    _null_income(platform.layout.features, BAD_DAY)
+    _null_income(platform.tables.features, BAD_DAY)
     result = _backfill(platform)
     return BadBackfill(backfill, result, before, predictions_version, catalog_version)
 
@@ -320,18 +328,20 @@ def test_good_days_are_validated_and_the_bad_day_keeps_its_last_good_version(
     bad_backfill: BadBackfill,
 ) -> None:
     platform, result = bad_backfill.good.platform, bad_backfill.result
-    validated = platform.layout.validated
+    validated = platform.tables.validated
     written = _commits_of_run(validated, result.run_id)
     assert sorted(c["partition"] for c in written) == [d.isoformat() for d in GOOD_DAYS]
     for day in GOOD_DAYS:
-        commit = latest_commit(validated, day)
+        commit = latest_commit(validated, day.isoformat())
         assert commit is not None and commit.run_id == result.run_id
-        assert count_partition(validated, day) == bad_backfill.validated_before[day][1]
-    commit = latest_commit(validated, BAD_DAY)
+        rows = count_partition(validated, DAILY, day.isoformat())
+        assert rows == bad_backfill.validated_before[day][1]
+    commit = latest_commit(validated, BAD_DAY.isoformat())
     assert commit is not None
     assert commit.version == bad_backfill.validated_before[BAD_DAY][0]
     assert commit.run_id == bad_backfill.good.result.run_id
-    assert count_partition(validated, BAD_DAY) == bad_backfill.validated_before[BAD_DAY][1]
+    rows = count_partition(validated, DAILY, BAD_DAY.isoformat())
+    assert rows == bad_backfill.validated_before[BAD_DAY][1]
 
     partitions = materializations(result)["validated_features"]["partitions"]
     assert partitions[BAD_DAY.isoformat()]["passed"] is False
@@ -344,13 +354,14 @@ def test_good_days_are_validated_and_the_bad_day_keeps_its_last_good_version(
 def test_nothing_is_scored_when_a_blocking_check_fails(bad_backfill: BadBackfill) -> None:
     """Dagster skips everything downstream of the failed check - the good days included."""
     platform, result = bad_backfill.good.platform, bad_backfill.result
-    assert _started_steps(result) == {"validated_features"}
+    assert _started_steps(result) == {platform.op("validated_features")}
     assert set(materializations(result)) == {"validated_features"}
     assert _commits_of_run(platform.predictions, result.run_id) == []
     assert platform.predictions.open().version() == bad_backfill.predictions_version_before
     assert platform.layout.catalog.open().version() == bad_backfill.catalog_version_before
     for day in DAYS:
-        assert count_partition(platform.predictions, day) == bad_backfill.good.rows[day][1]
+        rows = count_partition(platform.predictions, DAILY, day.isoformat())
+        assert rows == bad_backfill.good.rows[day][1]
         # The latest predictions materialization of every day is still the good backfill's.
         record = _latest_predictions_record(platform, day)
         assert record.run_id == bad_backfill.good.result.run_id
