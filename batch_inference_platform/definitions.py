@@ -13,8 +13,6 @@ import dagster as dg
 
 from batch_inference_platform.config import Settings, SettingsError, load_settings
 from batch_inference_platform.defs.building import building_with
-from batch_inference_platform.lib.deployments.folder import read_deployments
-from batch_inference_platform.lib.deployments.spec import Deployment
 from batch_inference_platform.defs.inference.client_jobs import client_inference_job
 from batch_inference_platform.defs.inference.databricks_engine import DatabricksEngineResource
 from batch_inference_platform.defs.inference.engines import (
@@ -43,8 +41,8 @@ from batch_inference_platform.defs.monitoring.sla import (
     sla_report_schedule,
 )
 from batch_inference_platform.defs.realtime.assets import (
-    build_realtime_schedule,
     build_customer_insights,
+    build_realtime_schedule,
     customer_activity_windows,
     realtime_job,
 )
@@ -56,6 +54,8 @@ from batch_inference_platform.defs.resources import (
     ModelRegistryResource,
     QualityPolicyResource,
 )
+from batch_inference_platform.lib.deployments.folder import read_deployments
+from batch_inference_platform.lib.deployments.spec import Deployment
 
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:

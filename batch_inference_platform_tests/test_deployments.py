@@ -27,7 +27,7 @@ from sklearn.preprocessing import OneHotEncoder
 
 from batch_inference_platform.config import load_settings
 from batch_inference_platform.definitions import build_definitions
-from batch_inference_platform.lib.deployments.partitioning import PartitionKind, Partitioning
+from batch_inference_platform.lib.deployments.partitioning import Partitioning, PartitionKind
 from batch_inference_platform.lib.lake.tables import DeltaLocation, replace_partition
 
 from .conftest import ENV, read_day
@@ -60,11 +60,10 @@ def features_frame(table: pa.Table) -> pd.DataFrame:
 def spend_model() -> Any:
     """A regression pipeline over a string category and two numbers (next hour's spend)."""
     frame = features_frame(merchant_rows(HOURS[0]))
-    target = frame["transactions"] * frame["avg_ticket"] * frame["country"].map(
-        {"de": 1.0, "fr": 1.2, "nl": 0.9}
-    )
+    weight = frame["country"].replace({"de": 1.0, "fr": 1.2, "nl": 0.9}).astype(float)
+    target = frame["transactions"] * frame["avg_ticket"] * weight
     encode = ColumnTransformer(
-        [("country", OneHotEncoder(categories=[COUNTRIES]), ["country"])],
+        [("country", OneHotEncoder(categories=[COUNTRIES]), ["country"])],  # pyright: ignore[reportArgumentType]
         remainder="passthrough",
     )
     return make_pipeline(encode, LinearRegression()).fit(frame, target), frame
@@ -85,7 +84,9 @@ def register_spend_model(tracking_uri: str, artifacts: Path) -> Any:
             pip_requirements=["scikit-learn"],
             skops_trusted_types=["numpy.dtype"],
         )
-    client.set_registered_model_alias("merchant_spend", "champion", info.registered_model_version)
+    client.set_registered_model_alias(
+        "merchant_spend", "champion", str(info.registered_model_version)
+    )
     return model
 
 
@@ -148,12 +149,12 @@ def test_a_yaml_only_deployment_is_scored_end_to_end_through_the_dagster_cli(
     model = register_spend_model(f"sqlite:///{data}/mlflow.db", data / "artifacts")
     deployments = tmp_path / "deployments"
     (deployments / "merchant_spend").mkdir(parents=True)
-    (deployments / "merchant_spend" / "defs.yaml").write_text(
-        SPEND_YAML.format(table=source.uri)
-    )
+    (deployments / "merchant_spend" / "defs.yaml").write_text(SPEND_YAML.format(table=source.uri))
     env = cli_env(tmp_path, deployments)
 
-    validated = dagster(env, "definitions", "validate", "-m", "batch_inference_platform.definitions")
+    validated = dagster(
+        env, "definitions", "validate", "-m", "batch_inference_platform.definitions"
+    )
     assert validated.returncode == 0, validated.stdout + validated.stderr
 
     hour = "2026-11-02-06:00"
@@ -172,7 +173,9 @@ def test_a_yaml_only_deployment_is_scored_end_to_end_through_the_dagster_cli(
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
 
     settings = load_settings(environ={k: v for k, v in env.items() if k.startswith("BIP__")})
-    predictions = DeltaLocation(str(Path(settings.application.lake.root) / "predictions" / "merchant_spend"))
+    predictions = DeltaLocation(
+        str(Path(settings.application.lake.root) / "predictions" / "merchant_spend")
+    )
     scored = read_day(predictions, hour, HOURLY).sort_by("merchant_id")
     assert scored.column_names[:3] == ["merchant_id", "event_hour", "score"]
     expected = batches[HOURS[1]].sort_by("merchant_id")
@@ -341,7 +344,7 @@ def test_a_contract_column_the_model_does_not_take_is_refused_at_load(tmp_path: 
             skops_trusted_types=["numpy.dtype"],
         )
     client.set_registered_model_alias(
-        "credit_risk_default", "champion", info.registered_model_version
+        "credit_risk_default", "champion", str(info.registered_model_version)
     )
     message = load_error(tmp_path, document, ENVIRONMENT="prod")
     assert f"{BROKEN}:" in message and "attributes.contract.columns[29].name" in message

@@ -95,7 +95,9 @@ def _check_columns(
                 f"column {partitioning.column!r} is not in the table (columns: {shown})",
             )
         actual = schema.field(partitioning.column).type
-        wanted = pa.types.is_date if partitioning.kind is PartitionKind.DAILY else pa.types.is_timestamp
+        wanted = (
+            pa.types.is_date if partitioning.kind is PartitionKind.DAILY else pa.types.is_timestamp
+        )
         if not wanted(actual):
             kind = "a date" if partitioning.kind is PartitionKind.DAILY else "a timestamp"
             raise DeploymentError(

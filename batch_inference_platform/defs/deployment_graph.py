@@ -46,9 +46,7 @@ def build_deployment_defs(deployment: Deployment, settings: Settings) -> dg.Defi
     sensor = build_model_update_sensor(
         scope, jobs.rescore, deployment.rescore_partitions or app.model.rescore_partitions
     )
-    return dg.Definitions(
-        assets=assets, jobs=jobs.all, schedules=schedules, sensors=[sensor]
-    )
+    return dg.Definitions(assets=assets, jobs=jobs.all, schedules=schedules, sensors=[sensor])
 
 
 def engine_resource_key(deployment: Deployment) -> str:

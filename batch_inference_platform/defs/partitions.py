@@ -9,6 +9,7 @@ from typing import Any
 
 import dagster as dg
 
+
 def combine_checks(
     name: str, verdicts: Mapping[str, tuple[bool, str]], **kwargs: Any
 ) -> dg.AssetCheckResult:

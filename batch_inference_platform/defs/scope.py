@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from batch_inference_platform.lib.deployments.partitioning import PartitionKind, Partitioning
+from batch_inference_platform.lib.deployments.partitioning import Partitioning, PartitionKind
 from batch_inference_platform.lib.deployments.spec import Deployment
 
 
@@ -77,9 +77,11 @@ class DeploymentScope:
 
     def partition_keys(self, context: dg.AssetExecutionContext) -> list[str]:
         """The partitions this run materializes: one, many for a backfill, or the whole table."""
-        keys = context.partition_keys if context.has_partition_key_range or (
-            context.has_partition_key
-        ) else []
+        keys = (
+            context.partition_keys
+            if context.has_partition_key_range or (context.has_partition_key)
+            else []
+        )
         return self.deployment.partitioning.keys(list(keys))
 
     def job_name(self, job: str) -> str:

@@ -33,7 +33,9 @@ def build_catalog_entries(scope: DeploymentScope) -> dg.AssetsDefinition:
         "read from the lineage each write stamps on its Delta commit.",
         check_specs=[dg.AssetCheckSpec(LINEAGE_CHECK, asset=scope.catalog)],
     )
-    def catalog_entries(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    def catalog_entries(
+        context: dg.AssetExecutionContext, lake: LakeResource
+    ) -> dg.MaterializeResult:
         layout = lake.layout
         tables = layout.deployment(deployment)
         now = dt.datetime.now(dt.UTC)

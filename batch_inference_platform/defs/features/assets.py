@@ -66,7 +66,7 @@ def build_generated_features(scope: DeploymentScope) -> dg.AssetsDefinition:
     return feature_tables
 
 
-def build_observed_features(scope: DeploymentScope) -> dg.AssetsDefinition:
+def build_observed_features(scope: DeploymentScope) -> dg.SourceAsset:
     """The deployment's source: an external Delta table, observed for its version."""
     deployment = scope.deployment
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -50,7 +49,9 @@ def build_jobs(scope: DeploymentScope, *, generated: bool) -> DeploymentJobs:
         ),
         rescore=dg.define_asset_job(
             scope.job_name("rescore_job"),
-            selection=dg.AssetSelection.assets(scope.model_versions, scope.predictions, scope.catalog),
+            selection=dg.AssetSelection.assets(
+                scope.model_versions, scope.predictions, scope.catalog
+            ),
             partitions_def=partitions,
             description=f"{name}: re-score already validated partitions with the serving model "
             "(after a promotion); one run covers a range and loads the model once.",

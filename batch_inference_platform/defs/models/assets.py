@@ -133,8 +133,9 @@ def build_model_versions(scope: DeploymentScope, *, trained_locally: bool) -> dg
         deps=deps,
         group_name=scope.group,
         kinds={"mlflow"},
-        description=f"{deployment.name}: the version of {deployment.model_name} that scores: the holder of the serving alias "
-        "if its input signature fits the validated feature schema and it passes the smoke test "
+        description=f"{deployment.name}: the version of {deployment.model_name} that scores: "
+        "the holder of the serving alias if its input signature fits the validated feature "
+        "schema and it passes the smoke test "
         "(loads in time, its output fits the declared kind, scores validated rows into finite "
         "predictions of that kind), otherwise - loudly, tagged in MLflow and alerted - the last "
         "approved champion (the version that last served successfully).",

@@ -12,7 +12,6 @@ recent days whose predictions were written by another version are re-scored; run
 from __future__ import annotations
 
 import json
-
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -88,10 +87,7 @@ def build_model_update_sensor(
             _rescore_request(deployment.name, model_name, holder, keys)
             for keys in _contiguous(partitioning, stale)
         ]
-        context.log.info(
-            f"{model_name}@{alias} is v{holder}: re-scoring "
-            f"{', '.join(stale)}"
-        )
+        context.log.info(f"{model_name}@{alias} is v{holder}: re-scoring {', '.join(stale)}")
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor))
 
     return mlflow_model_update_sensor
@@ -102,7 +98,9 @@ def _scored_by_other_versions(
 ) -> list[str]:
     """Of the ``recent`` most recent scored partitions (never-scored ones have nothing to
     re-score), those whose latest predictions were not written by ``version``."""
-    keys = snapshot(predictions, partitioning).partitions()[-recent:] if predictions.exists() else []
+    keys = (
+        snapshot(predictions, partitioning).partitions()[-recent:] if predictions.exists() else []
+    )
     commits = latest_commits(predictions, keys)  # one read of the history
     return [
         key

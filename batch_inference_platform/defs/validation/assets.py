@@ -27,9 +27,6 @@ from batch_inference_platform.lib.lake.tables import (
     snapshot,
 )
 from batch_inference_platform.lib.quality.rules import canonical_schema
-from batch_inference_platform.lib.registry.client import ModelNotFoundError
-from batch_inference_platform.lib.registry.compatibility import signature_inputs
-from batch_inference_platform.lib.scoring.inputs import UnsupportedSignatureError
 from batch_inference_platform.lib.quality.validation import (
     ROW_CHECKS,
     CheckOutcome,
@@ -48,6 +45,9 @@ from batch_inference_platform.lib.quality.verdicts import (
     VALIDATION_ID,
     VERDICT,
 )
+from batch_inference_platform.lib.registry.client import ModelNotFoundError
+from batch_inference_platform.lib.registry.compatibility import signature_inputs
+from batch_inference_platform.lib.scoring.inputs import UnsupportedSignatureError
 
 BLOCKING_CHECKS = ("schema_matches_contract", *ROW_CHECKS)
 

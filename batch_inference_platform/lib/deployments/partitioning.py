@@ -80,12 +80,16 @@ class Partitioning:
         """The key of the partition a Delta partition value (or a row's value) belongs to."""
         if not self.partitioned:
             return WHOLE_TABLE
-        if self.kind is PartitionKind.DAILY:
-            if isinstance(value, dt.datetime):
-                return value.date().isoformat()
-            return value.isoformat() if isinstance(value, dt.date) else value[:10]
         if isinstance(value, str):
-            value = dt.datetime.fromisoformat(value)
+            value = (
+                dt.datetime.fromisoformat(value)
+                if len(value) > 10
+                else dt.date.fromisoformat(value)
+            )
+        if self.kind is PartitionKind.DAILY:
+            return (value.date() if isinstance(value, dt.datetime) else value).isoformat()
+        if not isinstance(value, dt.datetime):
+            value = dt.datetime.combine(value, dt.time())
         if value.tzinfo is not None:
             value = value.astimezone(dt.UTC)
         return value.strftime(_HOURLY_KEY)

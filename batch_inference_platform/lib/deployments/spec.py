@@ -53,7 +53,9 @@ class PartitionSpec(_Strict):
 class SourceSpec(_Strict):
     """The Delta table the deployment scores."""
 
-    table: str = Field(description="A Delta table: a path relative to the project root, az:// or abfss://.")
+    table: str = Field(
+        description="A Delta table: a path relative to the project root, az:// or abfss://."
+    )
     key: list[str] = Field(description="Columns that identify a row (one or more), any type.")
     partition: PartitionSpec = Field(default_factory=PartitionSpec)
     generator: Literal["credit_risk", "churn"] | None = Field(
