@@ -12,6 +12,7 @@ import dagster as dg
 import pytest
 
 from .conftest import Platform, PlatformFactory, failure_messages, read_day
+from .own_sources import own_platform
 
 DAYS = [dt.date(2026, 11, d) for d in (2, 3, 4)]
 BAD_DAY = DAYS[1]
@@ -26,7 +27,7 @@ class Partial:
 
 def _corrupt(platform: Platform, day: dt.date) -> str:
     """Overwrite the middle of the day's validated Parquet file; returns the file's path."""
-    root = Path(platform.layout.validated.uri) / f"event_date={day.isoformat()}"
+    root = Path(platform.tables.validated.uri) / f"event_date={day.isoformat()}"
     (path,) = sorted(root.glob("*.parquet"))
     data = bytearray(path.read_bytes())
     data[len(data) // 3 :] = b"\0" * (len(data) - len(data) // 3)
@@ -35,8 +36,13 @@ def _corrupt(platform: Platform, day: dt.date) -> str:
 
 
 @pytest.fixture(scope="module", params=["local", "spark"])
-def partial(request: pytest.FixtureRequest, make_platform: PlatformFactory) -> Partial:
-    platform = make_platform(f"partial_{request.param}", ENGINE=request.param)
+def partial(
+    request: pytest.FixtureRequest,
+    make_platform: PlatformFactory,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Partial:
+    name = f"partial_{request.param}"
+    platform = own_platform(make_platform, tmp_path_factory, name, ENGINE=request.param)
     for day in DAYS:
         assert platform.generate(day).success
     assert platform.train().success
@@ -48,7 +54,7 @@ def partial(request: pytest.FixtureRequest, make_platform: PlatformFactory) -> P
 
 def test_the_other_partitions_are_scored_and_committed(partial: Partial) -> None:
     assert not partial.result.success
-    assert partial.result.get_failed_step_keys() == {"predictions"}
+    assert partial.result.get_failed_step_keys() == {partial.platform.op("predictions")}
     for day in (DAYS[0], DAYS[2]):
         rescored = read_day(partial.platform.predictions, day)
         assert set(rescored.column("run_id").to_pylist()) == {partial.result.run_id}
@@ -75,7 +81,7 @@ def test_the_error_report_names_partition_file_and_error(partial: Partial) -> No
 
 def test_committed_days_are_recorded_as_materialized(partial: Partial) -> None:
     events = partial.platform.instance.fetch_materializations(
-        dg.AssetKey("predictions"), limit=100
+        partial.platform.scope.predictions, limit=100
     ).records
     recorded = {
         e.event_log_entry.dagster_event.partition
