@@ -20,22 +20,36 @@ from deltalake import write_deltalake
 
 from batch_inference_platform.config import load_settings
 from batch_inference_platform.definitions import build_definitions
-from batch_inference_platform.defs.maintenance.assets import MaintenanceResource, lake_maintenance
+from batch_inference_platform.defs.maintenance.assets import (
+    MaintenanceResource,
+    build_lake_maintenance,
+)
+from batch_inference_platform.lib.deployments.folder import read_deployments
 from batch_inference_platform.lib.deployments.partitioning import Partitioning, PartitionKind
+from batch_inference_platform.lib.deployments.spec import Deployment
 from batch_inference_platform.lib.lake.tables import DeltaLocation, read_partition
 
-from .conftest import DAY_A, DAY_B, Platform, PlatformFactory, materializations
+from .conftest import CREDIT, DAY_A, DAY_B, Platform, PlatformFactory, materializations
+from .own_sources import own_deployments
 
 JOB = "lake_maintenance_job"
 HOUR = 3600
 DAILY = Partitioning(PartitionKind.DAILY, "event_date")
 
 
+CHURN = "churn"
+
+
 @pytest.fixture(scope="module")
-def platform(make_platform: PlatformFactory) -> Platform:
-    """Two scored days, each scored three times (every rescore replaces the partition and
-    leaves the replaced files behind); VACUUM retention 0 from the configuration."""
-    platform = make_platform("maintenance", MAINTENANCE__VACUUM_RETENTION="0h")
+def platform(make_platform: PlatformFactory, tmp_path_factory: pytest.TempPathFactory) -> Platform:
+    """Two deployments, credit_risk and churn (never run), their demo sources in tmp dirs of
+    their own (VACUUM never reaches a source another test writes); two scored credit_risk days,
+    each scored three times (every rescore replaces the partition and leaves the replaced
+    files behind); VACUUM retention 0 from the configuration."""
+    folder = own_deployments(tmp_path_factory, "maintenance", (CREDIT, CHURN))
+    platform = make_platform(
+        "maintenance", MAINTENANCE__VACUUM_RETENTION="0h", DEPLOYMENTS_DIR=str(folder)
+    )
     for day in (DAY_A, DAY_B):
         assert platform.generate(day).success
     assert platform.train().success
@@ -57,7 +71,17 @@ def lake_files(root: Path) -> dict[Path, int]:
     }
 
 
-def tables(platform: Platform, result: dg.ExecuteInProcessResult) -> dict[str, dict[str, Any]]:
+def declared(platform: Platform) -> list[Deployment]:
+    app = platform.settings.application
+    return list(read_deployments(platform.settings.project_root, app.deployments_dir).values())
+
+
+def table_name(platform: Platform, location: DeltaLocation) -> str:
+    """A table's name in the asset's metadata: its path under the lake root, else its URI."""
+    return location.uri.removeprefix(platform.settings.application.lake.root.rstrip("/") + "/")
+
+
+def table_rows(platform: Platform, result: dg.ExecuteInProcessResult) -> dict[str, dict[str, Any]]:
     records = materializations(result)["lake_maintenance"]["tables"].records
     return {record.data["table"]: record.data for record in records}
 
@@ -111,7 +135,10 @@ def run_maintenance(
         ),
     }
     return dg.materialize(
-        [lake_maintenance], resources=resources, instance=platform.instance, raise_on_error=False
+        [build_lake_maintenance(declared(platform))],
+        resources=resources,
+        instance=platform.instance,
+        raise_on_error=False,
     )
 
 
@@ -178,19 +205,24 @@ def test_vacuum_deletes_what_no_version_needs_and_reports_it(platform: Platform)
         )
         for day in (DAY_A, DAY_B)
     }
-    before = lake_files(root)
+    source = Path(tables.features.uri)  # outside the lake root: a tmp dir of its own
+
+    def files() -> dict[Path, int]:
+        return {**lake_files(root), **lake_files(source)}
+
+    before = files()
 
     result = run_maintenance(platform)  # the configured retention: 0 h
 
     assert result.success
-    after = lake_files(root)
+    after = files()
     gone = set(before) - set(after)
     assert set(orphans) <= gone
     metadata = materializations(result)["lake_maintenance"]
     assert metadata["vacuum_retention_hours"] == 0
     assert metadata["files_removed"] == len(gone)
     assert metadata["bytes_removed"] == sum(before[path] for path in gone)
-    per_table = tables(platform, result)
+    per_table = table_rows(platform, result)
     for name, row in per_table.items():
         if row["status"] == "absent":
             continue
@@ -200,10 +232,25 @@ def test_vacuum_deletes_what_no_version_needs_and_reports_it(platform: Platform)
         assert row["files_removed"] == len(removed), name
         assert row["bytes_removed"] == sum(before[path] for path in removed), name
         assert row["live_files"] == len([p for p in after if table_dir in p.parents]), name
-    assert per_table[f"predictions/{platform.model_name}"]["files_removed"] >= 2 * 2 + 2
-    # Never-written tables are skipped; everything the runs wrote was maintained.
+    assert per_table["predictions/credit_risk"]["files_removed"] >= 2 * 2 + 2
+    # Every deployment's tables are covered; never-written ones (churn's, the real-time
+    # tables) are skipped; everything the runs wrote was maintained.
+    churn = platform.layout.deployment(next(d for d in declared(platform) if d.name == CHURN))
+    churn_tables = [churn.features, churn.validated, churn.quarantine, churn.predictions]
     absent = {name for name, row in per_table.items() if row["status"] == "absent"}
-    assert absent == {"realtime/events", "realtime/customer_windows", "realtime/insights"}
+    assert absent == {
+        "realtime/events",
+        "realtime/customer_windows",
+        "realtime/insights",
+        "archive/features/churn",
+        *(table_name(platform, location) for location in churn_tables),
+    }
+    maintained = [tables.validated, tables.quarantine, tables.predictions, layout.catalog]
+    assert {name for name, row in per_table.items() if row["status"] == "ok"} == {
+        table_name(platform, tables.features),
+        "archive/features/credit_risk",
+        *(table_name(platform, location) for location in maintained),
+    }
     assert metadata["tables_maintained"] == 6
 
     # Every live row is still there and readable, the same rows as before.
@@ -218,7 +265,7 @@ def test_vacuum_deletes_what_no_version_needs_and_reports_it(platform: Platform)
     again = run_maintenance(platform)
     assert again.success
     assert materializations(again)["lake_maintenance"]["files_removed"] == 0
-    assert lake_files(root) == after
+    assert files() == after
 
 
 def test_one_broken_table_fails_the_asset_not_the_others(platform: Platform) -> None:
@@ -241,12 +288,12 @@ def test_one_broken_table_fails_the_asset_not_the_others(platform: Platform) -> 
         data = failure.step_failure_data.user_failure_data
         assert data is not None and data.description is not None
         assert "realtime/events" in data.description, data.description
-        assert "failed for 1 of 9 tables" in data.description
+        assert "failed for 1 of 14 tables" in data.description  # 5 of each deployment
         assert not stray.exists()  # the tables after it were maintained
         records = data.metadata["tables"].records  # type: ignore[union-attr]
         statuses = {record.data["table"]: record.data["status"] for record in records}
         assert statuses["realtime/events"] == "failed"
-        assert statuses[f"predictions/{platform.model_name}"] == "ok"
+        assert statuses["predictions/credit_risk"] == "ok"
         assert statuses["archive/features/credit_risk"] == "ok"
     finally:
         shutil.rmtree(events.uri)

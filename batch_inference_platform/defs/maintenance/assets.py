@@ -3,20 +3,28 @@
 and the files killed or conflicting writers left behind - once older than
 ``maintenance.vacuum-retention`` (``lib/lake/maintenance.py``).
 
-The tables: the lake layout's (raw features where the platform writes them - locally -,
-validated, quarantine, the served model's predictions, the catalog, the real-time tables, the
-archive), every table the catalog has recorded (predictions of models served before), and the
-tenants' output tables (from their latest materializations). A table that does not exist is
-skipped. One table's failure does not stop the others; the asset then fails naming it, with
-the figures of all tables attached.
+The tables: every deployment's (``LakeLayout.deployment``: validated, quarantine,
+predictions, archived features, and the source table where the platform generates it - a
+demo source, locally), the platform's (catalog, real-time tables), every table the catalog
+has recorded (e.g. predictions written elsewhere before), and the tenants' output tables
+(from the records of their latest materializations). A table that does not exist is skipped.
+One table's failure does not stop the others; the asset then fails naming it, with the
+figures of all tables attached.
+
+``build_lake_maintenance(deployments)`` makes the asset for the deployments of the
+definitions being built.
 """
+
+from collections.abc import Sequence
 
 import dagster as dg
 import pydantic
 
 from batch_inference_platform.config import MaintenanceSettings
 from batch_inference_platform.defs.inference.client_jobs import OUTPUT_ASSET_PREFIX
-from batch_inference_platform.defs.resources import LakeResource, ModelRegistryResource
+from batch_inference_platform.defs.metadata import TenantOutputMetadata
+from batch_inference_platform.defs.resources import LakeResource
+from batch_inference_platform.lib.deployments.spec import Deployment
 from batch_inference_platform.lib.lake.maintenance import (
     TableMaintenance,
     catalog_table_uris,
@@ -52,8 +60,8 @@ class MaintenanceResource(dg.ConfigurableResource):
     """Unreferenced files older than this are deleted."""
     compact: bool = True
     include_features: bool = False
-    """Maintain the raw feature table too: only where the platform writes it (locally);
-    elsewhere it belongs to the feature pipeline."""
+    """Maintain the source tables of demo deployments (``source.generator``) too: only where
+    the platform writes them (locally); elsewhere they belong to the feature pipelines."""
 
     @classmethod
     def from_settings(
@@ -64,19 +72,32 @@ class MaintenanceResource(dg.ConfigurableResource):
         )
 
 
-@dg.asset(
-    key=MAINTENANCE_KEY,
-    group_name="operations",
-    kinds={"deltalake"},
-    description="Compacts and vacuums every Delta table the platform writes: files no "
-    "version needs (replaced partitions, files of killed or conflicting writers) older than "
-    "maintenance.vacuum-retention are deleted. Per table: files and bytes removed.",
-)
-def lake_maintenance(
+def build_lake_maintenance(deployments: Sequence[Deployment]) -> dg.AssetsDefinition:
+    """``lake_maintenance`` over the tables of ``deployments`` and the platform's."""
+    names = ", ".join(d.name for d in deployments) or "none"
+
+    @dg.asset(
+        key=MAINTENANCE_KEY,
+        group_name="operations",
+        kinds={"deltalake"},
+        description="Compacts and vacuums every Delta table the platform writes (of the "
+        f"deployments {names} and the platform's): files no version needs (replaced "
+        "partitions, files of killed or conflicting writers) older than "
+        "maintenance.vacuum-retention are deleted. Per table: files and bytes removed.",
+    )
+    def lake_maintenance(
+        context: dg.AssetExecutionContext, lake: LakeResource, maintenance: MaintenanceResource
+    ) -> dg.MaterializeResult:
+        return _maintain(context, lake, maintenance, deployments)
+
+    return lake_maintenance
+
+
+def _maintain(
     context: dg.AssetExecutionContext,
     lake: LakeResource,
-    registry: ModelRegistryResource,
     maintenance: MaintenanceResource,
+    deployments: Sequence[Deployment],
 ) -> dg.MaterializeResult:
     results = []
     layout = lake.layout
@@ -87,7 +108,7 @@ def lake_maintenance(
         for t in (layout.realtime_events, layout.realtime_aggregates, layout.realtime_insights)
     }
     for name, location in platform_tables(
-        context.instance, lake, registry.model_name, include_features=maintenance.include_features
+        context.instance, lake, deployments, include_features=maintenance.include_features
     ):
         result = maintain(
             name,
@@ -112,34 +133,40 @@ def lake_maintenance(
 def platform_tables(
     instance: dg.DagsterInstance,
     lake: LakeResource,
-    model_name: str,
+    deployments: Sequence[Deployment],
     *,
     include_features: bool,
 ) -> list[tuple[str, DeltaLocation]]:
-    """(name, location) of every table the platform writes, each once (by URI)."""
+    """(name, location) of every table the platform writes, each once (by URI): each
+    deployment's (its source only if generated and ``include_features``), the platform's,
+    then those the catalog and the tenants' materializations record."""
     layout = lake.layout
-    tables = [
-        *([layout.features] if include_features else []),
-        layout.validated,
-        layout.quarantine,
-        layout.predictions(model_name),
+    tables: list[DeltaLocation] = []
+    owned = [layout.deployment(deployment) for deployment in deployments]
+    for deployment, own in zip(deployments, owned, strict=True):
+        if include_features and deployment.generator is not None:
+            tables.append(own.features)
+        tables += [own.validated, own.quarantine, own.predictions]
+    tables += [
         layout.catalog,
         layout.realtime_events,
         layout.realtime_aggregates,
         layout.realtime_insights,
-        layout.archived_features,
+        *(own.archived_features for own in owned),
     ]
-    known = {location.uri.rstrip("/") for location in tables}
+    unique: dict[str, DeltaLocation] = {}
+    for location in tables:
+        unique.setdefault(location.uri.rstrip("/"), location)
     recorded = catalog_table_uris(layout.catalog) | _tenant_tables(instance)
-    extra = sorted(uri.rstrip("/") for uri in recorded if uri.rstrip("/") not in known)
-    tables += [DeltaLocation(uri, layout.storage_options) for uri in extra]
+    extra = sorted(uri.rstrip("/") for uri in recorded if uri.rstrip("/") not in unique)
+    located = [*unique.values(), *(DeltaLocation(uri, layout.storage_options) for uri in extra)]
     root = lake.root.rstrip("/") + "/"
-    return [(location.uri.removeprefix(root), location) for location in tables]
+    return [(location.uri.removeprefix(root), location) for location in located]
 
 
 def _tenant_tables(instance: dg.DagsterInstance) -> set[str]:
-    """The output tables of client requests: the ``table`` of each tenant output asset's
-    latest materialization."""
+    """The output tables of client requests: the table of each tenant output asset's latest
+    materialization (its ``TenantOutputMetadata`` record)."""
     keys = [
         key
         for key in instance.get_asset_keys(prefix=[OUTPUT_ASSET_PREFIX])
@@ -149,10 +176,11 @@ def _tenant_tables(instance: dg.DagsterInstance) -> set[str]:
     for key in keys:
         event = instance.get_latest_materialization_event(key)
         materialization = event.asset_materialization if event else None
-        table = materialization.metadata.get("table") if materialization else None
-        value = getattr(table, "value", None)
-        if isinstance(value, str) and value:
-            uris.add(value)
+        record = (
+            TenantOutputMetadata.from_materialization(materialization) if materialization else None
+        )
+        if record is not None and record.table_uri:
+            uris.add(record.table_uri)
     return uris
 
 
