@@ -23,6 +23,7 @@ from batch_inference_platform.lib.lake.tables import (
 from batch_inference_platform.lib.quality.rules import REASON_COLUMN
 
 from .conftest import (
+    DAILY,
     DAY_A,
     DAY_B,
     ROWS_PER_DAY,
@@ -33,6 +34,7 @@ from .conftest import (
     materializations,
     read_day,
 )
+from .own_sources import own_platform
 
 DAY_C = dt.date(2026, 11, 4)
 COLUMN = "annual_income"
@@ -51,9 +53,9 @@ def _rewrite(
             [change(b) if i == index else b.column(i) for i in range(b.num_columns)],
             schema=schema,
         )
-        for b in read_partition(location, day)
+        for b in read_partition(location, DAILY, day.isoformat())
     ]
-    replace_partition(location, day, batches, schema)
+    replace_partition(location, DAILY, day.isoformat(), batches, schema)
 
 
 def _all_null(batch: pa.RecordBatch) -> pa.Array:
@@ -62,6 +64,10 @@ def _all_null(batch: pa.RecordBatch) -> pa.Array:
 
 def _started_steps(result: dg.ExecuteInProcessResult) -> set[str | None]:
     return {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
+
+
+def _rows(location: DeltaLocation, day: dt.date) -> int:
+    return count_partition(location, DAILY, day.isoformat())
 
 
 @dataclass
@@ -73,20 +79,20 @@ class NullRuns:
 
 
 @pytest.fixture(scope="module")
-def null_runs(make_platform: PlatformFactory) -> NullRuns:
+def null_runs(make_platform: PlatformFactory, tmp_path_factory: pytest.TempPathFactory) -> NullRuns:
     """A and B generated; B's required ``annual_income`` made all-null, then both scored.
 
     C is scored while good first, then made all-null and scored again.
     """
-    platform = make_platform("bad_partitions")
+    platform = own_platform(make_platform, tmp_path_factory, "bad_partitions")
     for day in (DAY_A, DAY_B, DAY_C):
         assert platform.generate(day).success
     assert platform.train(training_partition=DAY_A.isoformat()).success
     assert platform.score(DAY_C).success
-    good_c_rows = count_partition(platform.predictions, DAY_C)
+    good_c_rows = _rows(platform.predictions, DAY_C)
     assert good_c_rows > 0
 
-    features = platform.layout.features
+    features = platform.tables.features
     for day in (DAY_B, DAY_C):
         _rewrite(features, day, raw_schema(), _all_null)
         assert read_day(features, day).column(COLUMN).null_count == ROWS_PER_DAY
@@ -115,10 +121,10 @@ def test_null_partition_is_not_scored(null_runs: NullRuns, day: dt.date) -> None
     assert not result.success
     assert "null_rates_within_limits" in failure_messages(result)
     assert set(materializations(result)) == {"validated_features"}
-    assert _started_steps(result) == {"validated_features"}
+    assert _started_steps(result) == {platform.op("validated_features")}
     assert materializations(result)["validated_features"]["dagster/row_count"] == 0
     # Every row is quarantined, each naming the null required column.
-    quarantine = read_day(platform.layout.quarantine, day)
+    quarantine = read_day(platform.tables.quarantine, day)
     assert quarantine.num_rows == ROWS_PER_DAY
     assert pc.all(pc.match_substring(quarantine.column(REASON_COLUMN), f"{COLUMN} is null")).as_py()
 
@@ -126,15 +132,15 @@ def test_null_partition_is_not_scored(null_runs: NullRuns, day: dt.date) -> None
 def test_never_scored_bad_partition_has_no_validated_rows_or_predictions(
     null_runs: NullRuns,
 ) -> None:
-    assert count_partition(null_runs.platform.layout.validated, DAY_B) == 0
-    assert count_partition(null_runs.platform.predictions, DAY_B) == 0
+    assert _rows(null_runs.platform.tables.validated, DAY_B) == 0
+    assert _rows(null_runs.platform.predictions, DAY_B) == 0
 
 
 def test_failed_revalidation_keeps_the_last_good_version(null_runs: NullRuns) -> None:
     """C passed once; its corrupted reload fails and replaces neither validated nor scores."""
     platform = null_runs.platform
-    assert count_partition(platform.layout.validated, DAY_C) == null_runs.good_c_rows
-    assert count_partition(platform.predictions, DAY_C) == null_runs.good_c_rows
+    assert _rows(platform.tables.validated, DAY_C) == null_runs.good_c_rows
+    assert _rows(platform.predictions, DAY_C) == null_runs.good_c_rows
     metadata = materializations(null_runs.runs[DAY_C])["validated_features"]
     day = metadata["partitions"][DAY_C.isoformat()]
     assert day["passed"] is False and day["validated_rows"] is None
@@ -151,9 +157,9 @@ def test_good_partition_is_still_scored(null_runs: NullRuns) -> None:
     platform, result = null_runs.platform, null_runs.runs[DAY_A]
     assert result.success
     assert all(e.passed for e in result.get_asset_check_evaluations())
-    validated = count_partition(platform.layout.validated, DAY_A)
+    validated = _rows(platform.tables.validated, DAY_A)
     assert validated > ROWS_PER_DAY * 0.99
-    assert count_partition(platform.predictions, DAY_A) == validated
+    assert _rows(platform.predictions, DAY_A) == validated
     assert materializations(result)["predictions"]["delta_version"] > (
         null_runs.predictions_version_before
     )
@@ -163,9 +169,11 @@ def test_good_partition_is_still_scored(null_runs: NullRuns) -> None:
 
 
 @pytest.fixture(scope="module")
-def wrong_type(make_platform: PlatformFactory) -> tuple[Platform, dg.ExecuteInProcessResult]:
+def wrong_type(
+    make_platform: PlatformFactory, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Platform, dg.ExecuteInProcessResult]:
     """A separate lake whose feature table stores ``annual_income`` as strings."""
-    platform = make_platform("bad_dtype")
+    platform = own_platform(make_platform, tmp_path_factory, "bad_dtype")
     raw = raw_schema()
     index = raw.get_field_index(COLUMN)
     schema = raw.set(index, pa.field(COLUMN, pa.string()))
@@ -179,7 +187,7 @@ def wrong_type(make_platform: PlatformFactory) -> tuple[Platform, dg.ExecuteInPr
         )
         for b in generate_partition(DAY_B, ROWS_PER_DAY)
     ]
-    replace_partition(platform.layout.features, DAY_B, batches, schema)
+    replace_partition(platform.tables.features, DAILY, DAY_B.isoformat(), batches, schema)
     return platform, platform.score(DAY_B)
 
 
@@ -205,9 +213,9 @@ def test_wrong_type_partition_is_not_scored(
 ) -> None:
     platform, result = wrong_type
     assert not result.success
-    assert "validated_features" in result.get_failed_step_keys()
-    assert _started_steps(result) == {"validated_features"}
-    assert count_partition(platform.layout.validated, DAY_B) == 0
-    assert count_partition(platform.predictions, DAY_B) == 0
+    assert platform.op("validated_features") in result.get_failed_step_keys()
+    assert _started_steps(result) == {platform.op("validated_features")}
+    assert _rows(platform.tables.validated, DAY_B) == 0
+    assert _rows(platform.predictions, DAY_B) == 0
     assert not platform.predictions.exists()
     assert not platform.layout.catalog.exists()
