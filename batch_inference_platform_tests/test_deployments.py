@@ -396,3 +396,70 @@ def test_dg_lists_each_deployment_as_its_own_group_and_checks_their_yaml(tmp_pat
     assert sensors["churn__mlflow_model_update_sensor"].startswith(
         "batch_inference_platform/defs/deployments/churn/defs.yaml"
     )
+
+
+UNPARTITIONED_YAML = """\
+type: batch_inference_platform.components.ScoringDeployment
+attributes:
+  name: merchant_totals
+  source:
+    table: {table}
+    key: [merchant_id]
+    partition: {{kind: none}}
+  model: {{name: merchant_spend}}
+  output: {{kind: value}}
+  checks: {{min_rows: {min_rows}}}
+"""
+
+
+def unpartitioned_platform(tmp_path: Path, table: str, min_rows: int) -> tuple[Any, Any]:
+    folder = tmp_path / f"deployments-{min_rows}"
+    (folder / "merchant_totals").mkdir(parents=True)
+    (folder / "merchant_totals" / "defs.yaml").write_text(
+        UNPARTITIONED_YAML.format(table=table, min_rows=min_rows)
+    )
+    env = cli_env(tmp_path, folder) | {ENV + "REALTIME__DEPLOYMENT": "merchant_totals"}
+    settings = load_settings(environ={k: v for k, v in env.items() if k.startswith("BIP__")})
+    return settings, build_definitions(settings)
+
+
+def test_an_unpartitioned_deployment_replaces_its_whole_table_within_its_own_limits(
+    tmp_path: Path,
+) -> None:
+    """No contract: the model's signature is the contract; each run replaces the table."""
+    import dagster as dg
+
+    data = tmp_path / "data"
+    data.mkdir()
+    model = register_spend_model(f"sqlite:///{data}/mlflow.db", data / "artifacts")
+    source = DeltaLocation(str(data / "external" / "merchant_totals"))
+    whole = Partitioning(PartitionKind.NONE)
+    first = merchant_rows(HOURS[0], 400).drop_columns(["event_hour"])
+    replace_partition(source, whole, "all", first.to_batches(), first.schema)
+    instance = dg.DagsterInstance.ephemeral(tempdir=str(tmp_path / "dagster"))
+    settings, defs = unpartitioned_platform(tmp_path, source.uri, min_rows=10)
+    job = defs.resolve_job_def("merchant_totals__score_partition_job")
+    predictions = DeltaLocation(
+        str(Path(settings.application.lake.root) / "predictions" / "merchant_totals")
+    )
+    for rows in (400, 300):
+        table = merchant_rows(HOURS[0], rows).drop_columns(["event_hour"])
+        replace_partition(source, whole, "all", table.to_batches(), table.schema)
+        result = job.execute_in_process(instance=instance, raise_on_error=False)
+        assert result.success
+        scored = read_day(predictions, "all", whole).sort_by("merchant_id")
+        assert scored.column_names[:2] == ["merchant_id", "score"]
+        assert scored.num_rows == rows  # the whole table replaced, not appended
+        expected = table.sort_by("merchant_id")
+        np.testing.assert_allclose(
+            scored.column("score").to_numpy(), model.predict(features_frame(expected)), rtol=1e-9
+        )
+
+    _, strict = unpartitioned_platform(tmp_path, source.uri, min_rows=1000)
+    result = strict.resolve_job_def("merchant_totals__score_partition_job").execute_in_process(
+        instance=instance, raise_on_error=False
+    )
+    verdicts = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert verdicts["row_count_at_least_minimum"] is False  # the deployment's own limit
+    assert read_day(predictions, "all", whole).num_rows == 300  # nothing scored over it
+    instance.dispose()
