@@ -191,10 +191,11 @@ def make_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform
 
     Lake, MLflow store and Dagster storage live in a new tmp dir, unless ``share`` is given:
     then the new platform uses the same data dir and Dagster instance (e.g. to serve another
-    model name from the same registry). ``deployment`` changes the credit_risk deployment's
-    YAML attributes (deep-merged, e.g. ``{"model": {"name": "other"}}``): the platform then
-    loads its deployments from a folder of its own. ``overrides`` are settings below
-    ``batch-inference``, e.g. ``ENVIRONMENT="prod"``.
+    model name from the same registry). The platform loads copies of the package's
+    deployments (credit_risk, churn) from a folder of its own, their source tables under its
+    data dir; ``deployment`` changes credit_risk's YAML attributes (deep-merged, e.g.
+    ``{"model": {"name": "other"}}``). ``overrides`` are settings below ``batch-inference``,
+    e.g. ``ENVIRONMENT="prod"`` (``DEPLOYMENTS_DIR`` names a folder of the test's own).
     """
     instances: list[dg.DagsterInstance] = []
 
@@ -206,9 +207,13 @@ def make_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform
     ) -> Platform:
         root = share.root if share else tmp_path_factory.mktemp(name)
         data = root / "data"
-        if deployment is not None:
+        if "DEPLOYMENTS_DIR" not in overrides:  # sources under the platform's own data dir
             folder = root / f"deployments-{uuid.uuid4().hex[:6]}"
-            write_deployment(folder, CREDIT, deployment)
+            for each in (CREDIT, "churn"):
+                own = {"source": {"table": str(data / "sources" / each)}}
+                write_deployment(
+                    folder, each, _merge(own, deployment or {}) if each == CREDIT else own
+                )
             overrides = {"DEPLOYMENTS_DIR": str(folder), **overrides}
         env = {
             "DATA_DIR": str(data),
