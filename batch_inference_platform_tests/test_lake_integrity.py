@@ -44,6 +44,7 @@ from batch_inference_platform.lib.lake.tables import (
 from batch_inference_platform.lib.quality.verdicts import VALIDATION_ID, validation_states
 
 from .conftest import Platform, PlatformFactory, failure_messages, materializations
+from .own_sources import own_platform
 
 DAYS = [dt.date(2026, 11, d) for d in (2, 3, 4)]
 BAD_DAY = DAYS[1]
@@ -87,7 +88,7 @@ def _truncate(path: Path) -> None:
 
 def _recorded(platform: Platform, asset: str, run_id: str) -> set[str]:
     """Partitions of ``asset`` recorded as materialized by run ``run_id``."""
-    events = platform.instance.fetch_materializations(dg.AssetKey(asset), limit=1000).records
+    events = platform.instance.fetch_materializations(platform.scope.key(asset), limit=1000).records
     return {
         str(e.event_log_entry.dagster_event.partition)
         for e in events
@@ -105,8 +106,10 @@ def _clean(message: str) -> None:
     assert 'File "' not in message
 
 
-def _scored_platform(make_platform: PlatformFactory, name: str) -> tuple[Platform, str]:
-    platform = make_platform(name)
+def _scored_platform(
+    make_platform: PlatformFactory, tmp_path_factory: pytest.TempPathFactory, name: str
+) -> tuple[Platform, str]:
+    platform = own_platform(make_platform, tmp_path_factory, name)
     for day in DAYS:
         assert platform.generate(day).success
     assert platform.train().success
@@ -127,8 +130,10 @@ class Rescored:
 
 
 @pytest.fixture(scope="module")
-def corrupted_validated(make_platform: PlatformFactory) -> Rescored:
-    platform, _ = _scored_platform(make_platform, "integrity_validated")
+def corrupted_validated(
+    make_platform: PlatformFactory, tmp_path_factory: pytest.TempPathFactory
+) -> Rescored:
+    platform, _ = _scored_platform(make_platform, tmp_path_factory, "integrity_validated")
     before = {day: read_day(platform.tables.predictions, day) for day in DAYS}
     path = _data_file(platform.tables.validated, BAD_DAY)
     _overwrite_inside(path)
@@ -210,8 +215,10 @@ def _as_text(values: pa.Array) -> pa.Array:
 
 
 @pytest.fixture(scope="module")
-def feature_runs(make_platform: PlatformFactory) -> FeatureRuns:
-    platform = make_platform("integrity_features")
+def feature_runs(
+    make_platform: PlatformFactory, tmp_path_factory: pytest.TempPathFactory
+) -> FeatureRuns:
+    platform = own_platform(make_platform, tmp_path_factory, "integrity_features")
     for day in DAYS:
         assert platform.generate(day).success
     assert platform.train().success
@@ -247,7 +254,7 @@ def feature_runs(make_platform: PlatformFactory) -> FeatureRuns:
 def test_truncated_features_file_fails_only_its_day(feature_runs: FeatureRuns) -> None:
     platform, result = feature_runs.platform, feature_runs.truncated_run
     assert not result.success
-    assert result.get_failed_step_keys() == {"predictions"}
+    assert result.get_failed_step_keys() == {platform.op("predictions")}
     message = failure_messages(result)
     assert f"1 of 3 partitions failed ({BAD_DAY})" in message
     assert f"{BAD_DAY}: {feature_runs.truncated}: " in message
@@ -281,7 +288,8 @@ def test_overwritten_features_file_fails_its_day_naming_the_file(
 def test_strings_in_a_numeric_column_name_the_column_and_file(feature_runs: FeatureRuns) -> None:
     result = feature_runs.strings_run
     assert not result.success
-    assert result.get_failed_step_keys() == {"validated_features"}  # one day: nothing to score
+    # One day: nothing to score.
+    assert result.get_failed_step_keys() == {feature_runs.platform.op("validated_features")}
     message = failure_messages(result)
     assert f"{BAD_DAY}: {feature_runs.strings}: " in message
     assert f"column '{COLUMN}' is stored as string, the table declares double" in message
@@ -306,8 +314,8 @@ class Verdicts:
 
 
 @pytest.fixture(scope="module")
-def verdicts(make_platform: PlatformFactory) -> Verdicts:
-    platform, _ = _scored_platform(make_platform, "integrity_verdicts")
+def verdicts(make_platform: PlatformFactory, tmp_path_factory: pytest.TempPathFactory) -> Verdicts:
+    platform, _ = _scored_platform(make_platform, tmp_path_factory, "integrity_verdicts")
 
     # BAD_DAY's features become all-null in a required column: its validation fails.
     features = platform.tables.features
