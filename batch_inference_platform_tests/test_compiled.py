@@ -34,7 +34,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
-from batch_inference_platform.lib.features.contract import KEY_COLUMN
+from batch_inference_platform.lib.features.synthetic import KEY_COLUMN
 from batch_inference_platform.lib.registry.client import pointed_at
 from batch_inference_platform.lib.scoring.compiled import (
     BATCH_CANDIDATES,
@@ -48,6 +48,7 @@ from batch_inference_platform.lib.scoring.inputs import feature_matrix
 from batch_inference_platform.lib.scoring.outputs import SCORE_COLUMN
 
 from .conftest import DAY_A, Platform, PlatformFactory, materializations, read_day
+from .own_sources import own_platform
 
 FEATURES = 30
 KEY = "credit_risk_test/v1"
@@ -599,8 +600,8 @@ class Scored:
 
 
 @pytest.fixture(scope="module")
-def scored(make_platform: PlatformFactory) -> Scored:
-    platform = make_platform("compiled")
+def scored(make_platform: PlatformFactory, tmp_path_factory: pytest.TempPathFactory) -> Scored:
+    platform = own_platform(make_platform, tmp_path_factory, "compiled")
     assert platform.generate(DAY_A).success
     assert platform.train().success
     result = platform.score(DAY_A)
@@ -638,7 +639,7 @@ def test_model_cache_lives_in_the_data_dir(scored: Scored, tmp_path: Path) -> No
 
 def test_graph_scores_equal_lightgbm_native_predictions(scored: Scored) -> None:
     platform = scored.platform
-    validated = read_day(platform.layout.validated, DAY_A)
+    validated = read_day(platform.tables.validated, DAY_A)
     predictions = read_day(platform.predictions, DAY_A)
     assert predictions.num_rows == validated.num_rows > 0
 
