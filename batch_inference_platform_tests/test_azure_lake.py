@@ -13,7 +13,8 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 
 from batch_inference_platform.lib.lake.azure import storage_options
-from batch_inference_platform.lib.lake.layout import LakeLayout
+from batch_inference_platform.lib.lake.catalog import UNPARTITIONED
+from batch_inference_platform.lib.lake.layout import DeploymentTables, LakeLayout
 from batch_inference_platform.lib.lake.tables import read_partition, snapshot
 
 from .conftest import Platform, PlatformFactory, check_evaluations, failure_messages
@@ -27,7 +28,14 @@ OPTIONS = '{use_emulator: "true", allow_http: "true"}'
 class AzureLake:
     platform: Platform
     layout: LakeLayout
+    tables: DeploymentTables
+    """The credit_risk deployment's tables, with the emulator's credentials."""
     result: dg.ExecuteInProcessResult
+
+
+def _on_azure(root: str) -> dict[str, dict[str, str]]:
+    """The credit_risk deployment with its source table under ``root`` too."""
+    return {"source": {"table": f"{root}/features/credit_risk"}}
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +56,7 @@ def azure_lake(
             LAKE__STORAGE_OPTIONS=OPTIONS,
             LAKE__AZURE_AUTH="account-key",
             LAKE__ARCHIVE_RETENTION="1d",
+            deployment=_on_azure("az://lake/bip"),
         )
         for day in DAYS:
             assert platform.generate(day).success
@@ -56,26 +65,34 @@ def azure_lake(
             "az://lake/bip",
             storage_options("account-key", {"use_emulator": "true", "allow_http": "true"}),
         )
-        yield AzureLake(platform, layout, platform.score_range(DAYS[0], DAYS[-1]))
+        tables = layout.deployment(platform.deployment)
+        result = platform.score_range(DAYS[0], DAYS[-1])
+        yield AzureLake(platform, layout, tables, result)
 
 
 def test_the_whole_graph_materializes_on_azure(azure_lake: AzureLake) -> None:
     assert azure_lake.result.success, failure_messages(azure_lake.result)
     assert all(check.passed for check in check_evaluations(azure_lake.result).values())
-    predictions = azure_lake.layout.predictions(azure_lake.platform.model_name)
-    assert predictions.uri.startswith("az://lake/bip/")
+    tables = azure_lake.tables
+    for table in (tables.features, tables.validated, tables.predictions):
+        assert table.uri.startswith("az://lake/bip/")
+    assert tables.predictions.uri == "az://lake/bip/predictions/credit_risk"
     for day in DAYS:
-        rows = sum(b.num_rows for b in read_partition(predictions, day))
+        rows = sum(
+            b.num_rows
+            for b in read_partition(tables.predictions, tables.partitioning, day.isoformat())
+        )
         assert rows > 0
-    catalog = snapshot(azure_lake.layout.catalog)
+    catalog = snapshot(azure_lake.layout.catalog, UNPARTITIONED)
     assert catalog.dataset.count_rows() >= len(DAYS) * 2
 
 
 def test_processed_input_is_archived_with_its_retention(azure_lake: AzureLake) -> None:
-    archive = snapshot(azure_lake.layout.archived_features)
-    assert azure_lake.layout.archived_features.uri == "az://lake/bip/archive/features/credit_risk"
+    tables = azure_lake.tables
+    archive = snapshot(tables.archived_features, tables.partitioning)
+    assert tables.archived_features.uri == "az://lake/bip/archive/features/credit_risk"
     # Retention 1 day, latest day 11-04: 11-02 was archived and then expired.
-    assert archive.days() == DAYS[1:]
+    assert archive.partitions() == [day.isoformat() for day in DAYS[1:]]
 
 
 def test_a_missing_credential_names_the_variable(
@@ -86,8 +103,9 @@ def test_a_missing_credential_names_the_variable(
         LAKE__ROOT="az://lake/other",
         LAKE__STORAGE_OPTIONS=OPTIONS,
         LAKE__AZURE_AUTH="sas",
+        deployment=_on_azure("az://lake/other"),
     )
-    result = broken.defs.resolve_job_def("generate_features_job").execute_in_process(
+    result = broken.job("generate_features_job").execute_in_process(
         partition_key=DAYS[0].isoformat(), instance=broken.instance, raise_on_error=False
     )
     assert not result.success
