@@ -1,6 +1,7 @@
 """Model promotions, end to end over real servers on loopback: a real ``mlflow server`` sends
 its webhooks to the platform's receiver (real uvicorn), the deliveries land in the inbox, and
-ticks of ``mlflow_model_update_sensor`` turn an alias move into re-scoring run requests."""
+ticks of a deployment's ``<name>__mlflow_model_update_sensor`` turn an alias move into
+re-scoring run requests - for that deployment only."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import datetime as dt
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -16,12 +18,16 @@ import pytest
 from mlflow import MlflowClient
 
 from batch_inference_platform.api.app import create_app
+from batch_inference_platform.defs.inference.schedules import build_jobs
 from batch_inference_platform.defs.models.sensors import build_model_update_sensor
 from batch_inference_platform.defs.resources import (
     InboxResource,
     LakeResource,
     ModelRegistryResource,
 )
+from batch_inference_platform.defs.scope import DeploymentScope
+from batch_inference_platform.lib.deployments.partitioning import Partitioning, PartitionKind
+from batch_inference_platform.lib.deployments.spec import Deployment
 from batch_inference_platform.lib.inbox.store import WebhookInbox
 from batch_inference_platform.lib.lake.layout import LakeLayout
 from batch_inference_platform.lib.lake.tables import replace_partition
@@ -29,12 +35,26 @@ from batch_inference_platform.lib.registry.webhooks import register_webhook
 from batch_inference_platform.lib.scoring.kernel import prediction_schema
 from batch_inference_platform.lib.scoring.outputs import OutputKind, OutputSpec
 
+from .conftest import CREDIT, DAY_A, NUM_BOOST_ROUND, Platform, PlatformFactory
+from .own_sources import own_deployments
 from .servers import mlflow_server, served
-
-PREDICTION_SCHEMA = prediction_schema(OutputSpec(OutputKind.PROBABILITY))
 
 SECRET = "sensor-test-secret"
 MODEL = "credit_risk_promoted"
+DEPLOYMENT = Deployment(
+    name=CREDIT,
+    source_uri="unused",
+    key=("customer_id",),
+    partitioning=Partitioning(
+        PartitionKind.DAILY, "event_date", dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    ),
+    columns=None,
+    model_name=MODEL,
+    alias="champion",
+    output=OutputSpec(OutputKind.PROBABILITY),
+)
+IDENTITY = pa.schema([pa.field("customer_id", pa.int64()), pa.field("event_date", pa.date32())])
+PREDICTION_SCHEMA = prediction_schema(IDENTITY, DEPLOYMENT.output)
 
 
 @pytest.fixture(scope="module")
@@ -93,13 +113,18 @@ def test_an_alias_move_reaches_the_sensor_by_webhook(mlflow_url: str, tmp_path: 
                 schema=PREDICTION_SCHEMA,
             )
             replace_partition(
-                LakeLayout(str(lake)).predictions(MODEL),
-                day,
+                LakeLayout(str(lake)).deployment(DEPLOYMENT).predictions,
+                DEPLOYMENT.partitioning,
+                day.isoformat(),
                 [row],
                 PREDICTION_SCHEMA,
                 commit_metadata={"partition": day.isoformat(), "model_version": "1"},
             )
-        sensor = build_model_update_sensor(rescore_partitions=3)
+        scope = DeploymentScope(DEPLOYMENT)
+        sensor = build_model_update_sensor(
+            scope, build_jobs(scope, generated=False).rescore, rescore_partitions=3
+        )
+        assert sensor.name == "credit_risk__mlflow_model_update_sensor"
         resources = {
             "lake": LakeResource(root=str(lake)),
             "inbox": InboxResource(url=inbox_url),
@@ -107,8 +132,6 @@ def test_an_alias_move_reaches_the_sensor_by_webhook(mlflow_url: str, tmp_path: 
                 tracking_uri=mlflow_url,
                 artifact_root=str(tmp_path / "a"),
                 experiment="e",
-                model_name=MODEL,
-                alias="champion",
                 model_cache_dir=str(tmp_path / "cache"),
             ),
         }
@@ -135,9 +158,10 @@ def test_an_alias_move_reaches_the_sensor_by_webhook(mlflow_url: str, tmp_path: 
             assert isinstance(moved, dg.SensorResult)
             # One run re-scores the three consecutive days and loads v2 once.
             (request,) = moved.run_requests or []
-            assert request.run_key == f"{MODEL}:v2:2026-11-03..2026-11-05"
+            assert request.run_key == f"{CREDIT}:{MODEL}:v2:2026-11-03..2026-11-05"
             assert request.partition_key_range == dg.PartitionKeyRange("2026-11-03", "2026-11-05")
             assert request.tags["model_version"] == "2"
+            assert request.tags["deployment"] == CREDIT
 
             # A delivery re-sent by MLflow, or another tick, gives the same run key.
             again = sensor(
@@ -148,3 +172,77 @@ def test_an_alias_move_reaches_the_sensor_by_webhook(mlflow_url: str, tmp_path: 
 
     alias_events = [e for e in inbox.read_after(0) if e.event == "model_version_alias.created"]
     assert [e.payload["data"]["version"] for e in alias_events] == ["1", "2"]
+
+
+CHURN = "churn"
+
+
+def _sensor(platform: Platform) -> dg.SensorDefinition:
+    """The promotion sensor of the platform's deployment, as its code location holds it."""
+    name = platform.scope.job_name("mlflow_model_update_sensor")
+    return platform.defs.get_repository_def().get_sensor_def(name)
+
+
+def _tick(platform: Platform, cursor: str | None = None) -> dg.SensorResult:
+    """One tick of the deployment's promotion sensor with the code location's resources."""
+    context = dg.build_sensor_context(
+        instance=platform.instance, cursor=cursor, resources=platform.defs.resources
+    )
+    result = _sensor(platform)(context)
+    assert isinstance(result, dg.SensorResult)
+    return result
+
+
+def test_a_promotion_rescores_only_the_deployment_whose_model_moved(
+    make_platform: PlatformFactory, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """credit_risk and churn are scored in one platform; churn's alias moves to a new version
+    (and the inbox says so): churn's sensor re-scores churn's partition with it, credit_risk's
+    sensor requests nothing."""
+    folder = own_deployments(tmp_path_factory, "promotions", (CREDIT, CHURN))
+    inbox_url = f"sqlite:///{tmp_path_factory.mktemp('promotions_inbox') / 'inbox.db'}"
+    credit = make_platform("promotions", DEPLOYMENTS_DIR=str(folder), API__INBOX_URL=inbox_url)
+    churn = replace(credit, deployment_name=CHURN)
+    for platform in (credit, churn):
+        assert platform.generate(DAY_A).success
+        assert platform.train().success
+        assert platform.score(DAY_A).success
+        assert platform.registry.by_alias(platform.model_name, platform.alias).version == 1
+
+    # Both sensors on: every scored partition already carries its deployment's alias holder.
+    before = {p.deployment_name: _tick(p) for p in (credit, churn)}
+    for result in before.values():
+        assert not result.run_requests
+        assert result.skip_reason is not None
+        assert "already carry" in (result.skip_reason.skip_message or "")
+
+    # Churn's model moves: a new version takes its alias, and MLflow's delivery lands.
+    assert churn.train(num_boost_round=NUM_BOOST_ROUND + 5).success
+    assert churn.registry.by_alias(churn.model_name, churn.alias).version == 2
+    assert credit.registry.by_alias(credit.model_name, credit.alias).version == 1
+    WebhookInbox(inbox_url).append(
+        source="mlflow",
+        delivery_id="churn-promotion",
+        event="model_version_alias.created",
+        payload={
+            "entity": "model_version_alias",
+            "action": "created",
+            "data": {"name": churn.model_name, "alias": churn.alias, "version": "2"},
+        },
+    )
+
+    unmoved = _tick(credit, before[CREDIT].cursor)
+    assert not unmoved.run_requests
+    assert unmoved.skip_reason is not None
+    assert f"{credit.model_name}@{credit.alias} is still v1" in (
+        unmoved.skip_reason.skip_message or ""
+    )
+
+    moved = _tick(churn, before[CHURN].cursor)
+    (request,) = moved.run_requests or []
+    day = DAY_A.isoformat()
+    assert request.run_key == f"{CHURN}:{churn.model_name}:v2:{day}"
+    assert request.partition_key == day
+    assert request.tags["deployment"] == CHURN
+    assert request.tags["model_version"] == "2"
+    assert _sensor(churn).job_name == f"{CHURN}__rescore_job"
