@@ -26,7 +26,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from batch_inference_platform.lib.features.contract import CATEGORICAL_COLUMNS
+from batch_inference_platform.lib.features.contract import Column
+from batch_inference_platform.lib.features.synthetic import CATEGORICAL_COLUMNS, CREDIT_COLUMNS
 
 from .conftest import Platform, read_day
 
@@ -36,6 +37,31 @@ INTEGERS = ["age", "loan_term_months", "credit_score"]
 """Required integer columns of the contract (never null in validated rows)."""
 
 
+def contract(names: list[str] | None = None) -> dict[str, Any]:
+    """A credit_risk ``contract`` for a deployment's YAML: the demo's columns named in
+    ``names`` (default all of them, the 30 numeric and the 4 string ones), with their types
+    and ranges."""
+    chosen = [c for c in CREDIT_COLUMNS if names is None or c.name in names]
+    assert names is None or len(chosen) == len(set(names)), names
+    return {"columns": [_column_yaml(c) for c in chosen]}
+
+
+def _column_yaml(column: Column) -> dict[str, Any]:
+    """A contract column as ``defs.yaml`` declares it."""
+    declared: dict[str, Any] = {"name": column.name, "type": column.kind.value}
+    if column.required:
+        declared["required"] = True
+    if column.min_value is not None:
+        declared["min"] = column.min_value
+    if column.max_value is not None:
+        declared["max"] = column.max_value
+    if column.categories:
+        declared["categories"] = list(column.categories)
+    if column.max_null_rate is not None:
+        declared["max_null_rate"] = column.max_null_rate
+    return declared
+
+
 def columns(frame: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     """``frame[names]``, typed as the DataFrame it is."""
     return cast(pd.DataFrame, frame[names])
@@ -43,7 +69,7 @@ def columns(frame: pd.DataFrame, names: list[str]) -> pd.DataFrame:
 
 def validated_frame(platform: Platform, day: dt.date) -> pd.DataFrame:
     """The validated rows of ``day`` as pandas, in the table's types."""
-    return read_day(platform.layout.validated, day).to_pandas()
+    return read_day(platform.tables.validated, day).to_pandas()
 
 
 def default_label(frame: pd.DataFrame) -> np.ndarray:

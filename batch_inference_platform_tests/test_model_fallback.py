@@ -6,7 +6,7 @@ the run fails saying which model and why."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import dagster as dg
@@ -22,7 +22,7 @@ from mlflow.pyfunc.model import PythonModel
 from mlflow.types.schema import ColSpec, Schema
 
 from batch_inference_platform.defs.models.assets import REFUSED_TAG
-from batch_inference_platform.lib.features.contract import MODEL_FEATURES
+from batch_inference_platform.lib.features.synthetic import CREDIT_FEATURES
 
 from .conftest import (
     DAY_A,
@@ -40,6 +40,8 @@ from .sinks import http_sink
 BROKEN_MODEL = "credit_risk_unservable"
 NAN_MODEL = "credit_risk_nan_scores"
 MISSING_INPUT = "bureau_segment_score"
+MODEL_FEATURES = CREDIT_FEATURES
+"""The credit_risk contract's columns: the demo model's 30 numeric inputs."""
 
 
 def _register(platform: Platform, name: str, signature: ModelSignature) -> int:
@@ -101,6 +103,21 @@ def _signature(string_column: str | None = None, extra: str | None = None) -> Mo
     return ModelSignature(inputs=Schema(specs))  # type: ignore[arg-type]
 
 
+def _serving(make_platform: PlatformFactory, base: Platform, name: str, model: str) -> Platform:
+    """Deployment ``name``: credit_risk's source table and contract, scored by ``model``, on
+    the same lake, registry and Dagster instance as ``base`` (its own validated and prediction
+    tables)."""
+    platform = make_platform(
+        "unused",
+        share=base,
+        deployment={"name": name, "model": {"name": model}},
+        REALTIME__DEPLOYMENT=name,
+    )
+    platform = replace(platform, deployment_name=name)
+    assert platform.deployment.source_uri == base.deployment.source_uri
+    return platform
+
+
 @dataclass
 class Fallback:
     platform: Platform
@@ -138,7 +155,9 @@ def test_scores_with_the_last_approved_champion(fallback: Fallback) -> None:
     assert set(predictions.column("run_id").to_pylist()) == {result.run_id}
     assert materializations(result)["predictions"]["model_version"] == 1
     catalog = [r for r in read_all(platform.layout.catalog).to_pylist() if r["model_name"]]
-    assert [(r["dataset"], r["model_version"]) for r in catalog] == [("predictions", 1)] * 2
+    assert [(r["deployment"], r["dataset"], r["model_version"]) for r in catalog] == [
+        (platform.deployment.name, "predictions", 1)
+    ] * 2
 
 
 def test_fallback_is_reported_in_metadata(fallback: Fallback) -> None:
@@ -163,13 +182,14 @@ def test_compatibility_check_warns_with_the_reason(fallback: Fallback) -> None:
 def test_no_compatible_version_fails_the_run(
     fallback: Fallback, make_platform: PlatformFactory
 ) -> None:
-    """Same lake and registry, another model name whose only version does not fit."""
-    broken = make_platform("unused", share=fallback.platform, MODEL__NAME=BROKEN_MODEL)
+    """Same source, lake and registry, another deployment whose model's only version does
+    not fit."""
+    broken = _serving(make_platform, fallback.platform, "unservable", BROKEN_MODEL)
     _register(broken, BROKEN_MODEL, _signature(extra=MISSING_INPUT))
     result = broken.score(DAY_A)
 
     assert not result.success
-    assert result.get_failed_step_keys() == {"model_versions"}
+    assert result.get_failed_step_keys() == {broken.op("model_versions")}
     message = failure_messages(result)
     assert f"model {BROKEN_MODEL!r}" in message
     assert f"alias {broken.alias!r} points at v1" in message
@@ -183,7 +203,7 @@ def test_a_champion_that_scores_nan_is_refused(
 ) -> None:
     """v1 fits and scores; v2 fits the schema but its smoke scores are NaN: v1 keeps serving,
     the check says why, the registry carries the refusal on v2 and on-call is alerted."""
-    platform = make_platform("unused_nan", share=fallback.platform, MODEL__NAME=NAN_MODEL)
+    platform = _serving(make_platform, fallback.platform, "nan_scores", NAN_MODEL)
     assert _register(platform, NAN_MODEL, _signature()) == 1
     assert platform.score(DAY_A).success  # v1 serves once: the approved champion
     assert _register_nan_scorer(platform, NAN_MODEL) == 2
@@ -191,7 +211,8 @@ def test_a_champion_that_scores_nan_is_refused(
         monkeypatch.setenv("ALERT_WEBHOOK_URL", sink.url + "/alerts")
         result = platform.score(DAY_A)
     (alert,) = [json.loads(r.body) for r in sink.requests]
-    assert alert["title"] == f"{NAN_MODEL} v2 refused" and alert["severity"] == "warning"
+    assert alert["title"] == f"nan_scores: {NAN_MODEL} v2 refused"
+    assert alert["severity"] == "warning"
     assert "1024 of 1024 smoke predictions are null or not finite" in alert["error"]
     assert alert["link"].endswith(f"/runs/{result.run_id}")
 

@@ -36,7 +36,6 @@ from batch_inference_platform.lib.scoring.kernel import prediction_schema
 from batch_inference_platform.lib.scoring.outputs import OutputKind, OutputSpec
 
 from .conftest import CREDIT, DAY_A, NUM_BOOST_ROUND, Platform, PlatformFactory
-from .own_sources import own_deployments
 from .servers import mlflow_server, served
 
 SECRET = "sensor-test-secret"
@@ -199,9 +198,8 @@ def test_a_promotion_rescores_only_the_deployment_whose_model_moved(
     """credit_risk and churn are scored in one platform; churn's alias moves to a new version
     (and the inbox says so): churn's sensor re-scores churn's partition with it, credit_risk's
     sensor requests nothing."""
-    folder = own_deployments(tmp_path_factory, "promotions", (CREDIT, CHURN))
     inbox_url = f"sqlite:///{tmp_path_factory.mktemp('promotions_inbox') / 'inbox.db'}"
-    credit = make_platform("promotions", DEPLOYMENTS_DIR=str(folder), API__INBOX_URL=inbox_url)
+    credit = make_platform("promotions", API__INBOX_URL=inbox_url)
     churn = replace(credit, deployment_name=CHURN)
     for platform in (credit, churn):
         assert platform.generate(DAY_A).success
