@@ -38,7 +38,6 @@ from .conftest import (
     materializations,
     read_all,
 )
-from .own_sources import own_platform
 
 DAY_C = dt.date(2026, 11, 4)
 DAYS = (DAY_A, DAY_B, DAY_C)
@@ -106,9 +105,9 @@ class Backfill:
 
 
 @pytest.fixture(scope="module")
-def backfill(make_platform: PlatformFactory, tmp_path_factory: pytest.TempPathFactory) -> Backfill:
+def backfill(make_platform: PlatformFactory) -> Backfill:
     """Three days generated, the model trained on the first, then one run over all three."""
-    platform = own_platform(make_platform, tmp_path_factory, "backfill")
+    platform = make_platform("backfill")
     for day in DAYS:
         assert platform.generate(day).success
     assert platform.train(training_partition=DAY_A.isoformat()).success

@@ -34,7 +34,6 @@ from .conftest import (
     materializations,
     read_day,
 )
-from .own_sources import own_platform
 
 DAY_C = dt.date(2026, 11, 4)
 COLUMN = "annual_income"
@@ -79,12 +78,12 @@ class NullRuns:
 
 
 @pytest.fixture(scope="module")
-def null_runs(make_platform: PlatformFactory, tmp_path_factory: pytest.TempPathFactory) -> NullRuns:
+def null_runs(make_platform: PlatformFactory) -> NullRuns:
     """A and B generated; B's required ``annual_income`` made all-null, then both scored.
 
     C is scored while good first, then made all-null and scored again.
     """
-    platform = own_platform(make_platform, tmp_path_factory, "bad_partitions")
+    platform = make_platform("bad_partitions")
     for day in (DAY_A, DAY_B, DAY_C):
         assert platform.generate(day).success
     assert platform.train(training_partition=DAY_A.isoformat()).success
@@ -169,11 +168,9 @@ def test_good_partition_is_still_scored(null_runs: NullRuns) -> None:
 
 
 @pytest.fixture(scope="module")
-def wrong_type(
-    make_platform: PlatformFactory, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Platform, dg.ExecuteInProcessResult]:
+def wrong_type(make_platform: PlatformFactory) -> tuple[Platform, dg.ExecuteInProcessResult]:
     """A separate lake whose feature table stores ``annual_income`` as strings."""
-    platform = own_platform(make_platform, tmp_path_factory, "bad_dtype")
+    platform = make_platform("bad_dtype")
     raw = raw_schema()
     index = raw.get_field_index(COLUMN)
     schema = raw.set(index, pa.field(COLUMN, pa.string()))

@@ -48,7 +48,6 @@ from batch_inference_platform.lib.scoring.inputs import feature_matrix
 from batch_inference_platform.lib.scoring.outputs import SCORE_COLUMN
 
 from .conftest import DAY_A, Platform, PlatformFactory, materializations, read_day
-from .own_sources import own_platform
 
 FEATURES = 30
 KEY = "credit_risk_test/v1"
@@ -600,8 +599,8 @@ class Scored:
 
 
 @pytest.fixture(scope="module")
-def scored(make_platform: PlatformFactory, tmp_path_factory: pytest.TempPathFactory) -> Scored:
-    platform = own_platform(make_platform, tmp_path_factory, "compiled")
+def scored(make_platform: PlatformFactory) -> Scored:
+    platform = make_platform("compiled")
     assert platform.generate(DAY_A).success
     assert platform.train().success
     result = platform.score(DAY_A)

@@ -35,7 +35,6 @@ from .conftest import (
     read_all,
     read_day,
 )
-from .own_sources import own_platform
 
 PREDICTION_SCHEMA = prediction_schema(
     pa.schema([pa.field(KEY_COLUMN, pa.int64()), pa.field(DATE_COLUMN, pa.date32())]),
@@ -80,8 +79,8 @@ def _scored(platform: Platform, day: dt.date) -> Scored:
 
 
 @pytest.fixture(scope="module")
-def graph(make_platform: PlatformFactory, tmp_path_factory: pytest.TempPathFactory) -> Graph:
-    platform = own_platform(make_platform, tmp_path_factory, "graph")
+def graph(make_platform: PlatformFactory) -> Graph:
+    platform = make_platform("graph")
     for day in DAYS:
         assert platform.generate(day).success
     assert platform.train().success

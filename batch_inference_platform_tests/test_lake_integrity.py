@@ -44,7 +44,6 @@ from batch_inference_platform.lib.lake.tables import (
 from batch_inference_platform.lib.quality.verdicts import VALIDATION_ID, validation_states
 
 from .conftest import Platform, PlatformFactory, failure_messages, materializations
-from .own_sources import own_platform
 
 DAYS = [dt.date(2026, 11, d) for d in (2, 3, 4)]
 BAD_DAY = DAYS[1]
@@ -106,10 +105,8 @@ def _clean(message: str) -> None:
     assert 'File "' not in message
 
 
-def _scored_platform(
-    make_platform: PlatformFactory, tmp_path_factory: pytest.TempPathFactory, name: str
-) -> tuple[Platform, str]:
-    platform = own_platform(make_platform, tmp_path_factory, name)
+def _scored_platform(make_platform: PlatformFactory, name: str) -> tuple[Platform, str]:
+    platform = make_platform(name)
     for day in DAYS:
         assert platform.generate(day).success
     assert platform.train().success
@@ -130,10 +127,8 @@ class Rescored:
 
 
 @pytest.fixture(scope="module")
-def corrupted_validated(
-    make_platform: PlatformFactory, tmp_path_factory: pytest.TempPathFactory
-) -> Rescored:
-    platform, _ = _scored_platform(make_platform, tmp_path_factory, "integrity_validated")
+def corrupted_validated(make_platform: PlatformFactory) -> Rescored:
+    platform, _ = _scored_platform(make_platform, "integrity_validated")
     before = {day: read_day(platform.tables.predictions, day) for day in DAYS}
     path = _data_file(platform.tables.validated, BAD_DAY)
     _overwrite_inside(path)
@@ -215,10 +210,8 @@ def _as_text(values: pa.Array) -> pa.Array:
 
 
 @pytest.fixture(scope="module")
-def feature_runs(
-    make_platform: PlatformFactory, tmp_path_factory: pytest.TempPathFactory
-) -> FeatureRuns:
-    platform = own_platform(make_platform, tmp_path_factory, "integrity_features")
+def feature_runs(make_platform: PlatformFactory) -> FeatureRuns:
+    platform = make_platform("integrity_features")
     for day in DAYS:
         assert platform.generate(day).success
     assert platform.train().success
@@ -314,8 +307,8 @@ class Verdicts:
 
 
 @pytest.fixture(scope="module")
-def verdicts(make_platform: PlatformFactory, tmp_path_factory: pytest.TempPathFactory) -> Verdicts:
-    platform, _ = _scored_platform(make_platform, tmp_path_factory, "integrity_verdicts")
+def verdicts(make_platform: PlatformFactory) -> Verdicts:
+    platform, _ = _scored_platform(make_platform, "integrity_verdicts")
 
     # BAD_DAY's features become all-null in a required column: its validation fails.
     features = platform.tables.features

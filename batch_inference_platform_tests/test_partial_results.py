@@ -12,7 +12,6 @@ import dagster as dg
 import pytest
 
 from .conftest import Platform, PlatformFactory, failure_messages, read_day
-from .own_sources import own_platform
 
 DAYS = [dt.date(2026, 11, d) for d in (2, 3, 4)]
 BAD_DAY = DAYS[1]
@@ -39,10 +38,9 @@ def _corrupt(platform: Platform, day: dt.date) -> str:
 def partial(
     request: pytest.FixtureRequest,
     make_platform: PlatformFactory,
-    tmp_path_factory: pytest.TempPathFactory,
 ) -> Partial:
     name = f"partial_{request.param}"
-    platform = own_platform(make_platform, tmp_path_factory, name, ENGINE=request.param)
+    platform = make_platform(name, ENGINE=request.param)
     for day in DAYS:
         assert platform.generate(day).success
     assert platform.train().success

@@ -29,7 +29,6 @@ from .conftest import (
     read_all,
     read_day,
 )
-from .own_sources import own_deployments
 
 CHURN = "churn"
 CLASSES = ("high", "low", "medium")
@@ -83,11 +82,10 @@ def _materialized_keys(result: dg.ExecuteInProcessResult) -> set[dg.AssetKey]:
 
 
 @pytest.fixture(scope="module")
-def both(make_platform: PlatformFactory, tmp_path_factory: pytest.TempPathFactory) -> Both:
+def both(make_platform: PlatformFactory) -> Both:
     """Each step for both deployments before the next (churn driven by its own ``churn__``
     jobs); the tables are read once everything ran, so neither run disturbed the other's."""
-    folder = own_deployments(tmp_path_factory, "two_deployments", (CREDIT, CHURN))
-    credit = make_platform("two_deployments", DEPLOYMENTS_DIR=str(folder))
+    credit = make_platform("two_deployments")  # the package's deployments, sources its own
     platforms = {CREDIT: credit, CHURN: dataclasses.replace(credit, deployment_name=CHURN)}
     for step in (lambda p: p.generate(DAY_A), lambda p: p.train()):
         for platform in platforms.values():
