@@ -5,6 +5,9 @@ A backfill of three partitions is launched through the GraphQL API and completes
 scientist registers a new version and moves the alias in MLflow, MLflow delivers the webhook
 to the receiver, the daemon's ``mlflow_model_update_sensor`` launches the re-scoring run on its
 own, and the prediction tables end up carrying the new version.
+
+The credit_risk deployment runs here from a deployments folder of the test's own: its model is
+``credit_risk_loop`` and its source table lies in the test's data folder.
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ import pytest
 from batch_inference_platform.api.app import create_app
 from batch_inference_platform.config import load_settings
 from batch_inference_platform.definitions import build_definitions
+from batch_inference_platform.defs.scope import DeploymentScope
+from batch_inference_platform.lib.deployments.folder import read_deployments
 from batch_inference_platform.lib.inbox.store import WebhookInbox
-from batch_inference_platform.lib.lake.layout import LakeLayout
+from batch_inference_platform.lib.lake.layout import DeploymentTables, LakeLayout
 from batch_inference_platform.lib.registry.webhooks import register_webhook
 
-from .conftest import ENV, read_day
+from .conftest import CREDIT, ENV, read_day, write_deployment
 from .graphql import GraphQL
 from .servers import dagster_dev, mlflow_server, served
 
@@ -31,7 +36,7 @@ MODEL = "credit_risk_loop"
 SECRET = "loop-secret"
 DAYS = [dt.date(2026, 11, d) for d in (2, 3, 4)]
 SCORING_ASSETS = ["validated_features", "model_versions", "predictions", "catalog_entries"]
-SENSOR = "mlflow_model_update_sensor"
+SENSOR = f"{CREDIT}__mlflow_model_update_sensor"
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -42,13 +47,22 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     with mlflow_server(root / "mlflow") as tracking:
         data = root / "data"
         data.mkdir()
+        folder = root / "deployments"
+        write_deployment(
+            folder,
+            CREDIT,
+            {
+                "model": {"name": MODEL},
+                "source": {"table": str(data / "features" / CREDIT)},
+            },
+        )
         env = {
             ENV + "DATA_DIR": str(data),
             ENV + "LAKE__ROOT": str(data / "lake"),
             ENV + "MLFLOW__TRACKING_URI": tracking,
             ENV + "MLFLOW__REGISTRY_URI": "",
             ENV + "MLFLOW__ARTIFACT_ROOT": str(data / "artifacts"),
-            ENV + "MODEL__NAME": MODEL,
+            ENV + "DEPLOYMENTS_DIR": str(folder),
             ENV + "API__INBOX_URL": f"sqlite:///{data / 'inbox.db'}",
             "MLFLOW_WEBHOOK_SECRET": SECRET,
         }
@@ -57,10 +71,14 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                 patch.setenv(key, value)
             settings = load_settings()
             app = create_app(settings.application.api.inbox_url)
+        deployment = read_deployments(settings.project_root, str(folder))[CREDIT]
+        assert deployment.model_name == MODEL
         with served(app) as receiver, dagster_dev(root / "dagster_home", env) as webserver:
             register_webhook(tracking, url=receiver + "/api/v1/webhooks/mlflow", secret=SECRET)
             yield {
                 "settings": settings,
+                "scope": DeploymentScope(deployment),
+                "tables": LakeLayout(settings.application.lake.root).deployment(deployment),
                 "defs": build_definitions(settings),
                 "graphql": GraphQL(webserver),
                 "instance": dg.DagsterInstance.ephemeral(tempdir=str(root / "local_runs")),
@@ -71,11 +89,18 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 def _train(loop: dict[str, Any], num_boost_round: int) -> None:
     """What a data scientist does outside Dagster: train, register, move the alias."""
     defs: dg.Definitions = loop["defs"]
-    result = defs.resolve_job_def("train_demo_model_job").execute_in_process(
+    scope: DeploymentScope = loop["scope"]
+    result = defs.resolve_job_def(scope.job_name("train_demo_model_job")).execute_in_process(
         instance=loop["instance"],
-        run_config={"ops": {"demo_model": {"config": {"num_boost_round": num_boost_round}}}},
+        run_config={
+            "ops": {_op(scope, "demo_model"): {"config": {"num_boost_round": num_boost_round}}}
+        },
     )
     assert result.success
+
+
+def _op(scope: DeploymentScope, asset: str) -> str:
+    return "__".join(scope.key(asset).path)
 
 
 def _location(graphql: GraphQL) -> tuple[str, str]:
@@ -91,14 +116,17 @@ def _location(graphql: GraphQL) -> tuple[str, str]:
 def test_backfill_then_promotion_rescored_by_the_daemon(loop: dict[str, Any]) -> None:
     graphql: GraphQL = loop["graphql"]
     defs: dg.Definitions = loop["defs"]
-    lake = LakeLayout(loop["settings"].application.lake.root)
+    scope: DeploymentScope = loop["scope"]
+    tables: DeploymentTables = loop["tables"]
 
     # Features for three days, then v1 of the model in the MLflow server.
     for day in DAYS:
-        generated = defs.resolve_job_def("generate_features_job").execute_in_process(
+        generated = defs.resolve_job_def(
+            scope.job_name("generate_features_job")
+        ).execute_in_process(
             partition_key=day.isoformat(),
             instance=loop["instance"],
-            run_config={"ops": {"feature_tables": {"config": {"rows": 3000}}}},
+            run_config={"ops": {_op(scope, "feature_tables"): {"config": {"rows": 3000}}}},
         )
         assert generated.success
     _train(loop, num_boost_round=20)
@@ -110,7 +138,7 @@ def test_backfill_then_promotion_rescored_by_the_daemon(loop: dict[str, Any]) ->
         " ... on PythonError { message } ... on InvalidSubsetError { message } } }",
         params={
             "partitionNames": [day.isoformat() for day in DAYS],
-            "assetSelection": [{"path": [key]} for key in SCORING_ASSETS],
+            "assetSelection": [{"path": scope.key(key).path} for key in SCORING_ASSETS],
         },
     )["launchPartitionBackfill"]
     assert launched["__typename"] == "LaunchBackfillSuccess", launched
@@ -129,9 +157,7 @@ def test_backfill_then_promotion_rescored_by_the_daemon(loop: dict[str, Any]) ->
         "COMPLETED_SUCCESS",
     )
     for day in DAYS:
-        assert set(read_day(lake.predictions(MODEL), day).column("model_version").to_pylist()) == {
-            1
-        }
+        assert set(read_day(tables.predictions, day).column("model_version").to_pylist()) == {1}
 
     # The sensor is switched on in the UI; its first tick finds nothing to re-score.
     location, repository = _location(graphql)
@@ -170,8 +196,7 @@ def test_backfill_then_promotion_rescored_by_the_daemon(loop: dict[str, Any]) ->
     assert [r["status"] for r in runs] == ["SUCCESS"]
     tags = {t["key"]: t["value"] for t in runs[0]["tags"]}
     assert tags["dagster/sensor_name"] == SENSOR
-    assert tags["dagster/run_key"] == f"{MODEL}:v2:2026-11-02..2026-11-04"
+    assert tags["dagster/run_key"] == f"{CREDIT}:{MODEL}:v2:2026-11-02..2026-11-04"
+    assert tags["deployment"] == CREDIT
     for day in DAYS:
-        assert set(read_day(lake.predictions(MODEL), day).column("model_version").to_pylist()) == {
-            2
-        }
+        assert set(read_day(tables.predictions, day).column("model_version").to_pylist()) == {2}
