@@ -1,13 +1,14 @@
 """Any model a data scientist registers is served by its signature and the declared output kind:
-each shape below is registered in the platform's MLflow registry, scored through Dagster on
-the local and Spark engines, and every row compared with the model's own predict."""
+each shape below is a deployment of its own (credit_risk's source, a contract of the model's
+inputs), registered in the platform's MLflow registry, scored through Dagster on the local and
+Spark engines, and every validated row compared with the model's own predict."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import lightgbm as lgb
@@ -17,7 +18,6 @@ import pytest
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
-from batch_inference_platform.defs.inference.assets import PREDICTIONS_KEY
 from batch_inference_platform.defs.models.assets import REFUSED_TAG
 from batch_inference_platform.lib.registry.adapters import (
     OutputMismatchError,
@@ -41,127 +41,160 @@ from .conftest import (
 TOLERANCE = 1e-9
 Expected = dict[str, np.ndarray]
 """Per prediction column, the model's own output for each validated row (frame order)."""
+Predict = Callable[[pd.DataFrame], Expected]
+"""The model's own predictions for validated rows (a frame of the validated table)."""
+Built = tuple[Callable[[str], Any], Predict]
+"""How to log a trained model under a registered name, and its own predict."""
 
 
 @dataclass(frozen=True)
 class Case:
-    """One model shape: how to train and log it, and what it predicts on its own."""
+    """One model shape: its output kind, its inputs (its deployment's contract), and how to
+    train and log it on validated rows."""
 
     kind: str
-    build: Callable[[pd.DataFrame], tuple[Callable[[str], Any], Expected]]
+    inputs: list[str]
+    build: Callable[[pd.DataFrame], Built]
 
 
-def _pipeline(frame: pd.DataFrame) -> tuple[Callable[[str], Any], Expected]:
+WITH_STRINGS = shapes.STRINGS + shapes.NUMBERS
+CATEGORICALS = ["employment_type", "loan_term_months", *shapes.NUMBERS[1:]]
+
+
+def _pipeline(frame: pd.DataFrame) -> Built:
     model = shapes.string_pipeline(frame, shapes.default_label(frame))
-    inputs = shapes.columns(frame, shapes.STRINGS + shapes.NUMBERS)
-    return shapes.log_sklearn(model, inputs), {"score": model.predict_proba(inputs)[:, 1]}
+    log = shapes.log_sklearn(model, shapes.columns(frame, WITH_STRINGS))
+    return log, lambda rows: {
+        "score": model.predict_proba(shapes.columns(rows, WITH_STRINGS))[:, 1]
+    }
 
 
-def _pyfunc_integers(frame: pd.DataFrame) -> tuple[Callable[[str], Any], Expected]:
+def _pyfunc_integers(frame: pd.DataFrame) -> Built:
     inputs = shapes.columns(frame, shapes.INTEGERS)
     assert all(str(t) == "int64" for t in inputs.dtypes.tolist())  # the signature says long
     log = shapes.log_pyfunc(shapes.IntegerRisk(), inputs)
-    return log, {"score": shapes.own_integer_risk(inputs)}
+    return log, lambda rows: {
+        "score": shapes.own_integer_risk(shapes.columns(rows, shapes.INTEGERS))
+    }
 
 
-def _lgbm_regressor(frame: pd.DataFrame) -> tuple[Callable[[str], Any], Expected]:
+def _lgbm_regressor(frame: pd.DataFrame) -> Built:
     inputs = shapes.columns(frame, shapes.NUMBERS)
     model = lgb.LGBMRegressor(n_estimators=15, num_leaves=7, verbose=-1, n_jobs=1)
     model.fit(inputs, shapes.loss_amount(frame))
-    return shapes.log_lightgbm(model, inputs), {"score": np.asarray(model.predict(inputs))}
+    return shapes.log_lightgbm(model, inputs), lambda rows: {
+        "score": np.asarray(model.predict(shapes.columns(rows, shapes.NUMBERS)))
+    }
 
 
-def _booster_regression(frame: pd.DataFrame) -> tuple[Callable[[str], Any], Expected]:
+def _matrix(rows: pd.DataFrame, names: list[str]) -> np.ndarray:
+    return shapes.columns(rows, names).to_numpy(np.float64)
+
+
+def _booster_regression(frame: pd.DataFrame) -> Built:
     booster = shapes.lightgbm_booster(frame, shapes.loss_amount(frame), "regression")
-    matrix = shapes.columns(frame, shapes.NUMBERS).to_numpy(np.float64)
     log = shapes.log_lightgbm(booster, shapes.columns(frame, shapes.NUMBERS))
-    return log, {"score": np.asarray(booster.predict(matrix))}
+    return log, lambda rows: {"score": np.asarray(booster.predict(_matrix(rows, shapes.NUMBERS)))}
 
 
-def _three_classes(frame: pd.DataFrame) -> tuple[Callable[[str], Any], Expected]:
+def _three_classes(frame: pd.DataFrame) -> Built:
     model = shapes.string_pipeline(frame, shapes.risk_band(frame))
-    inputs = shapes.columns(frame, shapes.STRINGS + shapes.NUMBERS)
-    probabilities = model.predict_proba(inputs)
-    expected = {class_column(str(c)): probabilities[:, i] for i, c in enumerate(model.classes_)}
-    expected["label"] = model.predict(inputs).astype(str)
-    return shapes.log_sklearn(model, inputs), expected
+
+    def predict(rows: pd.DataFrame) -> Expected:
+        inputs = shapes.columns(rows, WITH_STRINGS)
+        probabilities = model.predict_proba(inputs)
+        expected = {class_column(str(c)): probabilities[:, i] for i, c in enumerate(model.classes_)}
+        expected["label"] = model.predict(inputs).astype(str)
+        return expected
+
+    return shapes.log_sklearn(model, shapes.columns(frame, WITH_STRINGS)), predict
 
 
-def _labels(frame: pd.DataFrame) -> tuple[Callable[[str], Any], Expected]:
+def _labels(frame: pd.DataFrame) -> Built:
     model = shapes.string_pipeline(frame, shapes.risk_band(frame))
-    inputs = shapes.columns(frame, shapes.STRINGS + shapes.NUMBERS)
-    return shapes.log_sklearn(model, inputs), {"label": model.predict(inputs).astype(str)}
+    log = shapes.log_sklearn(model, shapes.columns(frame, WITH_STRINGS))
+    return log, lambda rows: {
+        "label": model.predict(shapes.columns(rows, WITH_STRINGS)).astype(str)
+    }
 
 
-def _booster_multiclass(frame: pd.DataFrame) -> tuple[Callable[[str], Any], Expected]:
+def _booster_multiclass(frame: pd.DataFrame) -> Built:
     bands = pd.Series(shapes.risk_band(frame)).map({"low": 0, "mid": 1, "high": 2}).to_numpy()
     booster = shapes.lightgbm_booster(frame, bands, "multiclass")
-    probabilities = np.asarray(
-        booster.predict(shapes.columns(frame, shapes.NUMBERS).to_numpy(np.float64))
-    )
-    expected = {f"score_{i}": probabilities[:, i] for i in range(3)}
-    expected["label"] = probabilities.argmax(axis=1).astype(str)
-    return shapes.log_lightgbm(booster, shapes.columns(frame, shapes.NUMBERS)), expected
+
+    def predict(rows: pd.DataFrame) -> Expected:
+        probabilities = np.asarray(booster.predict(_matrix(rows, shapes.NUMBERS)))
+        expected = {f"score_{i}": probabilities[:, i] for i in range(3)}
+        expected["label"] = probabilities.argmax(axis=1).astype(str)
+        return expected
+
+    return shapes.log_lightgbm(booster, shapes.columns(frame, shapes.NUMBERS)), predict
 
 
-def _xgboost(frame: pd.DataFrame) -> tuple[Callable[[str], Any], Expected]:
+def _xgboost(frame: pd.DataFrame) -> Built:
     model = shapes.xgboost_classifier(frame, shapes.default_label(frame))
-    matrix = shapes.columns(frame, shapes.NUMBERS).to_numpy(np.float64)
-    expected = {"score": np.asarray(model.predict_proba(matrix))[:, 1].astype(np.float64)}
-    return shapes.log_xgboost(model, shapes.columns(frame, shapes.NUMBERS)), expected
+    log = shapes.log_xgboost(model, shapes.columns(frame, shapes.NUMBERS))
+    return log, lambda rows: {
+        "score": np.asarray(model.predict_proba(_matrix(rows, shapes.NUMBERS)))[:, 1].astype(
+            np.float64
+        )
+    }
 
 
-def _booster_reordered(frame: pd.DataFrame) -> tuple[Callable[[str], Any], Expected]:
+def _booster_reordered(frame: pd.DataFrame) -> Built:
     """Fit on the features in reverse order; the signature lists them in table order."""
     reverse = shapes.NUMBERS[::-1]
-    matrix = shapes.columns(frame, reverse).to_numpy(np.float64)
     booster = lgb.train(
         {"objective": "binary", "verbose": -1, "num_threads": 1},
-        lgb.Dataset(matrix, shapes.default_label(frame), feature_name=reverse),
+        lgb.Dataset(_matrix(frame, reverse), shapes.default_label(frame), feature_name=reverse),
         num_boost_round=15,
     )
     log = shapes.log_lightgbm(booster, shapes.columns(frame, shapes.NUMBERS))
-    return log, {"score": np.asarray(booster.predict(matrix))}
+    return log, lambda rows: {"score": np.asarray(booster.predict(_matrix(rows, reverse)))}
 
 
-def _forest_reordered(frame: pd.DataFrame) -> tuple[Callable[[str], Any], Expected]:
-    reverse = shapes.columns(frame, shapes.NUMBERS[::-1]).fillna(0)
+def _forest_reordered(frame: pd.DataFrame) -> Built:
+    reverse = shapes.NUMBERS[::-1]
     model = RandomForestClassifier(n_estimators=5, max_depth=4, random_state=0)
-    model.fit(reverse, shapes.default_label(frame))
+    model.fit(shapes.columns(frame, reverse).fillna(0), shapes.default_label(frame))
     log = shapes.log_sklearn(
         model, shapes.columns(frame, shapes.NUMBERS).fillna(0), ("sklearn.tree._tree.Tree",)
     )
-    expected = np.asarray(model.predict_proba(shapes.columns(frame, shapes.NUMBERS[::-1])))[:, 1]
-    return log, {"score": expected}
+    return log, lambda rows: {
+        "score": np.asarray(model.predict_proba(shapes.columns(rows, reverse)))[:, 1]
+    }
 
 
-def _lightgbm_categoricals(frame: pd.DataFrame) -> tuple[Callable[[str], Any], Expected]:
+def _lightgbm_categoricals(frame: pd.DataFrame) -> Built:
     """LightGBM on a DataFrame with string and integer pandas categoricals."""
-    names = ["employment_type", "loan_term_months", *shapes.NUMBERS[1:]]
-    training = shapes.columns(frame, names).astype(
-        {"employment_type": "category", "loan_term_months": "category"}
-    )
+    categorical = {"employment_type": "category", "loan_term_months": "category"}
     booster = lgb.train(
         {"objective": "binary", "verbose": -1, "num_threads": 1, "min_data_per_group": 5},
-        lgb.Dataset(training, shapes.default_label(frame)),
+        lgb.Dataset(
+            shapes.columns(frame, CATEGORICALS).astype(categorical), shapes.default_label(frame)
+        ),
         num_boost_round=15,
     )
-    log = shapes.log_lightgbm(booster, shapes.columns(frame, names))
-    return log, {"score": np.asarray(booster.predict(training))}
+    log = shapes.log_lightgbm(booster, shapes.columns(frame, CATEGORICALS))
+    return log, lambda rows: {
+        "score": np.asarray(booster.predict(shapes.columns(rows, CATEGORICALS).astype(categorical)))
+    }
 
 
 CASES = {
-    "shape_sklearn_pipeline_strings": Case("probability", _pipeline),
-    "shape_pyfunc_integers": Case("probability", _pyfunc_integers),
-    "shape_lgbm_regressor": Case("value", _lgbm_regressor),
-    "shape_lightgbm_booster_regression": Case("value", _booster_regression),
-    "shape_sklearn_three_classes": Case("class_probabilities", _three_classes),
-    "shape_lightgbm_booster_multiclass": Case("class_probabilities", _booster_multiclass),
-    "shape_sklearn_labels": Case("label", _labels),
-    "shape_lightgbm_reordered_features": Case("probability", _booster_reordered),
-    "shape_forest_reordered_features": Case("probability", _forest_reordered),
-    "shape_lightgbm_pandas_categoricals": Case("probability", _lightgbm_categoricals),
-    "shape_xgboost_classifier": Case("probability", _xgboost),
+    "shape_sklearn_pipeline_strings": Case("probability", WITH_STRINGS, _pipeline),
+    "shape_pyfunc_integers": Case("probability", shapes.INTEGERS, _pyfunc_integers),
+    "shape_lgbm_regressor": Case("value", shapes.NUMBERS, _lgbm_regressor),
+    "shape_lightgbm_booster_regression": Case("value", shapes.NUMBERS, _booster_regression),
+    "shape_sklearn_three_classes": Case("class_probabilities", WITH_STRINGS, _three_classes),
+    "shape_lightgbm_booster_multiclass": Case(
+        "class_probabilities", shapes.NUMBERS, _booster_multiclass
+    ),
+    "shape_sklearn_labels": Case("label", WITH_STRINGS, _labels),
+    "shape_lightgbm_reordered_features": Case("probability", shapes.NUMBERS, _booster_reordered),
+    "shape_forest_reordered_features": Case("probability", shapes.NUMBERS, _forest_reordered),
+    "shape_lightgbm_pandas_categoricals": Case("probability", CATEGORICALS, _lightgbm_categoricals),
+    "shape_xgboost_classifier": Case("probability", shapes.NUMBERS, _xgboost),
 }
 
 
@@ -169,34 +202,57 @@ CASES = {
 class Base:
     platform: Platform
     frame: pd.DataFrame
-    """DAY_A's validated rows: what every model is trained on and scored against."""
+    """DAY_A's validated rows under the demo's full contract (its 30 numeric and 4 string
+    columns): what every model is trained on."""
     make: PlatformFactory
-    expected: dict[str, Expected]
+    predict: dict[str, Predict]
 
 
 @pytest.fixture(scope="module")
 def base(make_platform: PlatformFactory) -> Base:
-    platform = make_platform("model_shapes")
+    platform = make_platform("model_shapes", deployment={"contract": shapes.contract()})
     assert platform.generate(DAY_A).success
     assert platform.train().success
     assert platform.score(DAY_A).success  # validates DAY_A
-    return Base(platform, shapes.validated_frame(platform, DAY_A), make_platform, {})
+    frame = shapes.validated_frame(platform, DAY_A)
+    assert set(shapes.STRINGS) <= set(frame.columns)
+    return Base(platform, frame, make_platform, {})
 
 
-def _deployment(base: Base, name: str, kind: str, engine: str = "local") -> Platform:
-    """A platform on the same lake and registry serving model ``name`` as ``kind``."""
-    return base.make(
-        "unused", share=base.platform, MODEL__NAME=name, MODEL__OUTPUT_KIND=kind, ENGINE=engine
+def _deployment(
+    base: Base, name: str, kind: str, inputs: list[str], engine: str = "local"
+) -> Platform:
+    """Deployment ``name`` on the same source, lake and registry, serving model ``name`` as
+    ``kind``; its contract is ``inputs`` (the model's inputs, as the demo declares them)."""
+    platform = base.make(
+        "unused",
+        share=base.platform,
+        deployment={
+            "name": name,
+            "model": {"name": name},
+            "output": {"kind": kind},
+            "contract": shapes.contract(inputs),
+        },
+        ENGINE=engine,
+        REALTIME__DEPLOYMENT=name,
     )
+    return replace(platform, deployment_name=name)
 
 
-def _expected(base: Base, name: str) -> Expected:
-    """Train and register the case's model once (alias ``champion``); its own predictions."""
-    if name not in base.expected:
-        log, expected = CASES[name].build(base.frame)
-        shapes.register(_deployment(base, name, CASES[name].kind), log)
-        base.expected[name] = expected
-    return base.expected[name]
+def _case(base: Base, name: str, engine: str = "local") -> Platform:
+    """The case's deployment; its model is trained on the validated rows and registered once
+    (alias ``champion``)."""
+    case = CASES[name]
+    if name not in base.predict:
+        log, predict = case.build(base.frame)
+        shapes.register(_deployment(base, name, case.kind, case.inputs), log)
+        base.predict[name] = predict
+    return _deployment(base, name, case.kind, case.inputs, engine)
+
+
+def _expected(base: Base, name: str, frame: pd.DataFrame) -> Expected:
+    """The case's model's own predictions for ``frame``."""
+    return base.predict[name](frame)
 
 
 def _assert_rows_equal(platform: Platform, frame: pd.DataFrame, expected: Expected) -> None:
@@ -216,11 +272,11 @@ def _assert_rows_equal(platform: Platform, frame: pd.DataFrame, expected: Expect
 @pytest.mark.parametrize("engine", ["local", "spark"])
 @pytest.mark.parametrize("name", list(CASES))
 def test_each_shape_scores_like_its_own_predict(base: Base, name: str, engine: str) -> None:
-    expected = _expected(base, name)
-    platform = _deployment(base, name, CASES[name].kind, engine)
+    platform = _case(base, name, engine)
     result = platform.score(DAY_A)
     assert result.success, failure_messages(result)
-    _assert_rows_equal(platform, base.frame, expected)
+    frame = shapes.validated_frame(platform, DAY_A)  # validated by the model's inputs
+    _assert_rows_equal(platform, frame, _expected(base, name, frame))
     meta = materializations(result)
     assert meta["model_versions"]["fell_back"] is False
     assert meta["predictions"]["output_kind"] == CASES[name].kind
@@ -230,10 +286,10 @@ def test_each_shape_scores_like_its_own_predict(base: Base, name: str, engine: s
 
 def test_a_regression_value_is_never_clamped(base: Base) -> None:
     name = "shape_lightgbm_booster_regression"
-    expected = _expected(base, name)["score"]
-    platform = _deployment(base, name, "value")
+    platform = _case(base, name)
     result = platform.score(DAY_A)
     assert result.success
+    expected = _expected(base, name, shapes.validated_frame(platform, DAY_A))["score"]
     meta = materializations(result)["predictions"]
     # 3,000 rows fit in the statistics' sample: the quantiles are exact.
     assert meta["score_p50"] == pytest.approx(np.quantile(expected, 0.5))
@@ -247,14 +303,14 @@ def test_a_regression_value_is_never_clamped(base: Base) -> None:
 
 def test_class_probabilities_are_checked_to_sum_to_one(base: Base) -> None:
     name = "shape_sklearn_three_classes"
-    _expected(base, name)
-    result = _deployment(base, name, "class_probabilities").score(DAY_A)
+    platform = _case(base, name)
+    result = platform.score(DAY_A)
     checks = check_evaluations(result)
     assert checks["class_probabilities_sum_to_one"].passed
     assert checks["scores_in_unit_range"].passed
     meta = materializations(result)["predictions"]
     assert set(meta["label_counts"]) == {"high", "low", "mid"}
-    assert sum(meta["label_counts"].values()) == len(base.frame)
+    assert sum(meta["label_counts"].values()) == len(shapes.validated_frame(platform, DAY_A))
 
 
 def test_sklearn_models_use_a_dataframe_and_boosters_a_compiled_matrix(base: Base) -> None:
@@ -263,8 +319,7 @@ def test_sklearn_models_use_a_dataframe_and_boosters_a_compiled_matrix(base: Bas
         ("shape_lgbm_regressor", "float64 matrix", {"lleaves"}),
         ("shape_xgboost_classifier", "float64 matrix", {"tl2cgen"}),
     ):
-        _expected(base, name)
-        result = _deployment(base, name, CASES[name].kind).score(DAY_A)
+        result = _case(base, name).score(DAY_A)
         meta = materializations(result)["model_versions"]
         assert meta["model_input"] == model_input, name
         assert meta["scoring_engine"] in engines, (name, meta["compile_verification"])
@@ -286,9 +341,9 @@ FALLBACK = "shape_fallback"
 def refusals(base: Base) -> Refusals:
     """v1 serves (the approved champion); v2 passes but is never promoted; then v3 (3 classes),
     v4 (raises) and v5 (needs a column the table lacks) each take the alias and are scored."""
-    platform = _deployment(base, FALLBACK, "probability")
+    platform = _deployment(base, FALLBACK, "probability", WITH_STRINGS)
     frame = base.frame
-    inputs = shapes.columns(frame, shapes.STRINGS + shapes.NUMBERS)
+    inputs = shapes.columns(frame, WITH_STRINGS)
     binary = shapes.string_pipeline(frame, shapes.default_label(frame))
     assert shapes.register(platform, shapes.log_sklearn(binary, inputs)) == 1
     results = {1: platform.score(DAY_A)}
@@ -343,7 +398,7 @@ def test_predictions_alone_refuse_a_stale_serving_version(refusals: Refusals) ->
     client = platform.registry.client
     client.set_registered_model_alias(FALLBACK, platform.alias, "2")
     try:
-        result = platform.score(DAY_A, asset_selection=[PREDICTIONS_KEY])
+        result = platform.score(DAY_A, asset_selection=[platform.scope.predictions])
     finally:
         client.set_registered_model_alias(FALLBACK, platform.alias, "5")
     assert not result.success
@@ -409,7 +464,7 @@ print("FINGERPRINT", load_model(registry, registry.version(sys.argv[2], 1)).fing
 def test_a_skops_model_has_the_same_cache_key_in_every_process(base: Base) -> None:
     """MLflow 3 saves scikit-learn models with skops; the key is the artifact's bytes."""
     name = "shape_hgb_skops"
-    platform = _deployment(base, name, "probability")
+    platform = _deployment(base, name, "probability", shapes.NUMBERS)
     inputs = shapes.columns(base.frame, shapes.NUMBERS)
     # A random forest's pickle differs in every process once loaded from skops.
     forest = RandomForestClassifier(n_estimators=5, max_depth=4, random_state=0)
@@ -433,7 +488,7 @@ def test_a_skops_model_has_the_same_cache_key_in_every_process(base: Base) -> No
 
 def test_a_version_whose_checks_fail_is_not_an_approved_champion(base: Base) -> None:
     """It passes the smoke test (1,024 rows) but scores NaN on the real partition."""
-    platform = _deployment(base, "shape_nan_on_large_batches", "probability")
+    platform = _deployment(base, "shape_nan_on_large_batches", "probability", shapes.NUMBERS)
     inputs = shapes.columns(base.frame, shapes.NUMBERS)
     assert shapes.register(platform, shapes.log_pyfunc(shapes.NanOnLargeBatches(), inputs)) == 1
     result = platform.score(DAY_A)
@@ -445,8 +500,8 @@ def test_a_version_whose_checks_fail_is_not_an_approved_champion(base: Base) -> 
 def test_a_changed_class_set_is_refused_before_it_breaks_the_table(base: Base) -> None:
     """v1 (3 classes) wrote the table; v2 has 2 classes: refused, v1 keeps serving."""
     name = "shape_class_set_change"
-    platform = _deployment(base, name, "class_probabilities")
-    inputs = shapes.columns(base.frame, shapes.STRINGS + shapes.NUMBERS)
+    platform = _deployment(base, name, "class_probabilities", WITH_STRINGS)
+    inputs = shapes.columns(base.frame, WITH_STRINGS)
     three = shapes.string_pipeline(base.frame, shapes.risk_band(base.frame))
     assert shapes.register(platform, shapes.log_sklearn(three, inputs)) == 1
     assert platform.score(DAY_A).success
