@@ -252,17 +252,17 @@ def run_demo(
     started = time.perf_counter()
     summaries: list[PartitionSummary] = []
     found = read_deployments(settings.project_root, settings.application.deployments_dir)
-    demos = [d for d in found.values() if d.generator]
-    for deployment in demos:
+    plans: list[tuple[DeploymentScope, list[str | None]]] = []
+    for deployment in (d for d in found.values() if d.generator):
         scope = DeploymentScope(deployment)
-        partitions = scope.partitions_def
-        keys = partitions.get_partition_keys() if partitions is not None else [None]
-        last = end_date.isoformat() if end_date and partitions is not None else keys[-1]
-        if last not in keys:
-            print(f"--end-date {last} is not a partition of {deployment.name}", file=sys.stderr)
+        chosen = _demo_partitions(scope, days, end_date)
+        if not chosen:
+            print(f"--end-date {end_date} is not a partition of {deployment.name}", file=sys.stderr)
             return 2
-        chosen = keys[max(0, keys.index(last) - days + 1) : keys.index(last) + 1]
-        print(f"{deployment.name}: {len(chosen)} partition(s) x {rows} rows")
+        plans.append((scope, chosen))
+    for scope, chosen in plans:
+        name = scope.name
+        print(f"{name}: {len(chosen)} partition(s) x {rows} rows")
         for key in chosen:
             _run(
                 defs,
@@ -272,6 +272,7 @@ def run_demo(
                 {"ops": {_op(scope.features): {"config": {"rows": rows}}}},
             )
         training = {"num_boost_round": boost_rounds, "training_partition": chosen[0]}
+        trained = time.perf_counter()
         _run(
             defs,
             instance,
@@ -279,12 +280,30 @@ def run_demo(
             None,
             {"ops": {_op(scope.demo_model): {"config": training}}},
         )
-        print(f"{deployment.name}: demo model ready in {time.perf_counter() - started:.1f}s")
+        print(f"{name}: demo model ready in {time.perf_counter() - trained:.1f}s")
         for key in chosen:
             result = _run(defs, instance, scope.job_name("score_partition_job"), key, {})
             summaries.append(_summarize(scope, key or "all", result))
     _print_summary(summaries, time.perf_counter() - started, settings)
     return 0 if summaries and all(s.ok for s in summaries) else 1
+
+
+def _demo_partitions(
+    scope: DeploymentScope, days: int, end_date: dt.date | None
+) -> list[str | None]:
+    """The last ``days`` partition keys of a deployment up to ``end_date`` (its last hour for
+    an hourly deployment; default: the latest complete partition); ``[None]`` when it is
+    unpartitioned, ``[]`` when ``end_date`` is none of its partitions."""
+    partitions = scope.partitions_def
+    if partitions is None:
+        return [None]
+    keys = partitions.get_partition_keys()
+    if end_date is not None:
+        day = end_date.isoformat()
+        keys = [key for key in keys if key[:10] <= day]
+        if not keys or keys[-1][:10] != day:
+            return []
+    return list(keys[-days:])
 
 
 def _op(key: dg.AssetKey) -> str:

@@ -1,4 +1,5 @@
-"""The main command, as a person runs it: ``batch-inference demo`` on embedded defaults."""
+"""The main command, as a person runs it: ``batch-inference demo`` on embedded defaults - every
+deployment with a demo generator (credit_risk and churn) generated, trained and scored."""
 
 from __future__ import annotations
 
@@ -8,12 +9,33 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pyarrow as pa
 import pytest
 import yaml
 from dagster._core.instance.ref import InstanceRef
 
 from batch_inference_platform.cli import prepare_dagster_home
 from batch_inference_platform.config import load_settings
+from batch_inference_platform.lib.deployments.folder import read_deployments
+from batch_inference_platform.lib.lake.layout import LakeLayout
+from batch_inference_platform.lib.lake.tables import snapshot, table_schema
+
+from .conftest import write_deployment
+
+DEMOS = ("churn", "credit_risk")
+"""The package's deployments with a demo generator."""
+DAYS = ["2026-11-09", "2026-11-10"]
+
+
+def _deployments(tmp_path: Path) -> Path:
+    """The package's deployments, each source table in the test's data folder (their relative
+    table paths name the repository's data folder)."""
+    folder = tmp_path / "deployments"
+    if not folder.exists():
+        for name in read_deployments(Path(__file__).resolve().parents[1]):
+            source = tmp_path / "data" / "sources" / name
+            write_deployment(folder, name, {"source": {"table": str(source)}})
+    return folder
 
 
 def _demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -23,6 +45,7 @@ def _demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         "BIP__BATCH_INFERENCE__LAKE__ROOT": str(tmp_path / "data" / "lake"),
         "BIP__BATCH_INFERENCE__MLFLOW__TRACKING_URI": f"sqlite:///{tmp_path}/data/mlflow.db",
         "BIP__BATCH_INFERENCE__MLFLOW__ARTIFACT_ROOT": str(tmp_path / "data" / "artifacts"),
+        "BIP__BATCH_INFERENCE__DEPLOYMENTS_DIR": str(_deployments(tmp_path)),
     }
     env.pop("DAGSTER_HOME", None)
     return subprocess.run(
@@ -48,19 +71,38 @@ def test_demo_scores_every_day_and_leaves_runs_for_the_ui(tmp_path: Path) -> Non
         "2026-11-10",
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    lines = done.stdout.splitlines()
-    rows = [line.split() for line in lines if line.startswith(("2026-11-09", "2026-11-10"))]
-    assert [r[0] for r in rows] == ["2026-11-09", "2026-11-10"]
+    rows = _summary_rows(done.stdout)
+    assert sorted((r[0], r[1]) for r in rows) == [(name, day) for name in DEMOS for day in DAYS]
     for row in rows:
-        rows_in, quarantined, scored = (int(v.replace(",", "")) for v in row[1:4])
+        rows_in, quarantined, scored = (int(v.replace(",", "")) for v in row[2:5])
         assert rows_in == 3000 and scored == rows_in - quarantined > 0
-        assert row[5] == "1" and row[-1] == "ok"
+        assert row[6] == "1" and row[-1] == "ok"
+
+    # Each deployment's predictions: its own table, key and partition column.
+    settings = load_settings(environ={"BIP__BATCH_INFERENCE__DATA_DIR": str(tmp_path / "data")})
+    layout = LakeLayout(str(tmp_path / "data" / "lake"))
+    deployments = read_deployments(settings.project_root, _deployments(tmp_path))
+    expected = {
+        "credit_risk": ("customer_id", "event_date"),
+        "churn": ("account_id", "snapshot_date"),
+    }
+    for name, (key, partition) in expected.items():
+        deployment = deployments[name]
+        predictions = layout.deployment(deployment).predictions
+        assert predictions.uri == str(tmp_path / "data" / "lake" / "predictions" / name)
+        assert predictions.uri in done.stdout
+        assert table_schema(predictions).names[:2] == [key, partition]
+        assert snapshot(predictions, deployment.partitioning).partitions() == DAYS
+    churn = table_schema(layout.deployment(deployments["churn"]).predictions)
+    assert churn.field("account_id").type == pa.string() and "label" in churn.names
 
     home = tmp_path / "data" / "dagster_home"
     with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
         runs = instance.get_runs()
         jobs = sorted(r.job_name for r in runs)
-        assert jobs.count("score_partition_job") == 2
+        for name in DEMOS:
+            assert jobs.count(f"{name}__score_partition_job") == 2
+            assert jobs.count(f"{name}__train_demo_model_job") == 1
         assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
 
     # Rerunning is idempotent: the same partitions are replaced and the model is reused.
@@ -76,9 +118,15 @@ def test_demo_scores_every_day_and_leaves_runs_for_the_ui(tmp_path: Path) -> Non
         "2026-11-10",
     )
     assert again.returncode == 0, again.stderr[-3000:]
-    assert " 1 " in next(
-        line for line in again.stdout.splitlines() if line.startswith("2026-11-10")
-    )
+    rerun = _summary_rows(again.stdout)
+    assert len(rerun) == 4 and all(row[6] == "1" and row[-1] == "ok" for row in rerun)
+
+
+def _summary_rows(stdout: str) -> list[list[str]]:
+    """The summary table's rows: deployment, partition, rows in, quarantined, scored, rows/s,
+    model version, checks ok/failed, status."""
+    rows = [line.split() for line in stdout.splitlines()]
+    return [row for row in rows if len(row) == 9 and row[0] in DEMOS and row[1] in DAYS]
 
 
 def test_demo_rejects_a_day_outside_the_partitions(tmp_path: Path) -> None:
