@@ -1,5 +1,5 @@
-"""The tenants file and what is derived from it: authentication by key hash, table access,
-output roots, and the production dagster.yaml's run queue."""
+"""The tenants file and what is derived from it: authentication by key hash, deployment and
+table access, output roots, and the production dagster.yaml's run queue."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from batch_inference_platform.config import load_settings
+from batch_inference_platform.lib.deployments.folder import read_deployments
 from batch_inference_platform.lib.instance_yaml import instance_config, instance_yaml
 from batch_inference_platform.lib.registry.references import (
     ModelReferenceError,
@@ -49,10 +50,32 @@ def test_tables_and_output_roots(tmp_path: Path) -> None:
             acme.output_uri(escape)
 
 
+def test_deployments_a_tenant_may_use(tmp_path: Path) -> None:
+    tenants = load_tenants(write_tenants(tmp_path / "t.yml"), "/lake")
+    acme, globex = tenants.get("acme"), tenants.get("globex")
+    assert acme is not None and globex is not None
+    assert acme.deployment("credit_risk") == "credit_risk"
+    with pytest.raises(AccessDenied, match="tenant 'acme' may not use deployment 'churn'"):
+        acme.deployment("churn")
+    assert globex.allowed_deployments == ("credit_risk", "churn")
+    assert globex.deployment("churn") == "churn"
+
+
+_ENTRY = (
+    "tenants:\n  - {id: ab, api-key-sha256: '" + "0" * 64 + "', default-priority: normal, "
+    "max-concurrent-runs: 1, allowed-input-tables: [], output-root: r"
+)
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
         ("tenants: {}", "expected a top-level 'tenants:' list"),
+        (_ENTRY + "}\n", "tenants[0]: allowed-deployments: Field required"),
+        (
+            _ENTRY + ", allowed-deployments: [Credit-Risk]}\n",
+            "tenants[0]: allowed-deployments: Value error, 'Credit-Risk' is not a deployment name",
+        ),
         ("tenants:\n  - id: x\n", "tenants[0]: id: String should match pattern"),
         (
             "tenants:\n  - {id: ab, api-key-sha256: nothex, default-priority: normal, "
@@ -119,7 +142,14 @@ def test_the_production_dagster_yaml_loads_as_a_dagster_instance(
 def test_local_only_tenants_do_not_exist_outside_local(tmp_path: Path) -> None:
     """The shipped demo tenant's key is published: staging and prod must not accept it."""
     shipped = REPO / "tenants.yml"
-    assert load_tenants(shipped, "/lake").authenticate("local-demo-key") is not None
+    demo = load_tenants(shipped, "/lake").authenticate("local-demo-key")
+    assert demo is not None
+    # It may use every shipped deployment, on its validated table.
+    declared = read_deployments(REPO)
+    assert sorted(demo.allowed_deployments) == sorted(declared)
+    for name in declared:
+        assert demo.deployment(name) == name
+        assert demo.input_table(f"validated/{name}") == f"validated/{name}"
     for environment in ("staging", "prod"):
         assert load_tenants(shipped, "/lake", environment).authenticate("local-demo-key") is None
 

@@ -1,5 +1,6 @@
-"""Tenants of the client API: who they are (an API key, stored only as its SHA-256), what they
-may read, where they may write, and how much of the platform they may use at once."""
+"""Tenants of the client API: who they are (an API key, stored only as its SHA-256), which
+deployments they may use, what they may read, where they may write, and how much of the
+platform they may use at once."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from batch_inference_platform.lib.deployments.spec import NAME_PATTERN
+
 Priority = Literal["normal", "high", "urgent"]
 PRIORITY_TAG_VALUE: dict[str, int] = {"normal": 0, "high": 5, "urgent": 10}
 """``dagster/priority`` per request priority (higher runs first in the run queue)."""
@@ -24,7 +27,8 @@ class TenantsError(ValueError):
 
 
 class AccessDenied(PermissionError):
-    """A tenant asked for a table it may not read or a place it may not write."""
+    """A tenant asked for a deployment it may not use, a table it may not read or a place it
+    may not write."""
 
 
 class Tenant(BaseModel):
@@ -36,12 +40,22 @@ class Tenant(BaseModel):
     api_key_sha256: str = Field(alias="api-key-sha256", pattern=r"^[0-9a-f]{64}$")
     default_priority: Priority = Field(alias="default-priority")
     max_concurrent_runs: int = Field(alias="max-concurrent-runs", ge=1)
+    allowed_deployments: tuple[str, ...] = Field(alias="allowed-deployments")
+    """The deployments (``defs/deployments/<name>``) whose models the tenant may request."""
     allowed_input_tables: tuple[str, ...] = Field(alias="allowed-input-tables")
     output_root: str = Field(alias="output-root", min_length=1)
     read_recommendations: bool = Field(default=False, alias="read-recommendations")
     """May read customers' precomputed recommendations (the real-time read path)."""
     local_only: bool = Field(default=False, alias="local-only")
     """A demo tenant: ignored outside ``environment: local`` (its key may be public)."""
+
+    @field_validator("allowed_deployments")
+    @classmethod
+    def _deployment_names(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        for name in names:
+            if not re.match(NAME_PATTERN, name):
+                raise ValueError(f"{name!r} is not a deployment name (lower case, digits, _)")
+        return names
 
     @field_validator("allowed_input_tables")
     @classmethod
@@ -50,6 +64,12 @@ class Tenant(BaseModel):
             if not _TABLE_NAME.fullmatch(name):
                 raise ValueError(f"{name!r} is not a table name (lower-case path segments)")
         return names
+
+    def deployment(self, name: str) -> str:
+        """The deployment name if this tenant may use it; otherwise ``AccessDenied``."""
+        if name not in self.allowed_deployments:
+            raise AccessDenied(f"tenant {self.id!r} may not use deployment {name!r}")
+        return name
 
     def input_table(self, name: str) -> str:
         """The table name if this tenant may read it; otherwise ``AccessDenied``."""
