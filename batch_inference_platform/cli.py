@@ -136,6 +136,7 @@ def serve_api(settings: Settings) -> int:
     """Run the HTTP service under uvicorn until interrupted."""
     from batch_inference_platform.api.app import create_app, serve
     from batch_inference_platform.api.jobs import JobsService
+    from batch_inference_platform.lib.deployments.folder import read_deployments
     from batch_inference_platform.lib.inbox.job_store import JobStore
     from batch_inference_platform.lib.inbox.relay import OutboxRelay
     from batch_inference_platform.lib.messaging.kafka import KafkaPublisher
@@ -150,7 +151,7 @@ def serve_api(settings: Settings) -> int:
         store=store,
         tenants=load_tenants(Path(api.tenants_file), app.lake.root, app.environment),
         max_days=api.max_days_per_request,
-        first_day=app.partitions.start_date,
+        deployments=read_deployments(settings.project_root, app.deployments_dir),
         days_ahead=api.partition_days_ahead,
     )
     relay = OutboxRelay(store, lambda: KafkaPublisher(kafka)) if kafka.bootstrap_servers else None

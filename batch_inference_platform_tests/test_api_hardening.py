@@ -30,6 +30,7 @@ from fastapi import FastAPI
 from batch_inference_platform.api.app import create_app, server_config
 from batch_inference_platform.api.jobs import JobsService
 from batch_inference_platform.config import load_settings
+from batch_inference_platform.lib.deployments.folder import read_deployments
 from batch_inference_platform.lib.inbox.job_store import JobStore
 from batch_inference_platform.lib.inbox.signatures import sign_mlflow
 from batch_inference_platform.lib.inbox.store import WebhookInbox
@@ -148,6 +149,7 @@ def call(
 
 def job_body(**overrides: Any) -> dict[str, Any]:
     body = {
+        "deployment": "credit_risk",
         "model": "credit_risk_default@champion",
         "feature_table": TABLE,
         "partition": "2026-11-02",
@@ -163,6 +165,7 @@ def write_tenants(path: Path) -> Path:
     api-key-sha256: {hash_api_key(KEY)}
     default-priority: normal
     max-concurrent-runs: 1
+    allowed-deployments: [credit_risk]
     allowed-input-tables: [{TABLE}]
     output-root: tenants/acme
     read-recommendations: true
@@ -234,7 +237,7 @@ def no_tracebacks(logs: _Records) -> None:
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """The hardened service in environment prod: job store and inbox in one PostgreSQL
-    database; partitions from the settings' start date to today + 7 days."""
+    database; the shipped deployments, partitions from their start to today + 7 days."""
     root = tmp_path_factory.mktemp("hardening")
     tenants = load_tenants(write_tenants(root / "tenants.yml"), str(root / "lake"))
     settings = load_settings()
@@ -329,6 +332,9 @@ def test_a_chunked_body_gets_413_as_soon_as_it_passes_the_limit(
         ("feature_table", TABLE + "\n", ["feature_table", "table name"]),
         ("model", "credit_risk_default@champion\n", ["model", "name@alias"]),
         ("tenant", "acme\n", ["tenant", "tenant id"]),
+        ("deployment", "credit_risk\n", ["deployment", "deployment name"]),
+        ("deployment", "d" * 64, ["deployment", "at most 63"]),
+        ("deployment", "credit_r\u0131sk", ["deployment", "deployment name"]),
         ("output_table", "scores/\x00x", ["output_table", r"\x00"]),
         ("output_table", "scores/é", ["output_table", "table name"]),
         ("model", "credit_risk_default@\u0663", ["model", "name@alias"]),
@@ -348,7 +354,7 @@ def test_long_or_ill_formed_strings_are_refused_naming_the_field(
 @pytest.mark.parametrize(
     ("fields", "words"),
     [
-        ({"partition": "0001-01-01"}, ["before the first partition", "start-date"]),
+        ({"partition": "0001-01-01"}, ["before the first partition", "source.partition.start"]),
         ({"partition": "9999-12-31"}, ["after the last day", "today + 7 days"]),
         ({"partition": "day-before-start"}, ["is before the first partition"]),
         ({"partition": 1795910400}, ["partition", "YYYY-MM-DD"]),
@@ -359,10 +365,17 @@ def test_long_or_ill_formed_strings_are_refused_naming_the_field(
 def test_partitions_outside_the_use_case_are_refused_naming_the_bound(
     service: Service, logs: _Records, fields: dict[str, Any], words: list[str]
 ) -> None:
-    start = load_settings().application.partitions.start_date
+    settings = load_settings()
+    declared = read_deployments(settings.project_root, settings.application.deployments_dir)
+    start = declared["credit_risk"].partitioning.start
+    assert start is not None
     if fields["partition"] == "day-before-start":
-        fields = {"partition": (start - dt.timedelta(days=1)).isoformat()}
-        words = [*words, f"{fields['partition']} is before the first partition {start}"]
+        fields = {"partition": (start.date() - dt.timedelta(days=1)).isoformat()}
+        words = [
+            *words,
+            f"{fields['partition']} is before the first partition {start.date()} of deployment "
+            "'credit_risk'",
+        ]
     before = service.jobs()
     service.submit(**fields).is_problem(422, *words)
     assert service.jobs() == before

@@ -1,6 +1,7 @@
 """The client API under a real uvicorn, with the job store in PostgreSQL and a real
-Kafka-protocol broker: authentication, tenant isolation, precise errors, idempotency, the
-outbox across a broker outage, and a bounded load test."""
+Kafka-protocol broker: authentication, tenant isolation (deployments and tables), requests
+defaulted from their deployment, precise errors, idempotency, the outbox across a broker
+outage, and a bounded load test."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import pytest
 from batch_inference_platform.api.app import create_app
 from batch_inference_platform.api.jobs import JobsService
 from batch_inference_platform.config import load_settings
+from batch_inference_platform.lib.deployments.folder import read_deployments
 from batch_inference_platform.lib.inbox.job_store import JobStore
 from batch_inference_platform.lib.inbox.relay import OutboxRelay
 from batch_inference_platform.lib.messaging.kafka import KafkaPublisher, ensure_topics, read_batch
@@ -30,29 +32,36 @@ from batch_inference_platform.lib.messaging.settings import KafkaConfig
 from batch_inference_platform.lib.messaging.topics import Topics
 from batch_inference_platform.lib.tenants import hash_api_key, load_tenants
 
+from .conftest import write_deployment
 from .kafka_broker import KafkaBroker
 from .servers import postgres_database, served
 
 ACME_KEY, GLOBEX_KEY = "acme-" + uuid.uuid4().hex, "globex-" + uuid.uuid4().hex
 TABLE = "validated/credit_risk"
+CHURN_TABLE = "validated/churn"
+WHOLE = "credit_risk_whole"
+"""An unpartitioned copy of credit_risk (each run scores its whole table)."""
 
 
 def write_tenants(path: Path, acme_key: str = ACME_KEY, globex_key: str = GLOBEX_KEY) -> Path:
-    """Two tenants: acme (one run at a time) and globex, each with its own table and root."""
+    """Two tenants: acme (one run at a time, credit_risk only) and globex (credit_risk and
+    churn), each with its own tables and root."""
     path.write_text(
         f"""tenants:
   - id: acme
     api-key-sha256: {hash_api_key(acme_key)}
     default-priority: normal
     max-concurrent-runs: 1
-    allowed-input-tables: [{TABLE}]
+    allowed-deployments: [credit_risk, {WHOLE}]
+    allowed-input-tables: [{TABLE}, validated/{WHOLE}]
     output-root: tenants/acme
     read-recommendations: true
   - id: globex
     api-key-sha256: {hash_api_key(globex_key)}
     default-priority: high
     max-concurrent-runs: 1
-    allowed-input-tables: [{TABLE}, globex/private_features]
+    allowed-deployments: [credit_risk, churn]
+    allowed-input-tables: [{TABLE}, {CHURN_TABLE}, globex/private_features]
     output-root: tenants/globex
 """
     )
@@ -85,12 +94,10 @@ class Service:
 
 
 def job_body(**overrides: Any) -> dict[str, Any]:
-    return {
-        "model": "credit_risk_default@champion",
-        "feature_table": TABLE,
-        "partition": "2026-11-02",
-        **overrides,
-    }
+    """A credit_risk request for one day (its model and table by default); a None override
+    leaves the field out."""
+    body = {"deployment": "credit_risk", "partition": "2026-11-02", **overrides}
+    return {k: v for k, v in body.items() if v is not None}
 
 
 @pytest.fixture(scope="module")
@@ -105,9 +112,22 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         topics = kafka.topics
         ensure_topics(kafka, topics.all())
         store = JobStore(jobs_url, topics)
+        folder = root / "deployments"
+        write_deployment(
+            folder,
+            WHOLE,
+            {"source": {"partition": {"kind": "none", "column": None, "start": None}}},
+            source="credit_risk",
+        )
+        deployments = {
+            **read_deployments(settings.project_root),
+            **read_deployments(settings.project_root, folder),
+        }
         app = create_app(
             f"sqlite:///{root / 'inbox.db'}",
-            jobs=JobsService(store, load_tenants(tenants, str(root / "lake")), max_days=31),
+            jobs=JobsService(
+                store, load_tenants(tenants, str(root / "lake")), 31, deployments=deployments
+            ),
             relay=OutboxRelay(store, lambda: KafkaPublisher(kafka, timeout_seconds=3)),
         )
         with served(app) as url:
@@ -135,14 +155,112 @@ def test_a_submitted_job_is_persisted_published_and_readable(service: Service) -
     status, job = service.call("POST", "/api/v1/batch/inference", job_body(priority="urgent"))
     assert status == 202, job
     assert (job["tenant"], job["status"], job["priority"]) == ("acme", "accepted", "urgent")
-    assert job["output_table"] == "predictions/credit_risk_default"
+    assert job["output_table"] == "predictions/credit_risk"
     status, read = service.call("GET", f"/api/v1/batch/inference/{job['job_id']}")
     assert status == 200 and read["job_id"] == job["job_id"]
     status, listed = service.call("GET", "/api/v1/batch/inference?limit=500")
     assert job["job_id"] in [j["job_id"] for j in listed]
     _wait_published(service, {job["job_id"]})
     (message,) = [m for m in _input_messages(service) if m.job_id == job["job_id"]]
-    assert (message.tenant, message.feature_table, message.priority) == ("acme", TABLE, "urgent")
+    assert (message.tenant, message.deployment, message.feature_table, message.priority) == (
+        "acme",
+        "credit_risk",
+        TABLE,
+        "urgent",
+    )
+
+
+def test_a_request_without_model_or_table_gets_its_deployments_serving_model_and_table(
+    service: Service,
+) -> None:
+    """churn, named alone: its validated table, its serving model (churn_risk@champion)."""
+    status, job = service.call(
+        "POST",
+        "/api/v1/batch/inference",
+        job_body(
+            deployment="churn", partition=None, start_date="2026-11-02", end_date="2026-11-03"
+        ),
+        key=GLOBEX_KEY,
+    )
+    assert status == 202, job
+    assert {k: job[k] for k in ("deployment", "model", "feature_table", "output_table")} == {
+        "deployment": "churn",
+        "model": "churn_risk@champion",
+        "feature_table": CHURN_TABLE,
+        "output_table": "predictions/churn",
+    }
+    assert (job["start_date"], job["end_date"]) == ("2026-11-02", "2026-11-03")
+    _wait_published(service, {job["job_id"]})
+    (message,) = [m for m in _input_messages(service) if m.job_id == job["job_id"]]
+    assert (message.deployment, message.model, message.feature_table) == (
+        "churn",
+        "churn_risk@champion",
+        CHURN_TABLE,
+    )
+
+
+def test_a_request_may_name_a_version_or_alias_of_its_deployments_model(
+    service: Service,
+) -> None:
+    for model, stored in [
+        ("credit_risk_default/3", "credit_risk_default/3"),
+        ("models:/credit_risk_default@challenger", "credit_risk_default@challenger"),
+    ]:
+        status, job = service.call(
+            "POST", "/api/v1/batch/inference", job_body(model=model, feature_table=TABLE)
+        )
+        assert status == 202, job
+        assert (job["deployment"], job["model"]) == ("credit_risk", stored)
+
+
+def test_a_model_of_another_deployment_is_refused_naming_both(service: Service) -> None:
+    before = len(service.store.list("globex", limit=1000))
+    status, problem = service.call(
+        "POST", "/api/v1/batch/inference", job_body(model="churn_risk@champion"), key=GLOBEX_KEY
+    )
+    assert status == 422, problem
+    assert problem["detail"].startswith(
+        "model 'churn_risk' is not the model of deployment 'credit_risk' ('credit_risk_default')"
+    )
+    assert len(service.store.list("globex", limit=1000)) == before
+
+
+def test_a_deployment_the_tenant_may_not_use_gets_403(service: Service) -> None:
+    """acme may use credit_risk only: churn is refused, even with a table acme may read."""
+    before = len(service.store.list("acme", limit=1000))
+    for body in (job_body(deployment="churn"), job_body(deployment="churn", feature_table=TABLE)):
+        status, problem = service.call("POST", "/api/v1/batch/inference", body)
+        assert status == 403, problem
+        assert problem["detail"] == "tenant 'acme' may not use deployment 'churn'"
+    assert len(service.store.list("acme", limit=1000)) == before
+
+
+def test_an_unknown_deployment_gets_422_naming_the_declared_ones(service: Service) -> None:
+    status, problem = service.call("POST", "/api/v1/batch/inference", job_body(deployment="fraud"))
+    assert status == 422, problem
+    assert problem["detail"] == (
+        f"unknown deployment 'fraud' (declared: churn, credit_risk, {WHOLE})"
+    )
+    status, problem = service.call("POST", "/api/v1/batch/inference", job_body(deployment=None))
+    assert status == 422 and "deployment: Field required" in problem["detail"], problem
+
+
+def test_an_unpartitioned_deployment_takes_no_days(service: Service) -> None:
+    """Its whole table is scored: a request names no days, and days are refused, not ignored."""
+    status, job = service.call(
+        "POST", "/api/v1/batch/inference", job_body(deployment=WHOLE, partition=None)
+    )
+    assert status == 202, job
+    assert (job["start_date"], job["end_date"], job["feature_table"]) == (
+        None,
+        None,
+        f"validated/{WHOLE}",
+    )
+    status, problem = service.call("POST", "/api/v1/batch/inference", job_body(deployment=WHOLE))
+    assert status == 422 and "is not partitioned" in problem["detail"], problem
+    status, problem = service.call("POST", "/api/v1/batch/inference", job_body(partition=None))
+    assert status == 422, problem
+    assert "'credit_risk' is partitioned by event_date (daily)" in problem["detail"]
 
 
 @pytest.mark.parametrize(
@@ -184,6 +302,8 @@ def test_another_tenants_table_or_jobs_are_refused(service: Service) -> None:
     ("body", "detail"),
     [
         (job_body(model="credit_risk_default"), "must be 'name@alias'"),
+        (job_body(deployment="Credit-Risk"), "deployment: Value error, must be a deployment name"),
+        (job_body(partition="2026-10-31"), "before the first partition 2026-11-01 of deployment"),
         (job_body(partition=None, start_date="2026-11-05", end_date="2026-11-01"), "is after"),
         (job_body(partition=None, start_date="2026-01-01", end_date="2026-12-31"), "longer than"),
         (job_body(priority="asap"), "priority"),

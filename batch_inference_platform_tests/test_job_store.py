@@ -3,6 +3,7 @@ publishes the outbox to a real broker (noida-db), through a broker outage."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -20,6 +21,7 @@ from batch_inference_platform.lib.inbox.job_models import (
     StoreUnavailable,
 )
 from batch_inference_platform.lib.inbox.job_store import JobStore
+from batch_inference_platform.lib.inbox.job_tables import JOBS
 from batch_inference_platform.lib.inbox.relay import OutboxRelay, backoff_seconds
 from batch_inference_platform.lib.messaging.kafka import (
     KafkaPublisher,
@@ -117,6 +119,27 @@ def test_tenants_see_and_cancel_only_their_jobs(store: JobStore) -> None:
     assert [job.job_id for job in store.list("acme", status="accepted")] == ["acme-2", "acme-0"]
 
 
+def test_the_stored_request_names_its_deployment_and_one_from_before_still_reads(
+    store: JobStore,
+) -> None:
+    """A request stored at schema version 1 (before deployments were named) reads as one for
+    credit_risk, the platform's only use case then; an unpartitioned one keeps no days."""
+    whole = request("job-whole", deployment="snapshot", start_date=None, end_date=None)
+    store.submit(whole, None)
+    assert store.get("acme", "job-whole").request == whole  # type: ignore[union-attr]
+    store.submit(request("job-old"), None)
+    doc = json.loads(encode(request("job-old")))
+    doc["schema_version"] = 1
+    del doc["deployment"]
+    with store.engine.begin() as connection:
+        connection.execute(
+            JOBS.update().where(JOBS.c.job_id == "job-old").values(request_json=json.dumps(doc))
+        )
+    job = store.get("acme", "job-old")
+    assert job is not None and job.request == request("job-old")
+    assert job.request.deployment == "credit_risk"
+
+
 def test_terminal_statuses_are_final_and_repeats_change_nothing(store: JobStore) -> None:
     store.submit(request("job-1"), None)
     queued = store.update_status("job-1", "queued")
@@ -127,6 +150,7 @@ def test_terminal_statuses_are_final_and_repeats_change_nothing(store: JobStore)
     output = OutputMessage(
         job_id="job-1",
         tenant="acme",
+        deployment="credit_risk",
         table="scores/daily",
         partitions=["2026-11-02"],
         rows=10,

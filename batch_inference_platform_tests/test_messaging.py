@@ -32,6 +32,7 @@ from batch_inference_platform.lib.messaging.schemas import (
     OutputMessage,
     StatusMessage,
     decode,
+    decode_request,
     encode,
 )
 from batch_inference_platform.lib.messaging.settings import KafkaConfig
@@ -69,8 +70,9 @@ def request(job_id: str = "job-1", **changes: object) -> InferenceRequestMessage
     fields = {
         "job_id": job_id,
         "tenant": "acme",
+        "deployment": "credit_risk",
         "model": "credit_risk_default@champion",
-        "feature_table": "credit_risk/features",
+        "feature_table": "validated/credit_risk",
         "start_date": dt.date(2026, 11, 2),
         "end_date": dt.date(2026, 11, 3),
         "priority": "high",
@@ -97,6 +99,7 @@ def test_every_message_round_trips_as_compact_json() -> None:
         OutputMessage(
             job_id="j",
             tenant="acme",
+            deployment="credit_risk",
             table="scores/daily",
             partitions=["2026-11-02", "2026-11-03"],
             rows=1200,
@@ -115,11 +118,27 @@ def test_every_message_round_trips_as_compact_json() -> None:
             at=NOW,
         ),
     ]
-    for message in messages:
+    versions = [2, 1, 2, 1]  # requests and outputs name the deployment since version 2
+    for message, version in zip(messages, versions, strict=True):
         data = encode(message)
         assert b'", "' not in data and b'": ' not in data  # compact
-        assert json.loads(data)["schema_version"] == 1
+        assert json.loads(data)["schema_version"] == version
         assert decode(type(message), data) == message
+
+
+def test_a_version_1_request_reads_as_one_for_the_credit_risk_deployment() -> None:
+    """Requests stored or in flight before deployments were named (the platform's one use
+    case then) still read; ``decode`` itself takes version 2 only."""
+    doc = {**json.loads(encode(request())), "schema_version": 1}
+    del doc["deployment"]
+    data = json.dumps(doc).encode()
+    assert decode_request(data) == request()
+    with pytest.raises(MessageSchemaError, match=r"unsupported schema_version 1 \(supported: 2\)"):
+        decode(InferenceRequestMessage, data)
+    unpartitioned = request(start_date=None, end_date=None)
+    assert decode_request(encode(unpartitioned)) == unpartitioned
+    with pytest.raises(ValueError, match="both set or both null"):
+        request(end_date=None)
 
 
 def test_timestamps_are_utc_and_naive_ones_are_refused() -> None:
@@ -141,10 +160,11 @@ def _request_doc() -> dict[str, object]:
         (b"{not json", r"InferenceRequestMessage: invalid JSON"),
         (b"\xff\xfe", r"invalid JSON"),
         (b"[1, 2]", r"expected a JSON object, got list"),
-        ({"schema_version": 2}, r"unsupported schema_version 2 \(supported: 1\)"),
+        ({"schema_version": 3}, r"unsupported schema_version 3 \(supported: 2\)"),
         ({"schema_version": "1"}, r"unsupported schema_version '1'"),
         ({"schema_version": None}, r"unsupported schema_version None"),
-        ({"end_date": None}, r"end_date: Input should be a valid date"),
+        ({"end_date": "someday"}, r"end_date: Input should be a valid date"),
+        ({"end_date": None}, r"start_date and end_date are both set or both null"),
         ({"priority": "asap"}, r"priority: Input should be 'normal', 'high' or 'urgent'"),
         ({"end_date": "2026-11-01"}, r"end_date 2026-11-01 is before start_date 2026-11-02"),
         ({"colour": "blue"}, r"colour: unknown field"),
@@ -180,7 +200,7 @@ def test_missing_fields_and_version_are_named() -> None:
     with pytest.raises(MessageSchemaError, match=r"metrics\.rows: Input should be a valid number"):
         decode(ErrorMessage, json.dumps(bad).encode())
     with pytest.raises(MessageSchemaError, match="unknown field"):
-        decode(OutputMessage, encode(status))
+        decode(ErrorMessage, encode(status))
 
 
 # ---------------------------------------------------------------------- settings

@@ -1,20 +1,30 @@
 """The client API: submit, read, list and cancel batch inference jobs, per tenant.
 
-A request is authenticated (``Authorization: Bearer <key>`` or ``X-API-Key``), checked against
-the tenant's tables, and persisted with its Kafka message in one transaction (the outbox)
-before the 202: a broker outage delays delivery and loses nothing; only a store that cannot
-persist gives 503. ``Idempotency-Key`` makes a retried submit return the same job.
+A request names a deployment (``defs/deployments/<name>``): by default it scores the
+deployment's validated table (``validated/<name>``) with its serving model
+(``<model>@<alias>``); a request may name another version or alias of that model, or another
+table the tenant may read, never another deployment's model. It is authenticated
+(``Authorization: Bearer <key>`` or ``X-API-Key``), checked against the tenant's deployments
+and tables, and persisted with its Kafka message in one transaction (the outbox) before the
+202: a broker outage delays delivery and loses nothing; only a store that cannot persist gives
+503. ``Idempotency-Key`` makes a retried submit return the same job.
+
+Days select the deployment's partitions: daily, those days; hourly, every hour of those days.
+An unpartitioned deployment scores its whole table, so a request for it names no days (days
+are refused rather than silently ignored).
 
 Every string a client sends is checked whole (``re.fullmatch``) against a length and an ASCII
-character set, and every day against the use case's partitions, before the store sees it:
-bad input gets a 4xx naming the field, never a 500. A store that cannot be reached answers
-503 on every endpoint, without naming where it is.
+character set, and every day against the deployment's partitions (from its partition start to
+today + ``api.partition-days-ahead``), before the store sees it: bad input gets a 4xx naming
+the field, never a 500. A store that cannot be reached answers 503 on every endpoint, without
+naming where it is.
 """
 
 import datetime as dt
 import logging
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Literal, get_args
 
@@ -24,6 +34,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from batch_inference_platform.api.auth import tenant_dependency
 from batch_inference_platform.api.limits import LimitedJsonRoute, matches, shown
 from batch_inference_platform.api.problems import Problem, log_reason
+from batch_inference_platform.lib.deployments.spec import Deployment
 from batch_inference_platform.lib.inbox.job_models import (
     IdempotencyConflict,
     InvalidTransition,
@@ -62,12 +73,20 @@ def _iso_day(value: object) -> object:
 
 
 _TENANT = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}"
-_MODEL = r"[A-Za-z0-9][A-Za-z0-9_.@/-]{0,199}"
+_DEPLOYMENT = r"[a-z][a-z0-9_]{0,62}"
+_MODEL = r"(?:models:/)?[A-Za-z0-9][A-Za-z0-9_.@/-]{0,199}"
+MODELS_URI = "models:/"
+"""MLflow's prefix for a model reference; accepted and dropped (``models:/name@alias``)."""
 _TABLE = r"[a-z0-9_./-]{1,200}"
 TenantId = Annotated[
     str,
     Field(min_length=1, max_length=100, json_schema_extra={"pattern": _TENANT}),
     _whole(_TENANT, "a tenant id of [A-Za-z0-9_.-]"),
+]
+DeploymentName = Annotated[
+    str,
+    Field(min_length=1, max_length=63, json_schema_extra={"pattern": _DEPLOYMENT}),
+    _whole(_DEPLOYMENT, "a deployment name of [a-z0-9_], starting with a letter"),
 ]
 ModelName = Annotated[
     str,
@@ -86,39 +105,53 @@ STATUSES: tuple[str, ...] = get_args(JobStatus)
 
 
 class InferenceRequest(BaseModel):
-    """What a client asks for: a model, a feature table and a day or a date range."""
+    """What a client asks for: a deployment, and a day or a date range of its partitions
+    (none for an unpartitioned deployment); optionally a version or alias of its model and
+    another table to score."""
 
     model_config = ConfigDict(extra="forbid")
 
     tenant: TenantId | None = Field(None, description="Optional; must be the key's tenant.")
-    model: ModelName = Field(
-        description="name@alias or name/version", examples=["credit_risk@champion"]
+    deployment: DeploymentName = Field(
+        description="A declared deployment the tenant may use.", examples=["credit_risk"]
     )
-    feature_table: TableName = Field(
-        description="A table the tenant may read, e.g. validated/credit"
+    model: ModelName | None = Field(
+        None,
+        description="name@alias or name/version of the deployment's registered model "
+        "(models:/ prefix optional). Default: its serving model, <model>@<alias>.",
+        examples=["credit_risk_default@champion", "credit_risk_default/3"],
+    )
+    feature_table: TableName | None = Field(
+        None,
+        description="A table the tenant may read; default: the deployment's validated table "
+        "validated/<deployment>.",
     )
     partition: Day | None = Field(None, description="One day (or use start/end date).")
     start_date: Day | None = None
     end_date: Day | None = None
     priority: Priority | None = Field(None, description="Default: the tenant's.")
-    output_table: TableName | None = Field(None, description="Under the tenant's output root.")
+    output_table: TableName | None = Field(
+        None, description="Under the tenant's output root; default predictions/<deployment>."
+    )
 
     @model_validator(mode="after")
     def _one_range(self) -> "InferenceRequest":
         if self.partition and (self.start_date or self.end_date):
             raise ValueError("give either partition or start_date/end_date, not both")
-        if not self.partition and not (self.start_date and self.end_date):
-            raise ValueError("give partition, or both start_date and end_date")
+        if bool(self.start_date) != bool(self.end_date):
+            raise ValueError("give both start_date and end_date (or partition)")
         if self.start_date and self.end_date and self.start_date > self.end_date:
             raise ValueError(f"start_date {self.start_date} is after end_date {self.end_date}")
         return self
 
     @property
-    def days(self) -> tuple[dt.date, dt.date]:
+    def days(self) -> tuple[dt.date, dt.date] | None:
+        """The first and last day asked for; None when the request names no days."""
         if self.partition:
             return self.partition, self.partition
-        assert self.start_date and self.end_date
-        return self.start_date, self.end_date
+        if self.start_date and self.end_date:
+            return self.start_date, self.end_date
+        return None
 
 
 class JobView(BaseModel):
@@ -128,10 +161,11 @@ class JobView(BaseModel):
     tenant: str
     status: Literal["accepted", "queued", "started", "succeeded", "failed", "canceled"]
     priority: Priority
+    deployment: str
     model: str
     feature_table: str
-    start_date: dt.date
-    end_date: dt.date
+    start_date: dt.date | None
+    end_date: dt.date | None
     output_table: str
     created_at: dt.datetime
     updated_at: dt.datetime
@@ -147,6 +181,7 @@ class JobView(BaseModel):
             tenant=job.tenant,
             status=job.status,  # type: ignore[arg-type]
             priority=r.priority,
+            deployment=r.deployment,
             model=r.model,
             feature_table=r.feature_table,
             start_date=r.start_date,
@@ -162,34 +197,61 @@ class JobView(BaseModel):
 
 @dataclass(frozen=True)
 class JobsService:
-    """What the client API needs: the job store and the tenants, plus request limits.
+    """What the client API needs: the job store, the tenants and the declared deployments,
+    plus request limits.
 
-    Requests may name days from ``first_day`` (the use case's first partition) to today (UTC)
-    plus ``days_ahead``; left out, both come from the settings
-    (``batch-inference.partitions.start-date``, ``batch-inference.api.partition-days-ahead``).
+    A request may name days from its deployment's partition start to today (UTC) plus
+    ``days_ahead``. Left out, ``deployments`` are read from the settings' deployments folder
+    (``batch-inference.deployments-dir``) and ``days_ahead`` is
+    ``batch-inference.api.partition-days-ahead``.
     """
 
     store: JobStore
     tenants: TenantDirectory
     max_days: int
-    first_day: dt.date | None = None
+    deployments: Mapping[str, Deployment] | None = None
     days_ahead: int | None = None
 
     def __post_init__(self) -> None:
-        if self.first_day is None or self.days_ahead is None:
+        if self.deployments is None or self.days_ahead is None:
             from batch_inference_platform.config import load_settings
+            from batch_inference_platform.lib.deployments.folder import read_deployments
 
-            application = load_settings().application
-            if self.first_day is None:
-                object.__setattr__(self, "first_day", application.partitions.start_date)
+            settings = load_settings()
+            application = settings.application
+            if self.deployments is None:
+                declared = read_deployments(settings.project_root, application.deployments_dir)
+                object.__setattr__(self, "deployments", declared)
             if self.days_ahead is None:
                 object.__setattr__(self, "days_ahead", application.api.partition_days_ahead)
+        declared = set(self.deployments or {})
+        for tenant in self.tenants.tenants.values():
+            undeclared = sorted(set(tenant.allowed_deployments) - declared)
+            if undeclared:
+                logger.warning(
+                    "tenant %r may use deployments that are not declared: %s",
+                    tenant.id,
+                    ", ".join(undeclared),
+                )
 
-    def day_range(self) -> tuple[dt.date, dt.date]:
-        """The first and the last day a request may name now."""
-        assert self.first_day is not None and self.days_ahead is not None
+    def deployment(self, name: str) -> Deployment:
+        """The declared deployment ``name``; 422 naming the declared ones otherwise."""
+        assert self.deployments is not None
+        found = self.deployments.get(name)
+        if found is None:
+            known = ", ".join(sorted(self.deployments)) or "none"
+            raise Problem(
+                422, "Invalid request", f"unknown deployment {name!r} (declared: {known})"
+            )
+        return found
+
+    def day_range(self, deployment: Deployment) -> tuple[dt.date, dt.date]:
+        """The first and the last day a request for ``deployment`` may name now."""
+        assert self.days_ahead is not None
+        start = deployment.partitioning.start
+        assert start is not None, f"deployment {deployment.name} is partitioned without a start"
         today = dt.datetime.now(dt.UTC).date()
-        return self.first_day, today + dt.timedelta(days=self.days_ahead)
+        return start.date(), today + dt.timedelta(days=self.days_ahead)
 
 
 def _unavailable(error: StoreUnavailable, action: str) -> Problem:
@@ -211,6 +273,74 @@ def _job_id(job_id: str) -> str:
             f"job id {shown(job_id)} must be 1-200 characters of [A-Za-z0-9_.:-]",
         )
     return job_id
+
+
+def _model(deployment: Deployment, text: str | None) -> str:
+    """The model reference a request for ``deployment`` runs (``name@alias`` or
+    ``name/version``): the deployment's serving model by default; one naming another model is
+    refused with 422 naming both."""
+    if text is None:
+        return f"{deployment.model_name}@{deployment.alias}"
+    try:
+        reference = parse_model_reference(text.removeprefix(MODELS_URI))
+    except ModelReferenceError as error:
+        raise Problem(422, "Invalid request", str(error)) from error
+    if reference.name != deployment.model_name:
+        raise Problem(
+            422,
+            "Invalid request",
+            f"model {reference.name!r} is not the model of deployment {deployment.name!r} "
+            f"({deployment.model_name!r}): name a version or an alias of "
+            f"{deployment.model_name}, or leave model out for "
+            f"{deployment.model_name}@{deployment.alias}",
+        )
+    return str(reference)
+
+
+def _days(
+    service: JobsService, deployment: Deployment, days: tuple[dt.date, dt.date] | None
+) -> tuple[dt.date, dt.date] | None:
+    """The request's days, checked against ``deployment``'s partitions: required and within
+    its partition start .. today + days ahead when it is partitioned; refused when it is not
+    (an unpartitioned deployment scores its whole table)."""
+    name, partitioning = deployment.name, deployment.partitioning
+    if not partitioning.partitioned:
+        if days is not None:
+            raise Problem(
+                422,
+                "Invalid request",
+                f"deployment {name!r} is not partitioned: a request scores its whole table, "
+                "so leave out partition, start_date and end_date",
+            )
+        return None
+    if days is None:
+        raise Problem(
+            422,
+            "Invalid request",
+            f"deployment {name!r} is partitioned by {partitioning.column} "
+            f"({partitioning.kind.value}): give partition, or both start_date and end_date",
+        )
+    first, last = days
+    if (last - first).days + 1 > service.max_days:
+        raise Problem(
+            422, "Invalid request", f"{first}..{last} is longer than {service.max_days} days"
+        )
+    earliest, latest = service.day_range(deployment)
+    if first < earliest:
+        raise Problem(
+            422,
+            "Invalid request",
+            f"{first} is before the first partition {earliest} of deployment {name!r} "
+            "(source.partition.start of its defs.yaml)",
+        )
+    if last > latest:
+        raise Problem(
+            422,
+            "Invalid request",
+            f"{last} is after the last day a request may name, {latest} (today + "
+            f"{service.days_ahead} days: batch-inference.api.partition-days-ahead)",
+        )
+    return first, last
 
 
 def jobs_router(service: JobsService) -> APIRouter:
@@ -244,45 +374,28 @@ def jobs_router(service: JobsService) -> APIRouter:
             )
         if body.tenant and body.tenant != tenant.id:
             raise Problem(403, "Forbidden", f"the API key belongs to tenant {tenant.id!r}")
+        deployment = service.deployment(body.deployment)
         try:
-            reference = parse_model_reference(body.model)
-        except ModelReferenceError as error:
-            raise Problem(422, "Invalid request", str(error)) from error
-        first, last = body.days
-        if (last - first).days + 1 > service.max_days:
-            raise Problem(
-                422, "Invalid request", f"{first}..{last} is longer than {service.max_days} days"
-            )
-        earliest, latest = service.day_range()
-        if first < earliest:
-            raise Problem(
-                422,
-                "Invalid request",
-                f"{first} is before the first partition {earliest} "
-                "(batch-inference.partitions.start-date)",
-            )
-        if last > latest:
-            raise Problem(
-                422,
-                "Invalid request",
-                f"{last} is after the last day a request may name, {latest} (today + "
-                f"{service.days_ahead} days: batch-inference.api.partition-days-ahead)",
-            )
-        output = body.output_table or "predictions/" + re.sub(
-            r"[^a-z0-9_-]", "_", reference.name.lower()
-        )
+            tenant.deployment(deployment.name)
+        except AccessDenied as error:
+            raise Problem(403, "Forbidden", str(error)) from error
+        model = _model(deployment, body.model)
+        days = _days(service, deployment, body.days)
+        feature_table = body.feature_table or f"validated/{deployment.name}"
+        output = body.output_table or f"predictions/{deployment.name}"
         try:
-            tenant.input_table(body.feature_table)
+            tenant.input_table(feature_table)
             tenant.output_uri(output)
         except AccessDenied as error:
             raise Problem(403, "Forbidden", str(error)) from error
         message = InferenceRequestMessage(
             job_id=str(uuid.uuid4()),
             tenant=tenant.id,
-            model=body.model,
-            feature_table=body.feature_table,
-            start_date=first,
-            end_date=last,
+            deployment=deployment.name,
+            model=model,
+            feature_table=feature_table,
+            start_date=days[0] if days else None,
+            end_date=days[1] if days else None,
             priority=body.priority or tenant.default_priority,
             output_table=output,
             submitted_at=dt.datetime.now(dt.UTC),

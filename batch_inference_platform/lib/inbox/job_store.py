@@ -44,7 +44,7 @@ from batch_inference_platform.lib.messaging.schemas import (
     InferenceRequestMessage,
     JobStatus,
     StatusMessage,
-    decode,
+    decode_request,
     encode,
 )
 from batch_inference_platform.lib.messaging.topics import Topics
@@ -306,7 +306,7 @@ def _job(row: Any) -> Job:
         tenant=row["tenant"],
         idempotency_key=row["idempotency_key"],
         request_hash=row["request_hash"],
-        request=decode(InferenceRequestMessage, row["request_json"].encode("utf-8")),
+        request=decode_request(row["request_json"].encode("utf-8")),  # version 1 read too
         priority=row["priority"],
         status=row["status"],
         created_at=utc(row["created_at"]),

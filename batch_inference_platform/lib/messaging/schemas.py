@@ -3,6 +3,11 @@
 A consumer decodes with ``decode``, which refuses anything it does not understand - invalid
 JSON, another schema version, a missing, extra or mistyped field - with a ``MessageSchemaError``
 whose text says what is wrong. Timestamps are timezone-aware and normalized to UTC.
+
+Versions: requests and outputs are at 2 (they name the deployment: ``deployment``, and a
+request's days are optional for an unpartitioned one); status and error messages are at 1.
+``decode_request`` also reads a version-1 request (stored or in flight before the upgrade) as
+one for ``LEGACY_DEPLOYMENT``, the platform's only use case then.
 """
 
 from __future__ import annotations
@@ -39,32 +44,41 @@ class MessageSchemaError(ValueError):
 class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    schema_version: Literal[1] = 1
-
 
 class InferenceRequestMessage(_Message):
-    """A client's request, accepted by the API: score ``feature_table`` over a date range."""
+    """A client's request, accepted by the API: score ``feature_table`` of ``deployment``'s
+    partitions over a date range (no dates: an unpartitioned deployment's whole table) with
+    ``model``, the deployment's registered model."""
 
+    schema_version: Literal[2] = 2
     job_id: NonEmpty
     tenant: NonEmpty
-    model: NonEmpty = Field(description="'name@alias' or 'name/version'.")
+    deployment: NonEmpty = Field(description="A declared deployment the tenant may use.")
+    model: NonEmpty = Field(description="'name@alias' or 'name/version' of its model.")
     feature_table: NonEmpty = Field(description="A table the tenant may read.")
-    start_date: dt.date
-    end_date: dt.date
+    start_date: dt.date | None
+    end_date: dt.date | None
     priority: Priority
     output_table: NonEmpty
     submitted_at: UtcDatetime
 
     @model_validator(mode="after")
     def _range(self) -> InferenceRequestMessage:
-        if self.end_date < self.start_date:
+        if (self.start_date is None) != (self.end_date is None):
+            raise ValueError("start_date and end_date are both set or both null")
+        if self.start_date and self.end_date and self.end_date < self.start_date:
             raise ValueError(f"end_date {self.end_date} is before start_date {self.start_date}")
         return self
+
+
+LEGACY_DEPLOYMENT = "credit_risk"
+"""The deployment a version-1 request (before deployments were named) was for."""
 
 
 class StatusMessage(_Message):
     """A client job entered ``status`` at ``at``."""
 
+    schema_version: Literal[1] = 1
     job_id: NonEmpty
     tenant: NonEmpty
     status: JobStatus
@@ -74,10 +88,13 @@ class StatusMessage(_Message):
 
 
 class OutputMessage(_Message):
-    """A client job succeeded: where its predictions are and what produced them."""
+    """A client job succeeded: where its predictions are and what produced them (the
+    deployment and its model version)."""
 
+    schema_version: Literal[2] = 2
     job_id: NonEmpty
     tenant: NonEmpty
+    deployment: NonEmpty
     table: NonEmpty
     partitions: list[str]
     rows: int = Field(ge=0)
@@ -90,6 +107,7 @@ class OutputMessage(_Message):
 class ErrorMessage(_Message):
     """A client job failed: the error, the step it failed in, and the run's metrics."""
 
+    schema_version: Literal[1] = 1
     job_id: NonEmpty
     tenant: NonEmpty
     dagster_run_id: str | None
@@ -130,6 +148,20 @@ def decode(kind: type[M], data: bytes) -> M:
     except ValidationError as error:
         problems = "; ".join(_describe(e) for e in error.errors(include_url=False))
         raise MessageSchemaError(f"{name}: {problems}") from None
+
+
+def decode_request(data: bytes) -> InferenceRequestMessage:
+    """``data`` as a request: version 2, or a version-1 request read as one for
+    ``LEGACY_DEPLOYMENT`` (otherwise as it was); ``MessageSchemaError`` as ``decode``."""
+    try:
+        raw = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raw = None
+    version = raw.get("schema_version") if isinstance(raw, dict) else None
+    if type(version) is int and version == 1 and isinstance(raw, dict):
+        upgraded = {**raw, "schema_version": 2, "deployment": LEGACY_DEPLOYMENT}
+        data = json.dumps(upgraded).encode("utf-8")
+    return decode(InferenceRequestMessage, data)
 
 
 def _describe(error: Any) -> str:
