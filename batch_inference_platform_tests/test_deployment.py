@@ -1,5 +1,6 @@
 """The deployment files agree with the code: the Dagster+ location loads the module the
-project declares, and every path the Dockerfile copies exists."""
+project declares, the dg project's component folder is the deployments folder the code location
+loads, and every path the Dockerfile copies exists."""
 
 from __future__ import annotations
 
@@ -20,6 +21,27 @@ def test_the_dagster_plus_location_is_the_projects_module() -> None:
     assert location["location_name"] == project["code_location_name"]
     env = location["container_context"]["k8s"]["env_vars"]
     assert all("TOKEN=" not in v and "PASSWORD=" not in v and "SECRET=" not in v for v in env)
+
+
+def test_the_dg_project_is_the_code_location_and_its_deployments() -> None:
+    """``dg list defs`` / ``dg check yaml`` see what the code location loads: its module and
+    the folder of ScoringDeployment components (one ``<name>/defs.yaml`` each)."""
+    from batch_inference_platform.definitions import DEPLOYMENTS_MODULE
+    from batch_inference_platform.lib.deployments.folder import COMPONENT_TYPE, DEFAULT_FOLDER
+
+    tool = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]
+    project = tool["dg"]["project"]
+    assert project["code_location_target_module"] == tool["dagster"]["module_name"]
+    assert project["code_location_name"] == tool["dagster"]["code_location_name"]
+    assert project["defs_module"] == DEPLOYMENTS_MODULE
+    folder = REPO / Path(*DEPLOYMENTS_MODULE.split("."))
+    assert folder == DEFAULT_FOLDER
+    files = sorted(folder.glob("*/defs.yaml"))
+    assert [f.parent.name for f in files] == ["churn", "credit_risk"]
+    for file in files:
+        document = yaml.safe_load(file.read_text())
+        assert document["type"] == COMPONENT_TYPE
+        assert document["attributes"]["name"] == file.parent.name
 
 
 def test_every_path_the_dockerfile_copies_exists() -> None:
