@@ -211,6 +211,8 @@ def test_insights_are_published_and_cached_with_the_model_version(realtime: Real
         assert insight.next_best_action == next_best_action(insight.activity, insight.risk_score)[0]
         assert found.cache_version == realtime.first.run_id
     assert cached[C1].insight.window_start == H9 + dt.timedelta(hours=1)  # the latest window
+    meta = materializations(realtime.first)["customer_insights"]
+    assert (meta["deployment"], meta["model_name"]) == ("credit_risk", "credit_risk_default")
 
 
 def test_redelivered_events_and_reruns_change_nothing(realtime: Realtime) -> None:
@@ -295,7 +297,12 @@ def test_the_read_path_serves_the_current_recommendation(
     )
     app = create_app(
         f"sqlite:///{tmp_path / 'inbox.db'}",
-        jobs=JobsService(store, tenants, max_days=31),
+        jobs=JobsService(
+            store,
+            tenants,
+            max_days=31,
+            deployments={realtime.platform.deployment.name: realtime.platform.deployment},
+        ),
         recommendations=realtime.cache,
     )
     with served(app) as url:
