@@ -221,6 +221,8 @@ def make_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform
             "MLFLOW__TRACKING_URI": f"sqlite:///{data}/mlflow.db",
             "MLFLOW__REGISTRY_URI": "",
             "MLFLOW__ARTIFACT_ROOT": str(data / "artifacts"),
+            "API__INBOX_URL": f"sqlite:///{data}/inbox.db",
+            "API__JOBS_URL": f"sqlite:///{data}/jobs.db",
             **overrides,
         }
         data.mkdir(parents=True, exist_ok=True)
