@@ -2,13 +2,15 @@
 check that nothing is lost, duplicated or partial, and that every killed run ends FAILURE.
 
 On a fresh platform in ``--workdir`` (its own lake, MLflow registry and local Dagster instance,
-``lib/instance_yaml.local_instance_yaml``, with ``dagster-daemon run`` for run monitoring):
+``lib/instance_yaml.local_instance_yaml``, with ``dagster-daemon run`` for run monitoring, and
+its own deployments folder: the package's ``credit_risk``, its source table under the workdir):
 
 1. prepare: ``--days`` days of ``--rows`` generated features, the demo model trained, each day
    scored once (which also compiles the model into the cache); a further unkilled scoring run
    is timed from process start to exit (T);
-2. each trial: a worker process runs ``score_partition_job`` for one day on the instance (as
-   ``make demo`` does) and gets SIGKILL after a uniformly random 0..T seconds (``--seed``);
+2. each trial: a worker process runs ``credit_risk__score_partition_job`` for one day on the
+   instance (as ``make demo`` does) and gets SIGKILL after a uniformly random 0..T seconds
+   (``--seed``);
    then: the run it created, if any, must become FAILURE (the monitoring daemon; how long it
    took is measured); the day's predictions must be a whole partition of one write that
    scored exactly the validated rows (no row lost, none twice, no null score); a rerun must
@@ -38,7 +40,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
+DEPLOYMENT = "credit_risk"
+"""The package's deployment whose scoring runs are killed."""
 FIRST_DAY = dt.date(2026, 11, 2)
 FAILURE_DEADLINE_SECONDS = 120
 """A killed run must be FAILURE within this (the monitoring's promise is a minute; a run killed
@@ -56,14 +62,23 @@ def worker(command: str, args: list[str]) -> int:
 
     from batch_inference_platform.config import load_settings
     from batch_inference_platform.definitions import build_definitions
+    from batch_inference_platform.defs.scope import DeploymentScope
+    from batch_inference_platform.lib.deployments.folder import read_deployments
 
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    defs = build_definitions(load_settings())
+    settings = load_settings()
+    defs = build_definitions(settings)
+    scope = DeploymentScope(
+        read_deployments(settings.project_root, settings.application.deployments_dir)[DEPLOYMENT]
+    )
+    features, demo_model = ("__".join(scope.key(a).path) for a in ("feature_tables", "demo_model"))
     result: dict[str, Any] = {}
     with dg.DagsterInstance.get() as instance:
 
         def run(job: str, partition: str | None = None, **config: Any) -> Any:
-            outcome = defs.resolve_job_def(job).execute_in_process(
+            """Run ``job``: the deployment's (``<name>__<job>``) unless it is the platform's."""
+            name = job if job == "lake_maintenance_job" else scope.job_name(job)
+            outcome = defs.resolve_job_def(name).execute_in_process(
                 instance=instance,
                 partition_key=partition,
                 run_config={**quiet, **config},
@@ -76,10 +91,8 @@ def worker(command: str, args: list[str]) -> int:
         if command == "prepare":
             days, rows = int(args[0]), int(args[1])
             for day in _days(days):
-                run(
-                    "generate_features_job", day, ops={"feature_tables": {"config": {"rows": rows}}}
-                )
-            run("train_demo_model_job", ops={"demo_model": {"config": {"num_boost_round": 50}}})
+                run("generate_features_job", day, ops={features: {"config": {"rows": rows}}})
+            run("train_demo_model_job", ops={demo_model: {"config": {"num_boost_round": 50}}})
             for day in _days(days):
                 run("score_partition_job", day)
         elif command == "score":
@@ -129,6 +142,7 @@ class Platform:
         self.lake = data / "lake"
         self.home = workdir / "dagster_home"
         self.logs = workdir / "logs"
+        self.deployments = workdir / "deployments"
         self.env = {
             **os.environ,
             "PYTHONWARNINGS": "ignore",
@@ -139,6 +153,7 @@ class Platform:
             ENV + "MLFLOW__REGISTRY_URI": "",
             ENV + "MLFLOW__ARTIFACT_ROOT": str(data / "artifacts"),
             ENV + "MAINTENANCE__VACUUM_RETENTION": "0h",
+            ENV + "DEPLOYMENTS_DIR": str(self.deployments),
         }
         self.daemon: subprocess.Popen[bytes] | None = None
 
@@ -150,8 +165,28 @@ class Platform:
         for folder in (self.lake, self.home, self.logs):
             folder.mkdir(parents=True)
         (self.home / "dagster.yaml").write_text(local_instance_yaml())
+        self._write_deployment()
         with self.instance() as instance:
             instance.get_runs(limit=1)  # create the storage before processes race for it
+
+    def _write_deployment(self) -> None:
+        """The package's credit_risk, its source table in the trial lake (not the project's
+        ``data/lake``, which ``make demo`` writes)."""
+        from batch_inference_platform.lib.deployments.folder import DEFAULT_FOLDER
+
+        document = yaml.safe_load((DEFAULT_FOLDER / DEPLOYMENT / "defs.yaml").read_text())
+        document["attributes"]["source"]["table"] = str(self.lake / "features" / DEPLOYMENT)
+        path = self.deployments / DEPLOYMENT / "defs.yaml"
+        path.parent.mkdir(parents=True)
+        path.write_text(yaml.safe_dump(document, sort_keys=False))
+
+    def tables(self) -> Any:
+        """The deployment's tables in the trial lake (``DeploymentTables``)."""
+        from batch_inference_platform.lib.deployments.folder import read_deployments
+        from batch_inference_platform.lib.lake.layout import LakeLayout
+
+        deployment = read_deployments(REPO, self.deployments)[DEPLOYMENT]
+        return LakeLayout(str(self.lake)).deployment(deployment)
 
     def instance(self) -> Any:
         import dagster as dg
@@ -215,13 +250,14 @@ def partition_problems(platform: Platform, day: str, *, written_by: str | None =
     import pyarrow.dataset as ds
     from deltalake import DeltaTable
 
-    def read(table: str, columns: list[str]) -> list[dict[str, Any]]:
-        dataset = DeltaTable(str(platform.lake / table)).to_pyarrow_dataset()
+    def read(uri: str, columns: list[str]) -> list[dict[str, Any]]:
+        dataset = DeltaTable(uri).to_pyarrow_dataset()
         where = ds.field("event_date") == pa.scalar(dt.date.fromisoformat(day), pa.date32())
         return [r for b in dataset.to_batches(columns=columns, filter=where) for r in b.to_pylist()]
 
-    validated = {row["customer_id"] for row in read("validated/credit_risk", ["customer_id"])}
-    scored = read("predictions/credit_risk_default", ["customer_id", "score", "run_id"])
+    tables = platform.tables()
+    validated = {row["customer_id"] for row in read(tables.validated.uri, ["customer_id"])}
+    scored = read(tables.predictions.uri, ["customer_id", "score", "run_id"])
     keys = Counter(row["customer_id"] for row in scored)
     writers = {row["run_id"] for row in scored}
     problems = []

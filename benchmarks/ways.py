@@ -29,7 +29,7 @@ from batch_inference_platform.lib.features.synthetic import FIRST_CUSTOMER_ID, K
 from batch_inference_platform.lib.lake.tables import DeltaLocation, snapshot
 from batch_inference_platform.lib.registry.client import ModelRegistry
 from batch_inference_platform.lib.scoring.outputs import OutputKind, OutputSpec
-from benchmarks.workspace import ALIAS, DAY, MODELS, Workspace
+from benchmarks.workspace import ALIAS, DAY, KEY, MODELS, Workspace
 
 PROBABILITY = OutputSpec(OutputKind.PROBABILITY)
 SAMPLE_IDS = 1000
@@ -47,12 +47,12 @@ def sample_scores(ids: np.ndarray, scores: np.ndarray) -> dict[str, float]:
 
 def _features(space: Workspace) -> tuple[np.ndarray, np.ndarray]:
     """The whole partition as an in-memory float32 matrix (raw's input, built untimed)."""
-    source = snapshot(space.layout.validated)
-    rows = source.count(DAY)
+    source = snapshot(space.tables.validated, space.partitioning)
+    rows = source.count(KEY)
     matrix = np.empty((rows, len(MODEL_FEATURES)), np.float32)
     ids = np.empty(rows, np.int64)
     at = 0
-    for batch in source.batches(DAY, columns=[KEY_COLUMN, *MODEL_FEATURES]):
+    for batch in source.batches(KEY, columns=[KEY_COLUMN, *MODEL_FEATURES]):
         n = batch.num_rows
         ids[at : at + n] = batch.column(KEY_COLUMN).to_numpy()
         for j, name in enumerate(MODEL_FEATURES):
@@ -101,8 +101,8 @@ def raw(space: Workspace, model: str) -> dict[str, Any]:
 def _frame(space: Workspace, names: list[str]) -> tuple[np.ndarray, pd.DataFrame]:
     """The whole partition's ``names`` columns as pandas (raw's input for DataFrame models,
     built untimed): strings as object, numerics in the table's stored types."""
-    source = snapshot(space.layout.validated)
-    table = pa.Table.from_batches(list(source.batches(DAY, columns=[KEY_COLUMN, *names])))
+    source = snapshot(space.tables.validated, space.partitioning)
+    table = pa.Table.from_batches(list(source.batches(KEY, columns=[KEY_COLUMN, *names])))
     ids = table.column(KEY_COLUMN).to_numpy()
     return ids, table.select(names).to_pandas()
 
@@ -128,7 +128,7 @@ def naive(space: Workspace, model: str) -> dict[str, Any]:
     types = _input_types(model, space)  # the signature's columns (numerics declared double)
     doubles = {name: "float64" for name, kind in types.items() if kind == "double"}
     started = time.perf_counter()
-    frame = DeltaTable(space.layout.validated.uri).to_pandas(filters=[("event_date", "=", DAY)])
+    frame = DeltaTable(space.tables.validated.uri).to_pandas(filters=[("event_date", "=", DAY)])
     pyfunc = mlflow.pyfunc.load_model(f"models:/{MODELS[model]}@{ALIAS}")
     output = np.asarray(pyfunc.predict(frame[list(types)].astype(doubles)))
     scores = output.reshape(len(frame), -1)[:, -1]
@@ -194,15 +194,24 @@ def engine(space: Workspace, model: str) -> dict[str, Any]:
 
     registry = ModelRegistry(space.tracking_uri)
     version = registry.by_alias(MODELS[model], ALIAS)
-    source = snapshot(space.layout.validated)
+    source = snapshot(space.tables.validated, space.partitioning)
     warmup = time.perf_counter()
     scorer = load_scorer(
-        registry, version, PROBABILITY, lambda: source.batches(DAY), cache_root=space.model_cache
+        registry, version, PROBABILITY, lambda: source.batches(KEY), cache_root=space.model_cache
     )
     load_seconds = time.perf_counter() - warmup
     target = DeltaLocation(str(space.output("engine", model)))
     stamp = ScoringStamp(run_id="bench", scored_at=dt.datetime.now(dt.UTC))
-    result = score_partition(scorer, source, target, DAY, stamp, batch_rows=scorer.batch_rows)
+    result = score_partition(
+        scorer,
+        source,
+        target,
+        space.partitioning,
+        KEY,
+        stamp,
+        identity=space.identity,
+        batch_rows=scorer.batch_rows,
+    )
     return {
         "seconds": result.seconds,
         "rows": result.rows,
@@ -210,7 +219,7 @@ def engine(space: Workspace, model: str) -> dict[str, Any]:
         "compile_seconds": scorer.compiled.manifest.compile_seconds,
         "scoring_engine": scorer.engine,
         "batch_rows": scorer.batch_rows,
-        "sample": _table_sample(target),
+        "sample": _table_sample(space, target),
     }
 
 
@@ -226,8 +235,10 @@ def spark_job(space: Workspace, model: str) -> dict[str, Any]:
     version = registry.by_alias(MODELS[model], ALIAS)
     target = str(space.output("spark_job", model))
     request = ScoringRequest(
-        days=[DAY.isoformat()],
-        validated_uri=space.layout.validated.uri,
+        keys=[KEY],
+        identity=space.identity,
+        partitioning=space.partitioning.to_json(),
+        validated_uri=space.tables.validated.uri,
         predictions_uri=target,
         model=ModelRef(version.name, version.version, space.tracking_uri, ""),
         feature_names=list(_input_types(model, space)),
@@ -241,12 +252,12 @@ def spark_job(space: Workspace, model: str) -> dict[str, Any]:
         result = score_on_spark(spark, request, lambda line: None)
     if result.errors:
         raise RuntimeError(f"spark_job failed: {result.errors}")
-    report = result.scored[DAY]
+    report = result.scored[KEY]
     return {
         "seconds": report.seconds,
         "rows": report.rows,
         "startup_seconds": startup,
-        "sample": _table_sample(DeltaLocation(target)),
+        "sample": _table_sample(space, DeltaLocation(target)),
     }
 
 
@@ -255,13 +266,13 @@ def compile_only(space: Workspace, model: str) -> dict[str, Any]:
     from batch_inference_platform.lib.registry.loader import load_scorer
 
     registry = ModelRegistry(space.tracking_uri)
-    source = snapshot(space.layout.validated)
+    source = snapshot(space.tables.validated, space.partitioning)
     started = time.perf_counter()
     scorer = load_scorer(
         registry,
         registry.by_alias(MODELS[model], ALIAS),
         PROBABILITY,
-        lambda: source.batches(DAY),
+        lambda: source.batches(KEY),
         cache_root=space.model_cache,
     )
     return {
@@ -273,20 +284,22 @@ def compile_only(space: Workspace, model: str) -> dict[str, Any]:
 
 
 def dagster(space: Workspace, model: str) -> dict[str, Any]:
-    """One partition materialized through Dagster (model_versions + predictions)."""
+    """One partition materialized through Dagster (the deployment's ``model_versions`` +
+    ``predictions``), the benchmark's credit_risk deployment serving ``model``."""
     os.environ.update(
         {
             "BIP__BATCH_INFERENCE__DATA_DIR": str(space.root / "platform"),
-            "BIP__BATCH_INFERENCE__LAKE__ROOT": str(space.root / "lake"),
+            "BIP__BATCH_INFERENCE__LAKE__ROOT": space.layout.root,
             "BIP__BATCH_INFERENCE__MLFLOW__TRACKING_URI": space.tracking_uri,
             "BIP__BATCH_INFERENCE__MLFLOW__ARTIFACT_ROOT": str(space.artifacts),
-            "BIP__BATCH_INFERENCE__MODEL__NAME": MODELS[model],
+            "BIP__BATCH_INFERENCE__DEPLOYMENTS_DIR": str(space.write_deployments(model)),
         }
     )
     import dagster as dg
 
     from batch_inference_platform.config import load_settings
     from batch_inference_platform.definitions import build_definitions
+    from batch_inference_platform.defs.scope import DeploymentScope
 
     settings = load_settings()
     # The compiled model cache is shared with the engine way, as it is on one machine.
@@ -295,31 +308,35 @@ def dagster(space: Workspace, model: str) -> dict[str, Any]:
     if not cache.exists():
         cache.symlink_to(space.model_cache)
     defs = build_definitions(settings)
+    deployment = space.deployment(model)
+    scope = DeploymentScope(deployment)
     started = time.perf_counter()
     result = dg.materialize(
         cast(list[Any], list(defs.assets or [])),
-        selection=["model_versions", "predictions"],
+        selection=[scope.model_versions, scope.predictions],
         instance=dg.DagsterInstance.ephemeral(),
-        partition_key=DAY.isoformat(),
+        partition_key=KEY,
         resources=dict(defs.resources or {}),
     )
     seconds = time.perf_counter() - started
     assert result.success
-    target = settings.application.lake.root + f"/predictions/{MODELS[model]}"
+    target = space.layout.deployment(deployment).predictions
     return {
         "seconds": seconds,
-        "rows": snapshot(DeltaLocation(target)).count(DAY),
-        "sample": _table_sample(DeltaLocation(target)),
+        "rows": snapshot(target, deployment.partitioning).count(KEY),
+        "sample": _table_sample(space, target),
     }
 
 
-def _table_sample(location: DeltaLocation) -> dict[str, float]:
+def _table_sample(space: Workspace, location: DeltaLocation) -> dict[str, float]:
     """The sampled customers' scores, read with a filter (not the whole table)."""
-    wanted = (ds.field("event_date") == pa.scalar(DAY, pa.date32())) & (
+    partitioning = space.partitioning
+    assert partitioning.column is not None  # credit_risk is partitioned by day
+    wanted = (ds.field(partitioning.column) == partitioning.scalar(KEY)) & (
         ds.field(KEY_COLUMN) < FIRST_CUSTOMER_ID + SAMPLE_IDS
     )
     ids, scores = [np.empty(0, np.int64)], [np.empty(0)]
-    for batch in snapshot(location).dataset.to_batches(
+    for batch in snapshot(location, partitioning).dataset.to_batches(
         columns=[KEY_COLUMN, "score"], filter=wanted
     ):
         ids.append(batch.column(KEY_COLUMN).to_numpy())

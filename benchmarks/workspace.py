@@ -1,7 +1,11 @@
-"""The benchmark's shared inputs: one day of validated features and the registered models.
+"""The benchmark's shared inputs: one day of the credit_risk deployment's validated features
+and the registered models.
 
 Everything lives under one work directory, laid out like the platform's lake, so the
-``dagster`` way can materialize the real assets against it.
+``dagster`` way can materialize the deployment's real assets against it. The deployment is the
+package's ``credit_risk`` (its key, partitioning, output kind and numeric contract); for the
+``skpipe`` model its contract also declares the demo source's four string columns, which that
+model reads, and the validated partition holds them for every model.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightgbm as lgb
 import mlflow
@@ -20,6 +25,7 @@ import mlflow.sklearn as mlflow_sklearn
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import yaml
 from mlflow.models import infer_signature
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -28,23 +34,35 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from batch_inference_platform.lib.deployments.folder import DEFAULT_FOLDER
+from batch_inference_platform.lib.deployments.partitioning import Partitioning
+from batch_inference_platform.lib.deployments.spec import Deployment, DeploymentSpec
+from batch_inference_platform.lib.features.contract import Contract
 from batch_inference_platform.lib.features.synthetic import (
     CATEGORICAL_COLUMNS,
     LABEL_COLUMN,
     generate_partition,
+    raw_schema,
 )
 from batch_inference_platform.lib.features.synthetic import CREDIT_FEATURES as MODEL_FEATURES
-from batch_inference_platform.lib.lake.layout import LakeLayout
+from batch_inference_platform.lib.lake.layout import DeploymentTables, LakeLayout
 from batch_inference_platform.lib.lake.tables import count_partition, replace_partition
 from batch_inference_platform.lib.quality.rules import canonical_schema, to_canonical
 from batch_inference_platform.lib.registry.client import ModelNotFoundError, ModelRegistry
 from batch_inference_platform.lib.registry.training import ensure_experiment
 from batch_inference_platform.lib.scoring.inputs import feature_matrix
 
+REPO = Path(__file__).resolve().parents[1]
+DEPLOYMENT = "credit_risk"
+"""The package's deployment the benchmark scores (``defs/deployments/credit_risk``)."""
 DAY = dt.date(2026, 11, 2)
+KEY = DAY.isoformat()
+"""The benchmark partition's key (credit_risk is partitioned by day)."""
 MODELS = {"lgbm": "bench_lgbm", "hgb": "bench_hgb", "skpipe": "bench_skpipe"}
 """Benchmark model kind -> registered model name. ``skpipe`` is the generic case: a
 scikit-learn pipeline over numeric and string columns, served by its signature (a DataFrame)."""
+STRING_MODELS = ("skpipe",)
+"""The models that read the string columns too (a contract declares only model inputs)."""
 ALIAS = "champion"
 TRAINING_ROWS = 200_000
 PIPELINE_TRAINING_ROWS = 50_000
@@ -76,10 +94,71 @@ class Workspace:
     def model_cache(self) -> Path:
         return self.root / "model_cache"
 
+    def deployment(self, model: str = "lgbm") -> Deployment:
+        """The benchmark's credit_risk deployment serving ``model`` (see ``attributes``)."""
+        return DeploymentSpec.model_validate(self.attributes(model)).resolve(REPO)
+
+    def attributes(self, model: str) -> dict[str, Any]:
+        """The package's credit_risk ``defs.yaml`` attributes, changed for the benchmark: the
+        model is MODELS[model]; the contract also declares the demo's string columns when the
+        model reads them (STRING_MODELS); the predictions go to ``output("dagster", model)``;
+        no schedule, and no demo generator: the validated partition is prepared here
+        (validation is not what is measured), so it is the source table too (``model_versions``
+        and the definitions' checks read only its schema there)."""
+        document = yaml.safe_load((DEFAULT_FOLDER / DEPLOYMENT / "defs.yaml").read_text())
+        attributes: dict[str, Any] = document["attributes"]
+        strings = [
+            {"name": c.name, "type": c.kind.value, "categories": list(c.categories)}
+            for c in CATEGORICAL_COLUMNS
+        ]
+        if model in STRING_MODELS:
+            declared = attributes["contract"]["columns"]
+            attributes["contract"]["columns"] = [
+                *declared,
+                *(c for c in strings if c["name"] not in {d["name"] for d in declared}),
+            ]
+        attributes["source"]["table"] = f"{self.layout.root}/validated/{DEPLOYMENT}"
+        attributes["source"].pop("generator", None)
+        attributes["model"] = {"name": MODELS[model], "alias": ALIAS}
+        attributes["output"]["table"] = str(self.output("dagster", model))
+        attributes.pop("schedule", None)
+        return attributes
+
+    def write_deployments(self, model: str) -> Path:
+        """A deployments folder holding only the benchmark's credit_risk for ``model`` (what
+        the ``dagster`` way loads as ``batch-inference.deployments-dir``)."""
+        document = yaml.safe_load((DEFAULT_FOLDER / DEPLOYMENT / "defs.yaml").read_text())
+        document["attributes"] = self.attributes(model)
+        folder = self.root / "deployments" / model
+        path = folder / DEPLOYMENT / "defs.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(document, sort_keys=False))
+        return folder
+
+    @property
+    def tables(self) -> DeploymentTables:
+        """The deployment's tables under the benchmark's lake (validated: the input)."""
+        return self.layout.deployment(self.deployment())
+
+    @property
+    def partitioning(self) -> Partitioning:
+        return self.deployment().partitioning
+
+    @property
+    def identity(self) -> list[str]:
+        """Key and partition column: what every prediction row carries."""
+        return self.deployment().identity
+
+    @property
+    def contract(self) -> Contract:
+        """What the validated partition holds: the deployment's contract with the string
+        columns (as ``skpipe`` serves it), key types from the demo source's schema."""
+        return self.deployment(STRING_MODELS[0]).contract(raw_schema())
+
     @property
     def partition_dir(self) -> Path:
         """The day's Parquet files inside the validated Delta table (what Spark reads)."""
-        return Path(self.layout.validated.uri) / f"event_date={DAY.isoformat()}"
+        return Path(self.tables.validated.uri) / f"{self.partitioning.column}={KEY}"
 
     def output(self, way: str, model: str) -> Path:
         return self.root / "out" / f"{way}_{model}"
@@ -89,15 +168,17 @@ def prepare(root: Path, rows: int) -> Workspace:
     """Generate ``rows`` validated rows for DAY (reused if present) and register every model
     of ``MODELS`` (those already registered under ALIAS are kept)."""
     space = Workspace(root)
-    if count_partition(space.layout.validated, DAY) != rows:
+    validated, partitioning, contract = space.tables.validated, space.partitioning, space.contract
+    if count_partition(validated, partitioning, KEY) != rows:
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True)
         started = time.perf_counter()
         replace_partition(
-            space.layout.validated,
-            DAY,
-            (to_canonical(b) for b in generate_partition(DAY, rows, batch_rows=262_144)),
-            canonical_schema(),
+            validated,
+            partitioning,
+            KEY,
+            (to_canonical(b, contract) for b in generate_partition(DAY, rows, batch_rows=262_144)),
+            canonical_schema(contract),
         )
         print(f"generated {rows:,} rows in {time.perf_counter() - started:.1f}s")
     ready = root / "models.ready"
@@ -129,7 +210,7 @@ def _register_models(space: Workspace, registry: ModelRegistry, kinds: list[str]
     for kind in kinds:
         started = time.perf_counter()
         with mlflow.start_run(experiment_id=experiment, run_name=MODELS[kind]):
-            _LOGGERS[kind](table)
+            _LOGGERS[kind](table, space.contract)
         newest = registry.versions(MODELS[kind])[0]
         registry.client.set_registered_model_alias(MODELS[kind], ALIAS, str(newest.version))
         print(f"trained and registered {kind} in {time.perf_counter() - started:.1f}s")
@@ -142,7 +223,7 @@ def _numeric_training(table: pa.Table) -> tuple[np.ndarray, np.ndarray, pd.DataF
     return features, labels, pd.DataFrame(features[:100], columns=pd.Index(MODEL_FEATURES))
 
 
-def _log_lgbm(table: pa.Table) -> None:
+def _log_lgbm(table: pa.Table, contract: Contract) -> None:
     features, labels, sample = _numeric_training(table)
     booster = lgb.train(
         {
@@ -164,7 +245,7 @@ def _log_lgbm(table: pa.Table) -> None:
     )
 
 
-def _log_hgb(table: pa.Table) -> None:
+def _log_hgb(table: pa.Table, contract: Contract) -> None:
     features, labels, sample = _numeric_training(table)
     hgb = HistGradientBoostingClassifier(
         max_iter=200,
@@ -188,11 +269,11 @@ def pipeline_frame(batch: pa.RecordBatch | pa.Table) -> pd.DataFrame:
     return batch.select(list(PIPELINE_FEATURES)).to_pandas()
 
 
-def _log_skpipe(table: pa.Table) -> None:
+def _log_skpipe(table: pa.Table, contract: Contract) -> None:
     """One-hot strings + imputed, scaled numerics -> logistic regression, trained on a bounded
     sample of validated rows (the contract's columns in their stored types) with the label."""
     rows = table.slice(0, PIPELINE_TRAINING_ROWS)
-    validated = pa.Table.from_batches([to_canonical(b) for b in rows.to_batches()])
+    validated = pa.Table.from_batches([to_canonical(b, contract) for b in rows.to_batches()])
     frame = pipeline_frame(validated)
     labels = np.asarray(rows.column(LABEL_COLUMN).to_numpy(), np.int32)
     pipeline = Pipeline(
