@@ -106,6 +106,8 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             lake_root=app.lake.root,
             environment=app.environment,
             kafka_settings=app.kafka.model_dump(),
+            project_root=str(settings.project_root),
+            deployments_dir=app.deployments_dir,
         ),
     }
 

@@ -8,6 +8,8 @@ import dagster as dg
 import pydantic
 
 from batch_inference_platform.config import KafkaSettings
+from batch_inference_platform.lib.deployments.folder import read_deployments
+from batch_inference_platform.lib.deployments.spec import Deployment
 from batch_inference_platform.lib.inbox.job_store import JobStore
 from batch_inference_platform.lib.inbox.relay import OutboxRelay
 from batch_inference_platform.lib.inbox.store import WebhookInbox
@@ -125,7 +127,8 @@ class InboxResource(dg.ConfigurableResource):
 
 
 class ClientRequestsResource(dg.ConfigurableResource):
-    """What serves client requests: the tenants, the job store (with its outbox) and Kafka."""
+    """What serves client requests: the tenants, the deployments they name, the job store
+    (with its outbox) and Kafka."""
 
     jobs_url: str
     tenants_file: str
@@ -134,6 +137,17 @@ class ClientRequestsResource(dg.ConfigurableResource):
     kafka_settings: dict[str, Any]
     """``batch-inference.kafka`` as loaded from application.yml (no secrets: those stay in
     the environment variable it names)."""
+    project_root: str = ""
+    """What deployments' relative paths resolve against; empty: the folder holding the
+    package (and application.yml)."""
+    deployments_dir: str = ""
+    """``batch-inference.deployments-dir``; empty: the package's ``defs/deployments``."""
+
+    @property
+    def deployments(self) -> dict[str, Deployment]:
+        """The declared deployments by name (read from their defs.yaml, without Dagster)."""
+        root = Path(self.project_root or Path(__file__).resolve().parents[2])
+        return read_deployments(root, self.deployments_dir)
 
     @property
     def kafka(self) -> KafkaConfig:

@@ -1,16 +1,25 @@
-"""Client requests as Dagster runs: score a tenant's date range of a feature table with the
-model it names, into a table under the tenant's output root - on the configured engine."""
+"""Client requests as Dagster runs: score a tenant's selection of a deployment's partitions with
+the deployment's model (the version or alias the request names), into a table under the
+tenant's output root - on the configured engine.
+
+The deployment decides how: its output kind (the model is bound to it), its identity columns
+(key and partition column, copied onto every prediction) and its partitioning (the request's
+days select its partitions: daily, those days; hourly, every hour of them; unpartitioned, the
+whole table)."""
 
 import datetime as dt
 
 import dagster as dg
 
 from batch_inference_platform.defs.inference.engines import ScoringEngineResource
+from batch_inference_platform.defs.metadata import TenantOutputMetadata
 from batch_inference_platform.defs.resources import (
     ClientRequestsResource,
     LakeResource,
     ModelRegistryResource,
 )
+from batch_inference_platform.lib.deployments.partitioning import Partitioning
+from batch_inference_platform.lib.deployments.spec import Deployment
 from batch_inference_platform.lib.lake.tables import DeltaLocation, TableNotFoundError, snapshot
 from batch_inference_platform.lib.registry.adapters import OutputMismatchError
 from batch_inference_platform.lib.registry.client import ModelNotFoundError
@@ -32,10 +41,12 @@ class ClientRequestConfig(dg.Config):
 
     job_id: str
     tenant: str
+    deployment: str
     model: str
     feature_table: str
-    start_date: str
-    end_date: str
+    start_date: str | None = None
+    """First day (YYYY-MM-DD); None for an unpartitioned deployment (its whole table)."""
+    end_date: str | None = None
     output_table: str
 
 
@@ -44,7 +55,40 @@ def output_asset_key(tenant: str, table: str) -> dg.AssetKey:
     return dg.AssetKey([OUTPUT_ASSET_PREFIX, tenant, *table.split("/")])
 
 
-@dg.op(description="Score the request's days and commit each into the tenant's output table.")
+def selected_keys(
+    partitioning: Partitioning, keys: list[str], first: dt.date | None, last: dt.date | None
+) -> list[str]:
+    """The partitions among ``keys`` the request's days select: those days (daily), every
+    hour of them (hourly), all (unpartitioned)."""
+    if not partitioning.partitioned:
+        return list(keys)
+    if first is None or last is None:
+        return []
+    selected = []
+    for key in keys:
+        value = partitioning.value(key)
+        day = value.date() if isinstance(value, dt.datetime) else value
+        if first <= day <= last:
+            selected.append(key)
+    return selected
+
+
+def _deployment(client_requests: ClientRequestsResource, config: ClientRequestConfig) -> Deployment:
+    declared = client_requests.deployments
+    deployment = declared.get(config.deployment)
+    if deployment is None:
+        known = ", ".join(sorted(declared)) or "none"
+        raise dg.Failure(
+            f"job {config.job_id}: unknown deployment {config.deployment!r} (declared: {known})"
+        )
+    return deployment
+
+
+def _day(text: str | None) -> dt.date | None:
+    return dt.date.fromisoformat(text) if text else None
+
+
+@dg.op(description="Score the request's partitions and commit each into the tenant's table.")
 def score_client_request(
     context: dg.OpExecutionContext,
     config: ClientRequestConfig,
@@ -53,43 +97,60 @@ def score_client_request(
     registry: ModelRegistryResource,
     engine: ScoringEngineResource,
 ) -> dict:
+    job = f"job {config.job_id}"
     tenant = client_requests.tenants.get(config.tenant)
     if tenant is None:
-        raise dg.Failure(f"job {config.job_id}: unknown tenant {config.tenant!r}")
+        raise dg.Failure(f"{job}: unknown tenant {config.tenant!r}")
+    deployment = _deployment(client_requests, config)
+    partitioning = deployment.partitioning
     try:
+        tenant.deployment(deployment.name)
         source = f"{lake.root.rstrip('/')}/{tenant.input_table(config.feature_table)}"
         target = tenant.output_uri(config.output_table)
         reference = parse_model_reference(config.model)
+        if reference.name != deployment.model_name:
+            raise ModelReferenceError(
+                f"model {reference.name!r} is not the model of deployment "
+                f"{deployment.name!r} ({deployment.model_name!r})"
+            )
         version = reference.resolve(registry.registry)
     except (AccessDenied, ModelReferenceError, ModelNotFoundError) as error:
-        raise dg.Failure(f"job {config.job_id}: {error}") from error
+        raise dg.Failure(f"{job}: {error}") from error
     options = lake.options or None
     try:
-        features = snapshot(DeltaLocation(source, options))
+        features = snapshot(DeltaLocation(source, options), partitioning)
     except TableNotFoundError as error:
-        raise dg.Failure(f"job {config.job_id}: {error}") from error
+        raise dg.Failure(f"{job}: {error}") from error
+    missing = [name for name in deployment.identity if features.schema.get_field_index(name) < 0]
+    if missing:
+        raise dg.Failure(
+            f"{job}: {config.feature_table} lacks deployment {deployment.name}'s identity "
+            f"columns {', '.join(missing)} (key {', '.join(deployment.key)}"
+            + (f", partition {partitioning.column})" if partitioning.column else ")")
+        )
     signature = registry.registry.signature(version)
     problems = signature_problems(signature, features.schema)
     if problems or signature is None:
         raise dg.Failure(
-            f"job {config.job_id}: {version.uri} does not fit {config.feature_table}: "
+            f"{job}: {version.uri} does not fit {config.feature_table}: "
             + "; ".join(problems or ["no input signature"])
         )
-    first, last = dt.date.fromisoformat(config.start_date), dt.date.fromisoformat(config.end_date)
-    days = [day for day in features.days() if first <= day <= last]
-    if not days:
-        raise dg.Failure(
-            f"job {config.job_id}: {config.feature_table} has no partitions from {first} to {last}"
-        )
+    first, last = _day(config.start_date), _day(config.end_date)
+    keys = selected_keys(partitioning, features.partitions(), first, last)
+    if not keys:
+        span = f"from {first} to {last}" if partitioning.partitioned else "(it is empty)"
+        raise dg.Failure(f"{job}: {config.feature_table} has no partitions {span}")
     try:
         # Bind (not compile) here: the engine compiles where it scores.
         bound = load_scorer(
-            registry.registry, version, registry.output, lambda: features.batches(days[0])
+            registry.registry, version, deployment.output, lambda: features.batches(keys[0])
         )
     except OutputMismatchError as error:
-        raise dg.Failure(f"job {config.job_id}: {version.uri}: {error}") from error
+        raise dg.Failure(f"{job}: {version.uri}: {error}") from error
     request = ScoringRequest(
-        days=[day.isoformat() for day in days],
+        keys=keys,
+        identity=deployment.identity,
+        partitioning=partitioning.to_json(),
         validated_uri=source,
         predictions_uri=target,
         model=ModelRef(version.name, version.version, registry.tracking_uri, registry.registry_uri),
@@ -100,53 +161,70 @@ def score_client_request(
         dagster_run_id=context.run_id,
         model_cache_dir=registry.model_cache_dir,
         commit_metadata={
-            day.isoformat(): {
+            key: {
                 "dagster_run_id": context.run_id,
-                "partition": day.isoformat(),
+                "partition": key,
                 "job_id": config.job_id,
                 "tenant": tenant.id,
+                "deployment": deployment.name,
                 "model_name": version.name,
                 "model_version": str(version.version),
             }
-            for day in days
+            for key in keys
         },
         storage_options=dict(lake.storage_options),
         azure_auth=lake.azure_auth,
     )
     outcome = engine.score(context, request, lake=lake, registry=registry)
     rows = sum(report.rows for report in outcome.scored.values())
-    summary = {
-        "job_id": config.job_id,
-        "tenant": tenant.id,
-        "table": target,
-        "partitions": sorted(day.isoformat() for day in outcome.scored),
-        "rows": rows,
-        "model_name": version.name,
-        "model_version": version.version,
-    }
+    scored = list(outcome.scored)
+    if partitioning.partitioned:
+        scored.sort(key=partitioning.value)
+    record = TenantOutputMetadata(
+        job_id=config.job_id,
+        tenant=tenant.id,
+        table_uri=target,
+        partitions=tuple(scored),
+        rows=rows,
+        model_name=version.name,
+        model_version=version.version,
+        deployment=deployment.name,
+    )
     if outcome.scored:
         context.log_event(
             dg.AssetMaterialization(
                 asset_key=output_asset_key(tenant.id, config.output_table),
-                description=f"job {config.job_id} for tenant {tenant.id}",
-                metadata={**summary, "dagster/row_count": rows, **outcome.metadata},
+                description=f"job {config.job_id} for tenant {tenant.id} "
+                f"(deployment {deployment.name})",
+                metadata={**record.to_metadata(), **outcome.metadata},
             )
         )
+    summary = {
+        "job_id": config.job_id,
+        "tenant": tenant.id,
+        "deployment": deployment.name,
+        "table": target,
+        "partitions": list(record.partitions),
+        "rows": rows,
+        "model_name": version.name,
+        "model_version": version.version,
+    }
     if outcome.errors:
         report = "; ".join(
-            f"{e.day}: {', '.join(e.files) or '-'}: {e.error}" for e in outcome.errors
+            f"{e.key}: {', '.join(e.files) or '-'}: {e.error}" for e in outcome.errors
         )
         failed = len(outcome.errors)
         raise dg.Failure(
-            f"job {config.job_id}: {failed} of {len(days)} partitions failed: {report}",
-            metadata={**summary, "failed_partitions": [str(e.day) for e in outcome.errors]},
+            f"{job}: {failed} of {len(keys)} partitions failed: {report}",
+            metadata={**summary, "failed_partitions": [e.key for e in outcome.errors]},
         )
     return summary
 
 
 @dg.job(
     name=CLIENT_JOB,
-    description="A client's batch inference request (POST /api/v1/batch/inference).",
+    description="A client's batch inference request (POST /api/v1/batch/inference) for one "
+    "deployment.",
 )
 def client_inference_job() -> None:
     score_client_request()

@@ -3,9 +3,11 @@
 The sensor reads the topic by partition offsets kept in its cursor, which the daemon stores
 atomically with the run requests: nothing is skipped, and a message delivered twice starts
 nothing new because the run key is the job id. Only jobs accepted by the API (present in the
-job store) run; a cancelled job's queued or running run is cancelled here too.
+job store) run; a cancelled job's queued or running run is cancelled here too. Each run is
+tagged with its tenant, job id, deployment and ``dagster/priority``.
 """
 
+import datetime as dt
 import json
 
 import dagster as dg
@@ -18,7 +20,7 @@ from batch_inference_platform.lib.messaging.schemas import (
     TERMINAL_STATUSES,
     InferenceRequestMessage,
     MessageSchemaError,
-    decode,
+    decode_request,
 )
 from batch_inference_platform.lib.tenants import PRIORITY_TAG_VALUE
 
@@ -37,7 +39,7 @@ ACTIVE = [
     minimum_interval_seconds=5,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Launches a run per accepted client request on batch-inference-input "
-    "(run key = job id; tagged with the tenant and dagster/priority).",
+    "(run key = job id; tagged with the tenant, deployment and dagster/priority).",
 )
 def client_request_sensor(
     context: dg.SensorEvaluationContext, client_requests: ClientRequestsResource
@@ -60,7 +62,7 @@ def client_request_sensor(
     for record in records:
         where = f"{record.topic}[{record.partition}]@{record.offset}"
         try:
-            message = decode(InferenceRequestMessage, record.value)
+            message = decode_request(record.value)
         except MessageSchemaError as error:
             context.log.warning(f"{where}: skipped, not a valid request: {error}")
             continue
@@ -98,10 +100,11 @@ def _run_request(message: InferenceRequestMessage) -> dg.RunRequest:
                     "config": {
                         "job_id": message.job_id,
                         "tenant": message.tenant,
+                        "deployment": message.deployment,
                         "model": message.model,
                         "feature_table": message.feature_table,
-                        "start_date": message.start_date.isoformat(),
-                        "end_date": message.end_date.isoformat(),
+                        "start_date": _iso(message.start_date),
+                        "end_date": _iso(message.end_date),
                         "output_table": message.output_table,
                     }
                 }
@@ -110,9 +113,14 @@ def _run_request(message: InferenceRequestMessage) -> dg.RunRequest:
         tags={
             "tenant": message.tenant,
             "job_id": message.job_id,
+            "deployment": message.deployment,
             "dagster/priority": str(PRIORITY_TAG_VALUE[message.priority]),
         },
     )
+
+
+def _iso(day: dt.date | None) -> str | None:
+    return day.isoformat() if day else None
 
 
 def _cancel_runs_of_cancelled_jobs(context: dg.SensorEvaluationContext, store: JobStore) -> None:

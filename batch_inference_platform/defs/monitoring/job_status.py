@@ -94,6 +94,7 @@ def client_job_succeeded(
     output = OutputMessage(
         job_id=run.tags["job_id"],
         tenant=run.tags["tenant"],
+        deployment=run.tags.get("deployment") or (written.deployment if written else None) or "",
         table=written.table_uri if written else "",
         partitions=list(written.partitions) if written else [],
         rows=written.rows if written else 0,
