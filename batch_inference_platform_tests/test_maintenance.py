@@ -29,8 +29,7 @@ from batch_inference_platform.lib.deployments.partitioning import Partitioning, 
 from batch_inference_platform.lib.deployments.spec import Deployment
 from batch_inference_platform.lib.lake.tables import DeltaLocation, read_partition
 
-from .conftest import CREDIT, DAY_A, DAY_B, Platform, PlatformFactory, materializations
-from .own_sources import own_deployments
+from .conftest import DAY_A, DAY_B, Platform, PlatformFactory, materializations
 
 JOB = "lake_maintenance_job"
 HOUR = 3600
@@ -41,15 +40,12 @@ CHURN = "churn"
 
 
 @pytest.fixture(scope="module")
-def platform(make_platform: PlatformFactory, tmp_path_factory: pytest.TempPathFactory) -> Platform:
+def platform(make_platform: PlatformFactory) -> Platform:
     """Two deployments, credit_risk and churn (never run), their demo sources in tmp dirs of
     their own (VACUUM never reaches a source another test writes); two scored credit_risk days,
     each scored three times (every rescore replaces the partition and leaves the replaced
     files behind); VACUUM retention 0 from the configuration."""
-    folder = own_deployments(tmp_path_factory, "maintenance", (CREDIT, CHURN))
-    platform = make_platform(
-        "maintenance", MAINTENANCE__VACUUM_RETENTION="0h", DEPLOYMENTS_DIR=str(folder)
-    )
+    platform = make_platform("maintenance", MAINTENANCE__VACUUM_RETENTION="0h")
     for day in (DAY_A, DAY_B):
         assert platform.generate(day).success
     assert platform.train().success
