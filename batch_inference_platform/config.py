@@ -376,7 +376,7 @@ class ApiSettings(_Section):
         ge=0,
         le=366,
         description="Latest day a request may name: today (UTC) plus this many days (the "
-        "earliest is partitions.start-date).",
+        "earliest is the deployment's partition start).",
     )
     max_body_bytes: int = Field(
         default=1 << 20,
