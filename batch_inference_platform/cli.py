@@ -151,7 +151,9 @@ def serve_api(settings: Settings) -> int:
         store=store,
         tenants=load_tenants(Path(api.tenants_file), app.lake.root, app.environment),
         max_days=api.max_days_per_request,
-        deployments=read_deployments(settings.project_root, app.deployments_dir),
+        deployments=read_deployments(
+            settings.project_root, app.deployments_dir, lake_root=app.lake.root
+        ),
         days_ahead=api.partition_days_ahead,
     )
     relay = OutboxRelay(store, lambda: KafkaPublisher(kafka)) if kafka.bootstrap_servers else None
@@ -252,7 +254,8 @@ def run_demo(
     instance = dg.DagsterInstance.get()
     started = time.perf_counter()
     summaries: list[PartitionSummary] = []
-    found = read_deployments(settings.project_root, settings.application.deployments_dir)
+    app = settings.application
+    found = read_deployments(settings.project_root, app.deployments_dir, lake_root=app.lake.root)
     plans: list[tuple[DeploymentScope, list[str | None]]] = []
     for deployment in (d for d in found.values() if d.generator):
         scope = DeploymentScope(deployment)

@@ -162,7 +162,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     demo model locally, observed Delta tables elsewhere) and the platform around them."""
     with building_with(settings):
         deployments = load_deployments(settings)
-    declared = read_deployments(settings.project_root, settings.application.deployments_dir)
+    app = settings.application
+    declared = read_deployments(settings.project_root, app.deployments_dir, lake_root=app.lake.root)
     platform = dg.Definitions(
         assets=[
             customer_activity_windows,

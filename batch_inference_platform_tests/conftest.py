@@ -20,9 +20,8 @@ import dagster as dg
 import psutil
 import pyarrow as pa
 import pytest
-from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluation
-
 import yaml
+from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluation
 
 from batch_inference_platform.config import Settings, load_settings
 from batch_inference_platform.definitions import build_definitions
@@ -102,9 +101,9 @@ class Platform:
     @property
     def deployment(self) -> Deployment:
         app = self.settings.application
-        return read_deployments(self.settings.project_root, app.deployments_dir)[
-            self.deployment_name
-        ]
+        return read_deployments(
+            self.settings.project_root, app.deployments_dir, lake_root=app.lake.root
+        )[self.deployment_name]
 
     @property
     def scope(self) -> DeploymentScope:
@@ -192,8 +191,8 @@ def make_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform
     Lake, MLflow store and Dagster storage live in a new tmp dir, unless ``share`` is given:
     then the new platform uses the same data dir and Dagster instance (e.g. to serve another
     model name from the same registry). The platform loads copies of the package's
-    deployments (credit_risk, churn) from a folder of its own, their source tables under its
-    data dir; ``deployment`` changes credit_risk's YAML attributes (deep-merged, e.g.
+    deployments (credit_risk, churn) from a folder of its own (their ``lake://`` sources land
+    in its lake); ``deployment`` changes credit_risk's YAML attributes (deep-merged, e.g.
     ``{"model": {"name": "other"}}``). ``overrides`` are settings below ``batch-inference``,
     e.g. ``ENVIRONMENT="prod"`` (``DEPLOYMENTS_DIR`` names a folder of the test's own).
     """
@@ -207,13 +206,10 @@ def make_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform
     ) -> Platform:
         root = share.root if share else tmp_path_factory.mktemp(name)
         data = root / "data"
-        if "DEPLOYMENTS_DIR" not in overrides:  # sources under the platform's own data dir
+        if "DEPLOYMENTS_DIR" not in overrides:  # lake:// sources: under the platform's lake
             folder = root / f"deployments-{uuid.uuid4().hex[:6]}"
             for each in (CREDIT, "churn"):
-                own = {"source": {"table": str(data / "sources" / each)}}
-                write_deployment(
-                    folder, each, _merge(own, deployment or {}) if each == CREDIT else own
-                )
+                write_deployment(folder, each, (deployment or {}) if each == CREDIT else {})
             overrides = {"DEPLOYMENTS_DIR": str(folder), **overrides}
         env = {
             "DATA_DIR": str(data),

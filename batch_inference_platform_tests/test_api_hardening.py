@@ -366,7 +366,8 @@ def test_partitions_outside_the_use_case_are_refused_naming_the_bound(
     service: Service, logs: _Records, fields: dict[str, Any], words: list[str]
 ) -> None:
     settings = load_settings()
-    declared = read_deployments(settings.project_root, settings.application.deployments_dir)
+    app = settings.application
+    declared = read_deployments(settings.project_root, app.deployments_dir, lake_root=app.lake.root)
     start = declared["credit_risk"].partitioning.start
     assert start is not None
     if fields["partition"] == "day-before-start":

@@ -32,7 +32,7 @@ def _deployments(tmp_path: Path) -> Path:
     table paths name the repository's data folder)."""
     folder = tmp_path / "deployments"
     if not folder.exists():
-        for name in read_deployments(Path(__file__).resolve().parents[1]):
+        for name in read_deployments(Path(__file__).resolve().parents[1], lake_root="data/lake"):
             source = tmp_path / "data" / "sources" / name
             write_deployment(folder, name, {"source": {"table": str(source)}})
     return folder
@@ -81,7 +81,9 @@ def test_demo_scores_every_day_and_leaves_runs_for_the_ui(tmp_path: Path) -> Non
     # Each deployment's predictions: its own table, key and partition column.
     settings = load_settings(environ={"BIP__BATCH_INFERENCE__DATA_DIR": str(tmp_path / "data")})
     layout = LakeLayout(str(tmp_path / "data" / "lake"))
-    deployments = read_deployments(settings.project_root, _deployments(tmp_path))
+    deployments = read_deployments(
+        settings.project_root, _deployments(tmp_path), lake_root=settings.application.lake.root
+    )
     expected = {
         "credit_risk": ("customer_id", "event_date"),
         "churn": ("account_id", "snapshot_date"),

@@ -120,8 +120,10 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
             source="credit_risk",
         )
         deployments = {
-            **read_deployments(settings.project_root),
-            **read_deployments(settings.project_root, folder),
+            **read_deployments(settings.project_root, lake_root=settings.application.lake.root),
+            **read_deployments(
+                settings.project_root, folder, lake_root=settings.application.lake.root
+            ),
         }
         app = create_app(
             f"sqlite:///{root / 'inbox.db'}",

@@ -90,7 +90,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
                 patch.setenv(key, value)
             settings = load_settings()
         app = settings.application
-        declared = read_deployments(settings.project_root, app.deployments_dir)
+        declared = read_deployments(
+            settings.project_root, app.deployments_dir, lake_root=app.lake.root
+        )
         _prepare_lake(build_definitions(settings), declared, root)
         kafka = app.kafka.as_config()
         topics = kafka.topics

@@ -71,7 +71,9 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                 patch.setenv(key, value)
             settings = load_settings()
             app = create_app(settings.application.api.inbox_url)
-        deployment = read_deployments(settings.project_root, str(folder))[CREDIT]
+        deployment = read_deployments(
+            settings.project_root, str(folder), lake_root=settings.application.lake.root
+        )[CREDIT]
         assert deployment.model_name == MODEL
         with served(app) as receiver, dagster_dev(root / "dagster_home", env) as webserver:
             register_webhook(tracking, url=receiver + "/api/v1/webhooks/mlflow", secret=SECRET)

@@ -151,7 +151,7 @@ def test_prod_observes_features_and_trains_nothing(
     """Outside local, each deployment observes its source table (which must exist: the load
     reads its schema) and trains nothing; the jobs are each deployment's and the platform's."""
     folder = tmp_path / "deployments"
-    for name, deployment in read_deployments(REPO_ROOT).items():
+    for name, deployment in read_deployments(REPO_ROOT, lake_root="data/lake").items():
         assert deployment.generator is not None
         source = DeltaLocation(str(tmp_path / "sources" / name))
         partitioning = deployment.partitioning

@@ -48,3 +48,19 @@ def test_every_path_the_dockerfile_copies_exists() -> None:
     copies = re.findall(r"^COPY (.+) \S+$", (REPO / "Dockerfile").read_text(), re.MULTILINE)
     sources = [s for line in copies for s in line.split()]
     assert sources and all((REPO / s).exists() for s in sources), sources
+
+
+def test_the_wheel_ships_every_deployment(tmp_path: Path) -> None:
+    """The image and the Databricks wheel load the deployments from the installed package."""
+    import zipfile
+
+    from batch_inference_platform.lib.databricks.artifact import build_wheel
+    from batch_inference_platform.lib.deployments.folder import DEFAULT_FOLDER
+
+    wheel = build_wheel(tmp_path)
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    package = DEFAULT_FOLDER.parents[1]
+    declared = sorted(DEFAULT_FOLDER.glob("*/defs.yaml"))
+    assert len(declared) >= 2
+    for path in declared:
+        assert f"batch_inference_platform/{path.relative_to(package).as_posix()}" in shipped

@@ -69,7 +69,10 @@ def lake_files(root: Path) -> dict[Path, int]:
 
 def declared(platform: Platform) -> list[Deployment]:
     app = platform.settings.application
-    return list(read_deployments(platform.settings.project_root, app.deployments_dir).values())
+    found = read_deployments(
+        platform.settings.project_root, app.deployments_dir, lake_root=app.lake.root
+    )
+    return list(found.values())
 
 
 def table_name(platform: Platform, location: DeltaLocation) -> str:

@@ -145,7 +145,7 @@ def test_local_only_tenants_do_not_exist_outside_local(tmp_path: Path) -> None:
     demo = load_tenants(shipped, "/lake").authenticate("local-demo-key")
     assert demo is not None
     # It may use every shipped deployment, on its validated table.
-    declared = read_deployments(REPO)
+    declared = read_deployments(REPO, lake_root="data/lake")
     assert sorted(demo.allowed_deployments) == sorted(declared)
     for name in declared:
         assert demo.deployment(name) == name

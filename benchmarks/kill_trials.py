@@ -69,7 +69,11 @@ def worker(command: str, args: list[str]) -> int:
     settings = load_settings()
     defs = build_definitions(settings)
     scope = DeploymentScope(
-        read_deployments(settings.project_root, settings.application.deployments_dir)[DEPLOYMENT]
+        read_deployments(
+            settings.project_root,
+            settings.application.deployments_dir,
+            lake_root=settings.application.lake.root,
+        )[DEPLOYMENT]
     )
     features, demo_model = ("__".join(scope.key(a).path) for a in ("feature_tables", "demo_model"))
     result: dict[str, Any] = {}
@@ -185,7 +189,7 @@ class Platform:
         from batch_inference_platform.lib.deployments.folder import read_deployments
         from batch_inference_platform.lib.lake.layout import LakeLayout
 
-        deployment = read_deployments(REPO, self.deployments)[DEPLOYMENT]
+        deployment = read_deployments(REPO, self.deployments, lake_root=str(self.lake))[DEPLOYMENT]
         return LakeLayout(str(self.lake)).deployment(deployment)
 
     def instance(self) -> Any:

@@ -220,7 +220,11 @@ class JobsService:
             settings = load_settings()
             application = settings.application
             if self.deployments is None:
-                declared = read_deployments(settings.project_root, application.deployments_dir)
+                declared = read_deployments(
+                    settings.project_root,
+                    application.deployments_dir,
+                    lake_root=application.lake.root,
+                )
                 object.__setattr__(self, "deployments", declared)
             if self.days_ahead is None:
                 object.__setattr__(self, "days_ahead", application.api.partition_days_ahead)

@@ -40,7 +40,7 @@ class ScoringDeployment(dg.Component):
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         settings = current_settings()
-        deployment = self.spec.resolve(settings.project_root)
+        deployment = self.spec.resolve(settings.project_root, settings.application.lake.root)
         fallback = context.path / "defs.yaml"
         check_deployment(deployment, self.spec, settings, lambda field: self._at(field, fallback))
         return build_deployment_defs(deployment, settings)

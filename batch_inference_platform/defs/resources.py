@@ -147,7 +147,7 @@ class ClientRequestsResource(dg.ConfigurableResource):
     def deployments(self) -> dict[str, Deployment]:
         """The declared deployments by name (read from their defs.yaml, without Dagster)."""
         root = Path(self.project_root or Path(__file__).resolve().parents[2])
-        return read_deployments(root, self.deployments_dir)
+        return read_deployments(root, self.deployments_dir, lake_root=self.lake_root)
 
     @property
     def kafka(self) -> KafkaConfig:

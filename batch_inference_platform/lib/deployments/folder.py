@@ -19,9 +19,11 @@ class DeploymentFileError(ValueError):
     """A defs.yaml that is not a valid ScoringDeployment, naming the file and the field."""
 
 
-def read_deployments(project_root: Path, folder: str | Path = "") -> dict[str, Deployment]:
-    """Every deployment in ``folder`` (default: the package's) by name, paths resolved
-    against ``project_root``."""
+def read_deployments(
+    project_root: Path, folder: str | Path = "", *, lake_root: str | None = None
+) -> dict[str, Deployment]:
+    """Every deployment in ``folder`` (default: the package's) by name, its tables located
+    (``lake://`` under ``lake_root``, paths under ``project_root``)."""
     folder = Path(folder) if folder else DEFAULT_FOLDER
     found: dict[str, Deployment] = {}
     for path in sorted(folder.glob("*/defs.yaml")):
@@ -38,5 +40,5 @@ def read_deployments(project_root: Path, folder: str | Path = "") -> dict[str, D
             raise DeploymentFileError(f"{path}: {problems}") from None
         if spec.name in found:
             raise DeploymentFileError(f"{path}: name: {spec.name!r} is declared twice")
-        found[spec.name] = spec.resolve(project_root)
+        found[spec.name] = spec.resolve(project_root, lake_root)
     return found

@@ -54,7 +54,8 @@ class SourceSpec(_Strict):
     """The Delta table the deployment scores."""
 
     table: str = Field(
-        description="A Delta table: a path relative to the project root, az:// or abfss://."
+        description="A Delta table: lake://<path> (under batch-inference.lake.root, so one YAML "
+        "serves every environment), a path relative to the project root, az:// or abfss://."
     )
     key: list[str] = Field(description="Columns that identify a row (one or more), any type.")
     partition: PartitionSpec = Field(default_factory=PartitionSpec)
@@ -200,8 +201,9 @@ class DeploymentSpec(_Strict):
             raise ValueError(f"must be >= 1, got {value}")
         return value
 
-    def resolve(self, project_root: Path) -> Deployment:
-        """The deployment with paths made absolute and partitioning typed."""
+    def resolve(self, project_root: Path, lake_root: str | None = None) -> Deployment:
+        """The deployment with tables located (``lake://`` under ``lake_root``, paths under
+        ``project_root``) and partitioning typed."""
         partition = self.source.partition
         partitioning = Partitioning(
             partition.kind,
@@ -211,7 +213,7 @@ class DeploymentSpec(_Strict):
         return Deployment(
             name=self.name,
             description=self.description or "",
-            source_uri=resolve_table(self.source.table, project_root),
+            source_uri=resolve_table(self.source.table, project_root, lake_root),
             key=tuple(self.source.key),
             partitioning=partitioning,
             columns=tuple(c.column() for c in self.contract.columns) if self.contract else None,
@@ -219,7 +221,9 @@ class DeploymentSpec(_Strict):
             alias=self.model.alias,
             output=OutputSpec(self.output.kind, self.output.positive_class),
             predictions_uri=(
-                resolve_table(self.output.table, project_root) if self.output.table else None
+                resolve_table(self.output.table, project_root, lake_root)
+                if self.output.table
+                else None
             ),
             engine=self.engine,
             schedule=self.schedule,
@@ -273,8 +277,17 @@ class Deployment:
         return Contract(tuple(key), self.partitioning, features)
 
 
-def resolve_table(table: str, project_root: Path) -> str:
-    """A table URI: remote URIs as they are, paths relative to the project root."""
+LAKE_SCHEME = "lake://"
+"""A table under the lake root of the environment (``lake://features/credit_risk``)."""
+
+
+def resolve_table(table: str, project_root: Path, lake_root: str | None = None) -> str:
+    """A table URI: ``lake://`` paths under the lake root, remote URIs as they are, other
+    paths relative to the project root."""
+    if table.startswith(LAKE_SCHEME):
+        if lake_root is None:
+            raise ValueError(f"{table}: a lake:// table needs the lake root")
+        return f"{lake_root.rstrip('/')}/{table.removeprefix(LAKE_SCHEME).strip('/')}"
     if re.match(r"^[a-z][a-z0-9+.-]*://", table):
         return table
     path = Path(table)
