@@ -463,3 +463,16 @@ def test_an_unpartitioned_deployment_replaces_its_whole_table_within_its_own_lim
     assert verdicts["row_count_at_least_minimum"] is False  # the deployment's own limit
     assert read_day(predictions, "all", whole).num_rows == 300  # nothing scored over it
     instance.dispose()
+
+
+def test_a_lake_table_lives_under_each_environments_lake_root(tmp_path: Path) -> None:
+    from batch_inference_platform.lib.deployments.spec import resolve_table
+
+    assert resolve_table(
+        "lake://features/x", PROJECT, "abfss://c@a.dfs.core.windows.net/lake/"
+    ) == ("abfss://c@a.dfs.core.windows.net/lake/features/x")
+    assert resolve_table("lake://features/x", PROJECT, str(tmp_path)) == f"{tmp_path}/features/x"
+    assert resolve_table("az://c/t", PROJECT, str(tmp_path)) == "az://c/t"
+    assert resolve_table("data/t", PROJECT, str(tmp_path)) == str(PROJECT / "data" / "t")
+    with pytest.raises(ValueError, match="needs the lake root"):
+        resolve_table("lake://features/x", PROJECT)
