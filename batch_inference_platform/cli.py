@@ -326,19 +326,20 @@ def _run(defs, instance, job: str, partition: str | None, run_config: dict):
 
 
 def _summarize(scope: DeploymentScope, partition: str, result) -> PartitionSummary:
+    from batch_inference_platform.defs.metadata import PredictionsMetadata
+
     summary = PartitionSummary(deployment=scope.name, partition=partition, ok=result.success)
     for event in result.get_asset_materialization_events():
         materialization = event.step_materialization_data.materialization
         values = {k: v.value for k, v in materialization.metadata.items()}
-        key = materialization.asset_key
-        if key == scope.validated:
+        if materialization.asset_key == scope.validated:
             summary.rows_in = int(values.get("rows_in", 0))
             summary.rows_quarantined = int(values.get("rows_quarantined", 0))
-        elif key == scope.predictions:
-            summary.rows_scored = int(values.get("dagster/row_count", 0))
-            summary.rows_per_second = float(values.get("rows_per_second", 0.0))
-            summary.model_version = str(values.get("model_version", "-"))
-            summary.table = str(values.get("table_uri", "-"))
+        elif (record := PredictionsMetadata.from_materialization(materialization)) is not None:
+            summary.rows_scored = record.rows
+            summary.rows_per_second = record.rows_per_second or 0.0
+            summary.model_version = str(record.model_version)
+            summary.table = record.table_uri or "-"
     for evaluation in result.get_asset_check_evaluations():
         if evaluation.passed:
             summary.checks_passed += 1
