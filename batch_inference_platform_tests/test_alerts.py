@@ -14,7 +14,8 @@ import dagster as dg
 import pytest
 
 from batch_inference_platform.config import load_settings
-from batch_inference_platform.defs.monitoring.alerts import AlertsResource, job_failure_alerts
+from batch_inference_platform.defs.monitoring.alerts import job_failure_alerts
+from batch_inference_platform.defs.resources import AlertsResource, from_settings
 from batch_inference_platform.lib.alerts import Alert
 from batch_inference_platform.lib.alerts.channels import ChannelNotConfigured, EmailChannel
 
@@ -87,7 +88,7 @@ def alerts_resource(smtp: SmtpSink, **overrides: str) -> AlertsResource:
         "BIP__ALERTS__CHANNELS__EMAIL__SMTP_PORT": str(smtp.port),
         **overrides,
     }
-    return AlertsResource.from_settings(load_settings(environ=environ).monitoring)
+    return from_settings.alerts(load_settings(environ=environ))
 
 
 def run_job(instance: dg.DagsterInstance, *, fail: bool = True) -> dg.ExecuteInProcessResult:
@@ -315,7 +316,7 @@ def test_the_sensor_loads_with_its_resource() -> None:
     defs = dg.Definitions(
         jobs=[nightly_scoring],
         sensors=[job_failure_alerts],
-        resources={"alerts": AlertsResource.from_settings(load_settings().monitoring)},
+        resources={"alerts": from_settings.alerts(load_settings())},
     )
     sensor = defs.resolve_sensor_def("job_failure_alerts")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING

@@ -20,10 +20,8 @@ from deltalake import write_deltalake
 
 from batch_inference_platform.config import load_settings
 from batch_inference_platform.definitions import build_definitions
-from batch_inference_platform.defs.maintenance.assets import (
-    MaintenanceResource,
-    build_lake_maintenance,
-)
+from batch_inference_platform.defs.maintenance.assets import build_lake_maintenance
+from batch_inference_platform.defs.resources import MaintenanceResource
 from batch_inference_platform.lib.deployments.folder import read_deployments
 from batch_inference_platform.lib.deployments.partitioning import Partitioning, PartitionKind
 from batch_inference_platform.lib.deployments.spec import Deployment

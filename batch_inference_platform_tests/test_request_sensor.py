@@ -22,11 +22,11 @@ from batch_inference_platform.defs.inference.client_jobs import (
     client_inference_job,
     selected_keys,
 )
-from batch_inference_platform.defs.inference.engines import LocalEngineResource
 from batch_inference_platform.defs.inference.request_sensor import client_request_sensor
 from batch_inference_platform.defs.resources import (
     ClientRequestsResource,
     LakeResource,
+    LocalEngineResource,
     ModelRegistryResource,
 )
 from batch_inference_platform.lib.deployments.partitioning import Partitioning, PartitionKind

@@ -9,12 +9,8 @@ import pytest
 
 from batch_inference_platform.config import load_settings
 from batch_inference_platform.defs.metadata import PartitionFigures, PredictionsMetadata
-from batch_inference_platform.defs.monitoring.sla import (
-    SLA_CHECKS,
-    SlaTargetsResource,
-    sla_report,
-    sla_report_schedule,
-)
+from batch_inference_platform.defs.monitoring.sla import SLA_CHECKS, sla_report, sla_report_schedule
+from batch_inference_platform.defs.resources import SlaTargetsResource, from_settings
 from batch_inference_platform.lib.sla import RunRecord, SlaTargets
 from batch_inference_platform.lib.sla import sla_report as compute
 
@@ -27,7 +23,7 @@ DAILY = dg.DailyPartitionsDefinition(start_date="2026-11-01")
 @pytest.fixture(scope="module")
 def targets() -> SlaTargets:
     """monitoring.yml as shipped: 90% < 1 h, 1M records/hour, error rate < 0.1%."""
-    return SlaTargetsResource.from_settings(load_settings().monitoring).targets
+    return from_settings.sla_targets(load_settings()).targets
 
 
 def run(
@@ -240,7 +236,7 @@ def history() -> Iterator[dg.DagsterInstance]:
 
 
 def shipped(**changes: float) -> SlaTargetsResource:
-    base = SlaTargetsResource.from_settings(load_settings().monitoring)
+    base = from_settings.sla_targets(load_settings())
     return SlaTargetsResource(**{**base.model_dump(), **changes})
 
 

@@ -11,10 +11,8 @@ import dagster as dg
 import pytest
 
 from batch_inference_platform.defs.metadata import PartitionFigures, PredictionsMetadata
-from batch_inference_platform.defs.monitoring.run_metrics import (
-    TelemetryResource,
-    run_metrics_on_success,
-)
+from batch_inference_platform.defs.monitoring.run_metrics import run_metrics_on_success
+from batch_inference_platform.defs.resources import TelemetryResource
 from batch_inference_platform.lib.telemetry import CONNECTION_STRING_ENV, RunFigures, configure
 
 from .conftest import CREDIT, DAY_A, PlatformFactory, materializations

@@ -6,7 +6,6 @@ from typing import Any
 import dagster as dg
 import pyarrow as pa
 
-from batch_inference_platform.defs.inference.engines import ScoringEngineResource
 from batch_inference_platform.defs.metadata import PartitionFigures, PredictionsMetadata
 from batch_inference_platform.defs.models.serving import ServingModel
 from batch_inference_platform.defs.partitions import Stopwatch, combine_checks
@@ -14,6 +13,7 @@ from batch_inference_platform.defs.resources import (
     LakeResource,
     ModelRegistryResource,
     QualityPolicyResource,
+    ScoringEngineResource,
 )
 from batch_inference_platform.defs.scope import DeploymentScope
 from batch_inference_platform.lib.deployments.partitioning import WHOLE_TABLE, Partitioning

@@ -11,13 +11,14 @@ import datetime as dt
 
 import dagster as dg
 
-from batch_inference_platform.defs.inference.engines import ScoringEngineResource
 from batch_inference_platform.defs.metadata import TenantOutputMetadata
 from batch_inference_platform.defs.resources import (
     ClientRequestsResource,
     LakeResource,
     ModelRegistryResource,
+    ScoringEngineResource,
 )
+from batch_inference_platform.defs.resources.client_requests import CLIENT_JOB
 from batch_inference_platform.lib.deployments.partitioning import Partitioning
 from batch_inference_platform.lib.deployments.spec import Deployment
 from batch_inference_platform.lib.lake.tables import DeltaLocation, TableNotFoundError, snapshot
@@ -32,7 +33,6 @@ from batch_inference_platform.lib.registry.references import (
 from batch_inference_platform.lib.scoring.request import ModelRef, ScoringRequest
 from batch_inference_platform.lib.tenants import AccessDenied
 
-CLIENT_JOB = "client_inference_job"
 OUTPUT_ASSET_PREFIX = "tenants"
 
 

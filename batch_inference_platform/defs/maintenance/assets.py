@@ -18,12 +18,10 @@ definitions being built.
 from collections.abc import Sequence
 
 import dagster as dg
-import pydantic
 
-from batch_inference_platform.config import MaintenanceSettings
 from batch_inference_platform.defs.inference.client_jobs import OUTPUT_ASSET_PREFIX
 from batch_inference_platform.defs.metadata import TenantOutputMetadata
-from batch_inference_platform.defs.resources import LakeResource
+from batch_inference_platform.defs.resources import LakeResource, MaintenanceResource
 from batch_inference_platform.lib.deployments.spec import Deployment
 from batch_inference_platform.lib.lake.maintenance import (
     TableMaintenance,
@@ -51,25 +49,6 @@ TABLE_SCHEMA = dg.TableSchema(
         dg.TableColumn("error", "string"),
     ]
 )
-
-
-class MaintenanceResource(dg.ConfigurableResource):
-    """How tables are maintained (``batch-inference.maintenance``)."""
-
-    vacuum_retention_hours: int = pydantic.Field(ge=0)
-    """Unreferenced files older than this are deleted."""
-    compact: bool = True
-    include_features: bool = False
-    """Maintain the source tables of demo deployments (``source.generator``) too: only where
-    the platform writes them (locally); elsewhere they belong to the feature pipelines."""
-
-    @classmethod
-    def from_settings(
-        cls, settings: MaintenanceSettings, *, include_features: bool
-    ) -> "MaintenanceResource":
-        return cls(
-            vacuum_retention_hours=settings.retention_hours, include_features=include_features
-        )
 
 
 def build_lake_maintenance(deployments: Sequence[Deployment]) -> dg.AssetsDefinition:

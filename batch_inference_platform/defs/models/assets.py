@@ -7,9 +7,12 @@ import dagster as dg
 import pyarrow as pa
 
 from batch_inference_platform.defs.models.serving import ServingModel
-from batch_inference_platform.defs.monitoring.alerts import AlertsResource
 from batch_inference_platform.defs.partitions import Stopwatch
-from batch_inference_platform.defs.resources import LakeResource, ModelRegistryResource
+from batch_inference_platform.defs.resources import (
+    AlertsResource,
+    LakeResource,
+    ModelRegistryResource,
+)
 from batch_inference_platform.defs.scope import DeploymentScope
 from batch_inference_platform.defs.validation.assets import contract_of
 from batch_inference_platform.lib.alerts import Alert

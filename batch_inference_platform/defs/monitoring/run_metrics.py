@@ -3,8 +3,6 @@ errors) through OpenTelemetry - to Application Insights in Azure, to local files
 each with the deployment it belongs to and the rows it scored of each deployment."""
 
 import datetime as dt
-import threading
-from pathlib import Path
 
 import dagster as dg
 
@@ -14,29 +12,8 @@ from batch_inference_platform.defs.monitoring.runs import (
     run_materializations,
     scored_rows,
 )
-from batch_inference_platform.lib.telemetry import RunFigures, Telemetry, configure
-
-_providers: dict[tuple[float, str], Telemetry] = {}
-_lock = threading.Lock()
-
-
-class TelemetryResource(dg.ConfigurableResource):
-    """Where run telemetry goes and how often metrics are collected (monitoring.yml)."""
-
-    collection_interval_seconds: float
-    local_dir: str
-    """JSON-lines destination when APPLICATIONINSIGHTS_CONNECTION_STRING is not set."""
-
-    def telemetry(self) -> Telemetry:
-        """One provider per process (exporters keep threads and connections)."""
-        key = (self.collection_interval_seconds, self.local_dir)
-        with _lock:
-            if key not in _providers:
-                _providers[key] = configure(
-                    interval=dt.timedelta(seconds=self.collection_interval_seconds),
-                    local_dir=Path(self.local_dir),
-                )
-            return _providers[key]
+from batch_inference_platform.defs.resources import TelemetryResource
+from batch_inference_platform.lib.telemetry import RunFigures
 
 
 def run_figures(context: dg.RunStatusSensorContext, status: str) -> RunFigures:

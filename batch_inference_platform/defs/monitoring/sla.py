@@ -31,10 +31,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dagster as dg
-import pydantic
 
-from batch_inference_platform.config import MonitoringSettings
-from batch_inference_platform.defs.inference.client_jobs import CLIENT_JOB
 from batch_inference_platform.defs.metadata import ValidatedMetadata
 from batch_inference_platform.defs.monitoring.runs import (
     TENANTS,
@@ -45,14 +42,14 @@ from batch_inference_platform.defs.monitoring.runs import (
     run_materializations,
     scored_rows,
 )
+from batch_inference_platform.defs.resources import SlaTargetsResource
+from batch_inference_platform.defs.resources.client_requests import CLIENT_JOB
 from batch_inference_platform.lib.sla import (
     FAILURE,
     SUCCESS,
-    JobCompletionTarget,
     RunRecord,
     SlaFigure,
     SlaReport,
-    SlaTargets,
 )
 from batch_inference_platform.lib.sla import sla_report as compute_sla_report
 
@@ -65,52 +62,6 @@ SLA_CHECKS = {
 """Check name -> the report's figure it judges."""
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 _FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]
-
-
-class SlaTargetsResource(dg.ConfigurableResource):
-    """The SLA targets (``performance.sla-targets``), the window they are measured over and
-    the jobs that count as scoring besides every deployment's scoring jobs."""
-
-    job_completion_quantile: float = pydantic.Field(ge=0, le=1)
-    """Share of runs that must succeed within ``job_completion_within_seconds``."""
-    job_completion_within_seconds: float = pydantic.Field(gt=0)
-    data_throughput_per_hour: float = pydantic.Field(gt=0)
-    """Records scored per hour of run time, at least."""
-    error_rate: float = pydantic.Field(ge=0, le=1)
-    """Failed records / all records, below this."""
-    window_days: float = pydantic.Field(default=7.0, gt=0)
-    scoring_jobs: list[str] = pydantic.Field(default_factory=lambda: [CLIENT_JOB])
-    """Jobs whose runs count as scoring, besides ``<name>__score_partition_job`` and
-    ``<name>__rescore_job`` of every deployment."""
-
-    @classmethod
-    def from_settings(
-        cls, settings: MonitoringSettings, *, window_days: float = 7.0
-    ) -> "SlaTargetsResource":
-        """The targets monitoring.yml sets."""
-        targets = settings.performance.sla_targets
-        return cls(
-            job_completion_quantile=targets.job_completion.quantile,
-            job_completion_within_seconds=targets.job_completion.within.total_seconds(),
-            data_throughput_per_hour=targets.data_throughput,
-            error_rate=targets.error_rate,
-            window_days=window_days,
-        )
-
-    @property
-    def targets(self) -> SlaTargets:
-        return SlaTargets(
-            job_completion=JobCompletionTarget(
-                quantile=self.job_completion_quantile,
-                within=dt.timedelta(seconds=self.job_completion_within_seconds),
-            ),
-            data_throughput=self.data_throughput_per_hour,
-            error_rate=self.error_rate,
-        )
-
-    @property
-    def window(self) -> dt.timedelta:
-        return dt.timedelta(days=self.window_days)
 
 
 @dg.asset(

@@ -14,8 +14,11 @@ import json
 import dagster as dg
 
 from batch_inference_platform.defs.models.assets import SMOKE_ROWS
-from batch_inference_platform.defs.realtime.resources import RealtimeResource
-from batch_inference_platform.defs.resources import LakeResource, ModelRegistryResource
+from batch_inference_platform.defs.resources import (
+    LakeResource,
+    ModelRegistryResource,
+    RealtimeResource,
+)
 from batch_inference_platform.defs.scope import DeploymentScope
 from batch_inference_platform.defs.validation.assets import contract_of
 from batch_inference_platform.lib.deployments.spec import Deployment

@@ -1,5 +1,6 @@
-"""What the real-time assets talk to: Kafka (events in, insights and dead letters out) and the
-Redis cache; secrets (SASL, Redis password) stay in environment variables."""
+"""``realtime``: what the real-time assets talk to - Kafka (events in, insights and dead
+letters out) and the Redis cache; secrets (SASL, Redis password) stay in environment
+variables."""
 
 import os
 from typing import Any

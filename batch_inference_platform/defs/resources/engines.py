@@ -1,9 +1,10 @@
-"""Where partitions are scored, chosen by ``batch-inference.engine``; the asset code is the same.
+"""``engine`` and ``engine_<name>``: where partitions are scored, chosen by
+``batch-inference.engine``; the asset code is the same.
 
 - ``local``: in-process, streaming (``lib.scoring.engine``).
 - ``spark``: the ``spark_jobs`` job under ``PipesSubprocessClient`` against a Spark Connect
   engine (an embedded Sail server unless ``connect-url`` names one).
-- ``databricks``: the same job as a one-time run on a new job cluster (``databricks_engine.py``).
+- ``databricks``: the same job as a one-time run on a new job cluster (``databricks.py``).
 """
 
 import datetime as dt
@@ -15,7 +16,8 @@ from typing import Any
 
 import dagster as dg
 
-from batch_inference_platform.defs.resources import LakeResource, ModelRegistryResource
+from batch_inference_platform.defs.resources.lake import LakeResource
+from batch_inference_platform.defs.resources.registry import ModelRegistryResource
 from batch_inference_platform.lib.lake.tables import snapshot
 from batch_inference_platform.lib.scoring.engine import score_request
 from batch_inference_platform.lib.scoring.kernel import ScoringStamp

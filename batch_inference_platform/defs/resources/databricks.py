@@ -1,4 +1,4 @@
-"""Engine ``databricks``: the Spark job as a one-time run on a new Azure Databricks job cluster,
+"""``engine_databricks``: the Spark job as a one-time run on a new Azure Databricks job cluster,
 through Dagster Pipes (``PipesDatabricksClient``; Dagster's successor to the superseded
 ``databricks_pyspark_step_launcher``).
 
@@ -19,9 +19,10 @@ from dagster_databricks import PipesDatabricksClient, PipesDbfsMessageReader
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.service import compute, jobs
 
-from batch_inference_platform.defs.inference.engines import ScoringEngineResource, engine_result
-from batch_inference_platform.defs.monitoring.alerts import AlertsResource
-from batch_inference_platform.defs.resources import LakeResource, ModelRegistryResource
+from batch_inference_platform.defs.resources.alerts import AlertsResource
+from batch_inference_platform.defs.resources.engines import ScoringEngineResource, engine_result
+from batch_inference_platform.defs.resources.lake import LakeResource
+from batch_inference_platform.defs.resources.registry import ModelRegistryResource
 from batch_inference_platform.lib.alerts import Alert
 from batch_inference_platform.lib.databricks.artifact import prepared_wheel
 from batch_inference_platform.lib.databricks.cluster import (

@@ -1,0 +1,49 @@
+"""``registry``: the MLflow tracking server and model registry."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from batch_inference_platform.lib.registry.client import ModelRegistry, ModelVersionInfo
+from batch_inference_platform.lib.registry.loader import Sample, ServingScorer, load_scorer
+from batch_inference_platform.lib.scoring.outputs import OutputSpec
+
+
+class ModelRegistryResource(dg.ConfigurableResource):
+    """The MLflow tracking server and model registry (each deployment names its model)."""
+
+    tracking_uri: str
+    registry_uri: str = ""
+    artifact_root: str
+    experiment: str
+    model_cache_dir: str
+    """Where compiled models are cached (shared by every run and process on the machine)."""
+    max_load_seconds: float = 300.0
+    """A version that takes longer to load is refused (the smoke test)."""
+
+    @property
+    def registry(self) -> ModelRegistry:
+        return ModelRegistry(self.tracking_uri, self.registry_uri or None)
+
+    def scorer(
+        self,
+        version: ModelVersionInfo,
+        sample: Sample,
+        output: OutputSpec,
+    ) -> ServingScorer:
+        """The version's scorer bound to the declared output: compiled and verified once, then
+        reused from the cache. Raises ``OutputMismatchError`` when the output does not fit."""
+        return load_scorer(
+            self.registry,
+            version,
+            output,
+            sample,
+            cache_root=Path(self.model_cache_dir),
+        )
+
+    def link(self, version: ModelVersionInfo) -> str:
+        """Where a person finds the version: the MLflow UI when served over HTTP, else its URI."""
+        if self.tracking_uri.startswith(("http://", "https://")):
+            base = self.tracking_uri.rstrip("/")
+            return f"{base}/#/models/{version.name}/versions/{version.version}"
+        return version.uri
