@@ -226,9 +226,8 @@ class RealtimeSettings(_Section):
     cache_ttl: Duration = Field(description="How long precomputed recommendations live.")
     deployment: str = Field(
         default="credit_risk",
-        min_length=1,
         description="The deployment whose serving model scores each active customer's risk "
-        "(its key column is the customer id of the events).",
+        "(a probability keyed by the customer id of the events); empty: no insights.",
     )
 
     @field_validator("schedule")

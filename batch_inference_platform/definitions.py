@@ -13,6 +13,7 @@ import dagster as dg
 
 from batch_inference_platform.config import Settings, SettingsError, load_settings
 from batch_inference_platform.defs.building import building_with
+from batch_inference_platform.defs.deployment_checks import check_realtime, check_together
 from batch_inference_platform.defs.inference.client_jobs import client_inference_job
 from batch_inference_platform.defs.inference.request_sensor import client_request_sensor
 from batch_inference_platform.defs.maintenance.assets import (
@@ -37,7 +38,7 @@ from batch_inference_platform.defs.realtime.assets import (
     customer_activity_windows,
     realtime_job,
 )
-from batch_inference_platform.defs.resources.from_settings import build_resources
+from batch_inference_platform.defs.resources.from_settings import build_resources, lake
 from batch_inference_platform.lib.deployments.folder import read_deployments
 from batch_inference_platform.lib.deployments.spec import Deployment
 
@@ -51,10 +52,15 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         deployments = load_deployments(settings)
     app = settings.application
     declared = read_deployments(settings.project_root, app.deployments_dir, lake_root=app.lake.root)
+    try:
+        check_together(list(declared.values()), lake(settings).layout)
+    except ValueError as error:
+        raise SettingsError(f"{app.deployments_dir or DEPLOYMENTS_MODULE}: {error}") from None
+    insights = realtime_deployment(settings, declared)
     platform = dg.Definitions(
         assets=[
             customer_activity_windows,
-            build_customer_insights(realtime_deployment(settings, declared)),
+            *([build_customer_insights(insights)] if insights else []),
             sla_report,
             build_lake_maintenance(list(declared.values())),
         ],
@@ -76,14 +82,20 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions.merge(deployments, platform)
 
 
-def realtime_deployment(settings: Settings, declared: dict[str, Deployment]) -> Deployment:
-    """The deployment ``batch-inference.realtime.deployment`` names."""
+def realtime_deployment(settings: Settings, declared: dict[str, Deployment]) -> Deployment | None:
+    """The deployment ``batch-inference.realtime.deployment`` names (None: no insights)."""
     name = settings.application.realtime.deployment
+    if not name:
+        return None
     if name not in declared:
         raise SettingsError(
             f"application.yml: batch-inference.realtime.deployment: no deployment {name!r} "
             f"(declared: {', '.join(sorted(declared)) or 'none'})"
         )
+    try:
+        check_realtime(declared[name])
+    except ValueError as error:
+        raise SettingsError(f"application.yml: {error}") from None
     return declared[name]
 
 

@@ -4,6 +4,7 @@ and the field named."""
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import os
 import subprocess
@@ -25,7 +26,7 @@ from sklearn.linear_model import LinearRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from batch_inference_platform.config import load_settings
+from batch_inference_platform.config import SettingsError, load_settings
 from batch_inference_platform.definitions import build_definitions
 from batch_inference_platform.lib.deployments.partitioning import Partitioning, PartitionKind
 from batch_inference_platform.lib.lake.tables import DeltaLocation, replace_partition
@@ -120,7 +121,7 @@ def cli_env(root: Path, deployments: Path) -> dict[str, str]:
         ENV + "MLFLOW__REGISTRY_URI": "",
         ENV + "MLFLOW__ARTIFACT_ROOT": str(data / "artifacts"),
         ENV + "DEPLOYMENTS_DIR": str(deployments),
-        ENV + "REALTIME__DEPLOYMENT": "merchant_spend",
+        ENV + "REALTIME__DEPLOYMENT": "",  # no customer insights: no probability model here
     }
     (root / "dagster_home").mkdir(parents=True, exist_ok=True)
     return env
@@ -247,6 +248,8 @@ BROKEN = "deployments/broken/defs.yaml"
         ("name", "Credit Risk", "is not a deployment name"),
         ("source.partition.start", "2026-13-01", "start '2026-13-01' is not a YYYY-MM-DD"),
         ("contract.columns.0.type", "decimal", "attributes.contract.columns.0.type"),
+        ("contract.columns.0.min", 500, "min 500 is above max 100"),
+        ("source.key", ["customer_id", "customer_id"], "key names a column more than once"),
     ],
 )
 def test_a_schema_error_names_the_file_and_the_field(
@@ -418,7 +421,7 @@ def unpartitioned_platform(tmp_path: Path, table: str, min_rows: int) -> tuple[A
     (folder / "merchant_totals" / "defs.yaml").write_text(
         UNPARTITIONED_YAML.format(table=table, min_rows=min_rows)
     )
-    env = cli_env(tmp_path, folder) | {ENV + "REALTIME__DEPLOYMENT": "merchant_totals"}
+    env = cli_env(tmp_path, folder)
     settings = load_settings(environ={k: v for k, v in env.items() if k.startswith("BIP__")})
     return settings, build_definitions(settings)
 
@@ -476,3 +479,50 @@ def test_a_lake_table_lives_under_each_environments_lake_root(tmp_path: Path) ->
     assert resolve_table("data/t", PROJECT, str(tmp_path)) == str(PROJECT / "data" / "t")
     with pytest.raises(ValueError, match="needs the lake root"):
         resolve_table("lake://features/x", PROJECT)
+
+
+def test_two_deployments_cannot_write_one_table(tmp_path: Path) -> None:
+    """A second deployment whose predictions land on the first one's table is refused."""
+    first = observed_credit(tmp_path)
+    second = copy.deepcopy(first)
+    second["attributes"]["name"] = "credit_copy"
+    second["attributes"]["output"]["table"] = "lake://predictions/credit_risk"
+    folder = tmp_path / "deployments"
+    for document in (first, second):
+        path = folder / document["attributes"]["name"] / "defs.yaml"
+        path.parent.mkdir(parents=True)
+        path.write_text(yaml.safe_dump(document, sort_keys=False))
+    environ = {
+        ENV + "ENVIRONMENT": "prod",
+        ENV + "DATA_DIR": str(tmp_path / "data"),
+        ENV + "LAKE__ROOT": str(tmp_path / "data" / "lake"),
+        ENV + "MLFLOW__TRACKING_URI": f"sqlite:///{tmp_path}/data/mlflow.db",
+        ENV + "DEPLOYMENTS_DIR": str(folder),
+    }
+    (tmp_path / "data").mkdir(exist_ok=True)
+    with pytest.raises(
+        SettingsError,
+        match=r"its predictions table \S+/predictions/credit_risk is also the table of "
+        r"credit_(risk|copy) \(predictions\)",
+    ):
+        build_definitions(load_settings(environ=environ))
+
+
+def test_realtime_insights_need_a_probability_per_customer(tmp_path: Path) -> None:
+    document = credit_yaml()
+    document["attributes"]["output"] = {"kind": "value"}
+    folder = tmp_path / "deployments" / "credit_risk"
+    folder.mkdir(parents=True)
+    (folder / "defs.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    environ = {
+        ENV + "DATA_DIR": str(tmp_path / "data"),
+        ENV + "LAKE__ROOT": str(tmp_path / "data" / "lake"),
+        ENV + "MLFLOW__TRACKING_URI": f"sqlite:///{tmp_path}/data/mlflow.db",
+        ENV + "DEPLOYMENTS_DIR": str(folder.parent),
+    }
+    (tmp_path / "data").mkdir(exist_ok=True)
+    with pytest.raises(SettingsError, match=r"realtime\.deployment: credit_risk serves value"):
+        build_definitions(load_settings(environ=environ))
+    off = build_definitions(load_settings(environ={**environ, ENV + "REALTIME__DEPLOYMENT": ""}))
+    keys = {k.to_user_string() for k in off.resolve_asset_graph().get_all_asset_keys()}
+    assert "customer_insights" not in keys and "customer_activity_windows" in keys

@@ -4,22 +4,28 @@ and the model. Checked when definitions load, so a bad ``defs.yaml`` never reach
 from __future__ import annotations
 
 import logging
+import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from urllib.parse import urlparse
 
 import pyarrow as pa
+from mlflow.exceptions import MlflowException
 
 from batch_inference_platform.config import Settings
 from batch_inference_platform.lib.deployments.partitioning import PartitionKind
 from batch_inference_platform.lib.deployments.spec import Deployment, DeploymentSpec
+from batch_inference_platform.lib.features.contract import Kind
 from batch_inference_platform.lib.features.generators import GENERATORS
 from batch_inference_platform.lib.lake.azure import storage_options
+from batch_inference_platform.lib.lake.layout import LakeLayout
 from batch_inference_platform.lib.lake.tables import DeltaLocation, table_schema
 from batch_inference_platform.lib.quartz import quartz_to_cron
 from batch_inference_platform.lib.registry.client import ModelNotFoundError, ModelRegistry
 from batch_inference_platform.lib.registry.compatibility import signature_inputs
 from batch_inference_platform.lib.scoring.inputs import UnsupportedSignatureError
+from batch_inference_platform.lib.scoring.outputs import OutputKind
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +92,15 @@ def _check_columns(
             raise DeploymentError(
                 source, "source.key", f"column {name!r} is not in the table (columns: {shown})"
             )
+        try:
+            Kind.of_type(schema.field(name).type)
+        except ValueError:
+            raise DeploymentError(
+                source,
+                "source.key",
+                f"column {name!r} is {schema.field(name).type}; a key column is an integer, "
+                "string, date or float column",
+            ) from None
     partitioning = deployment.partitioning
     if partitioning.column is not None:
         if partitioning.column not in names:
@@ -95,11 +110,8 @@ def _check_columns(
                 f"column {partitioning.column!r} is not in the table (columns: {shown})",
             )
         actual = schema.field(partitioning.column).type
-        wanted = (
-            pa.types.is_date if partitioning.kind is PartitionKind.DAILY else pa.types.is_timestamp
-        )
-        if not wanted(actual):
-            kind = "a date" if partitioning.kind is PartitionKind.DAILY else "a timestamp"
+        if not _fits(partitioning.kind, actual):
+            kind = "a date" if partitioning.kind is PartitionKind.DAILY else "a UTC timestamp"
             raise DeploymentError(
                 source,
                 "source.partition.column",
@@ -115,6 +127,14 @@ def _check_columns(
                 f"contract.columns[{index}].name",
                 f"column {column.name!r} is not in the table (columns: {shown})",
             )
+
+
+def _fits(kind: PartitionKind, actual: pa.DataType) -> bool:
+    """A daily partition column is a date; an hourly one a timestamp in UTC (the hour)."""
+    if kind is PartitionKind.DAILY:
+        return pa.types.is_date(actual)
+    tz = getattr(actual, "tz", None)
+    return pa.types.is_timestamp(actual) and tz in ("UTC", "utc", "+00:00", "Etc/UTC")
 
 
 def _check_signature(
@@ -133,12 +153,18 @@ def _check_signature(
         return
     registry = ModelRegistry(mlflow.tracking_uri, mlflow.registry_uri or None)
     try:
-        holder = registry.by_alias(deployment.model_name, deployment.alias)
-        inputs = signature_inputs(registry.signature(holder))
-    except ModelNotFoundError:
-        return  # not registered yet: nothing to compare with
+        with _quick_registry():
+            holder = registry.by_alias(deployment.model_name, deployment.alias)
+            inputs = signature_inputs(registry.signature(holder))
+    except ModelNotFoundError as error:  # not registered yet (or the registry refused to say)
+        log.info("%s: contract not checked against the model: %s", source("model"), error)
+        return
     except UnsupportedSignatureError as error:
         raise DeploymentError(source, "model", f"{deployment.model_name}: {error}") from None
+    except (MlflowException, OSError) as error:  # the signature could not be read
+        raise DeploymentError(
+            source, "model", f"cannot read the signature of {deployment.model_name}: {error}"
+        ) from error
     for index, column in enumerate(spec.contract.columns):
         if column.name not in inputs:
             raise DeploymentError(
@@ -147,6 +173,23 @@ def _check_signature(
                 f"{column.name!r} is not an input of {holder.uri}@{deployment.alias} "
                 f"(inputs: {', '.join(inputs)})",
             )
+
+
+@contextmanager
+def _quick_registry() -> Iterator[None]:
+    """MLflow HTTP calls that give up within seconds (a definitions load never stalls on a slow
+    registry); the process's own settings are restored afterwards."""
+    quick = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    saved = {name: os.environ.get(name) for name in quick}
+    os.environ.update(quick)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _answers(uri: str) -> bool:
@@ -161,3 +204,38 @@ def _answers(uri: str) -> bool:
             return True
     except OSError:
         return False
+
+
+def check_together(deployments: Sequence[Deployment], layout: LakeLayout) -> None:
+    """No deployment writes a table another one reads or writes (nor its own source): two
+    deployments on one predictions table would overwrite each other's partitions."""
+    owners: dict[str, str] = {}
+    for deployment in deployments:
+        tables = layout.deployment(deployment)
+        owners.setdefault(tables.features.uri.rstrip("/"), f"{deployment.name} (source)")
+    for deployment in deployments:
+        tables = layout.deployment(deployment)
+        written = {
+            "validated": tables.validated,
+            "quarantine": tables.quarantine,
+            "predictions": tables.predictions,
+            "archive": tables.archived_features,
+        }
+        for role, location in written.items():
+            uri = location.uri.rstrip("/")
+            if uri in owners:
+                raise ValueError(
+                    f"deployment {deployment.name}: its {role} table {uri} is also the table of "
+                    f"{owners[uri]}; give it its own output.table"
+                )
+            owners[uri] = f"{deployment.name} ({role})"
+
+
+def check_realtime(deployment: Deployment) -> None:
+    """The deployment real-time insights score with: a probability per single-keyed customer."""
+    if deployment.output.kind is not OutputKind.PROBABILITY or len(deployment.key) != 1:
+        raise ValueError(
+            f"batch-inference.realtime.deployment: {deployment.name} serves "
+            f"{deployment.output.kind.value} keyed by {', '.join(deployment.key)}; insights "
+            "need a probability keyed by one customer id column"
+        )

@@ -263,7 +263,7 @@ SINGLETON_TAG = "bip/singleton"
 
 realtime_job = dg.define_asset_job(
     "realtime_insights_job",
-    selection=dg.AssetSelection.assets(WINDOWS_KEY_ASSET, INSIGHTS_KEY),
+    selection=dg.AssetSelection.groups("realtime"),  # insights only where a deployment serves them
     tags={SINGLETON_TAG: "realtime"},  # offsets and windows advance one run at a time
     description="Consume the event topics, update the windows, publish insights and the cache.",
 )

@@ -26,8 +26,13 @@ def read_deployments(
     (``lake://`` under ``lake_root``, paths under ``project_root``)."""
     folder = Path(folder) if folder else DEFAULT_FOLDER
     found: dict[str, Deployment] = {}
-    for path in sorted(folder.glob("*/defs.yaml")):
-        document = yaml.safe_load(path.read_text()) or {}
+    for path in sorted(folder.rglob("defs.yaml")):
+        try:
+            document = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise DeploymentFileError(f"{path}: not YAML: {error}") from None
+        if not isinstance(document, dict):
+            raise DeploymentFileError(f"{path}: a defs.yaml holds one mapping (type, attributes)")
         if document.get("type") != COMPONENT_TYPE:
             continue
         try:

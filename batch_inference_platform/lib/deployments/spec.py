@@ -70,6 +70,8 @@ class SourceSpec(_Strict):
             raise ValueError("table is empty")
         if not self.key or any(not name.strip() for name in self.key):
             raise ValueError("key needs one or more column names")
+        if len(set(self.key)) != len(self.key):
+            raise ValueError(f"key names a column more than once: {self.key}")
         if self.partition.column in self.key:
             raise ValueError(f"the partition column {self.partition.column!r} is also a key")
         return self
@@ -92,6 +94,16 @@ class ColumnSpec(_Strict):
         if value is not None and not 0 <= value <= 1:
             raise ValueError(f"must lie in [0, 1], got {value}")
         return value
+
+    @pydantic.model_validator(mode="after")
+    def _bounds(self) -> ColumnSpec:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min:g} is above max {self.max:g}")
+        if (self.min is not None or self.max is not None) and self.type not in ("integer", "float"):
+            raise ValueError(f"min/max apply to integer and float columns, not {self.type}")
+        if self.categories and self.type != "string":
+            raise ValueError(f"categories apply to string columns, not {self.type}")
+        return self
 
     def column(self) -> Column:
         return Column(

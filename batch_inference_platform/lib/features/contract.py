@@ -102,10 +102,6 @@ class Contract:
         keys = set(self.key_names) | set(self.partitioning.columns)
         return self.key + tuple(c for c in self.columns if c.name not in keys)
 
-    @property
-    def feature_names(self) -> list[str]:
-        return [c.name for c in self.columns if c.name not in self.identity]
-
     def validated_schema(self) -> pa.Schema:
         """The Arrow schema of a validated partition: keys, partition column, features."""
         fields = [pa.field(c.name, c.kind.canonical, nullable=False) for c in self.key]
@@ -119,9 +115,6 @@ class Contract:
             if c.name not in self.identity
         ]
         return pa.schema(fields)
-
-    def with_columns(self, columns: tuple[Column, ...]) -> Contract:
-        return Contract(self.key, self.partitioning, columns)
 
 
 def columns_from_signature(inputs: Mapping[str, tuple[str, bool]]) -> tuple[Column, ...]:
