@@ -31,7 +31,7 @@ SPARK_JOB_MODULE = "spark_jobs.score_partitions"
 
 
 class ScoringEngineResource(dg.ConfigurableResource, ABC):
-    """Scores the partitions of a ``ScoringRequest`` and reports what it committed and what failed."""
+    """Scores the partitions of a ``ScoringRequest``; reports what it committed and what failed."""
 
     @abstractmethod
     def score(
@@ -49,7 +49,7 @@ class ScoringEngineResource(dg.ConfigurableResource, ABC):
 
 
 class LocalEngineResource(ScoringEngineResource):
-    """In-process scoring: the model is loaded once, each partition streams into one Delta commit."""
+    """In-process scoring: the model loads once, each partition streams into one Delta commit."""
 
     def score(
         self,
