@@ -38,9 +38,10 @@ from batch_inference_platform.defs.realtime.assets import (
     customer_activity_windows,
     realtime_job,
 )
-from batch_inference_platform.defs.resources.from_settings import build_resources, lake
+from batch_inference_platform.defs.resources.from_settings import build_resources
 from batch_inference_platform.lib.deployments.folder import read_deployments
 from batch_inference_platform.lib.deployments.spec import Deployment
+from batch_inference_platform.lib.lake.layout import LakeLayout
 
 DEPLOYMENTS_MODULE = "batch_inference_platform.defs.deployments"
 
@@ -53,7 +54,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     app = settings.application
     declared = read_deployments(settings.project_root, app.deployments_dir, lake_root=app.lake.root)
     try:
-        check_together(list(declared.values()), lake(settings).layout)
+        tables = LakeLayout(app.lake.root, None, app.lake.archive_root)  # URIs, no credentials
+        check_together(list(declared.values()), tables)
     except ValueError as error:
         raise SettingsError(f"{app.deployments_dir or DEPLOYMENTS_MODULE}: {error}") from None
     insights = realtime_deployment(settings, declared)

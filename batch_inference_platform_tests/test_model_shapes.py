@@ -234,7 +234,7 @@ def _deployment(
             "contract": shapes.contract(inputs),
         },
         ENGINE=engine,
-        REALTIME__DEPLOYMENT=name,
+        REALTIME__DEPLOYMENT="",  # insights need a probability: none for these shapes
     )
     return replace(platform, deployment_name=name)
 
