@@ -29,6 +29,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from batch_inference_platform.lib.deployments.spec import check_owners
 from batch_inference_platform.lib.messaging.settings import KafkaConfig
 from batch_inference_platform.lib.messaging.topics import Topics
 from batch_inference_platform.lib.quartz import quartz_to_cron
@@ -426,6 +427,16 @@ class ApplicationSettings(_Section):
     realtime: RealtimeSettings
     scheduling: SchedulingSettings
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
+    owners: list[str] = Field(
+        default_factory=list,
+        description="Who answers for the platform's assets and, unless a deployment names its "
+        "own, every deployment's: email addresses or team:<name>.",
+    )
+
+    @field_validator("owners")
+    @classmethod
+    def _owners(cls, owners: list[str]) -> list[str]:
+        return check_owners(owners)
 
 
 class _ApplicationFile(_Section):

@@ -14,9 +14,11 @@ import dagster as dg
 from batch_inference_platform.config import Settings, SettingsError, load_settings
 from batch_inference_platform.defs.building import building_with
 from batch_inference_platform.defs.deployment_checks import check_realtime, check_together
+from batch_inference_platform.defs.deployment_graph import placed_assets
 from batch_inference_platform.defs.inference.client_jobs import client_inference_job
 from batch_inference_platform.defs.inference.request_sensor import client_request_sensor
 from batch_inference_platform.defs.maintenance.assets import (
+    MAINTENANCE_KEY,
     build_lake_maintenance,
     build_maintenance_schedule,
     lake_maintenance_job,
@@ -33,6 +35,8 @@ from batch_inference_platform.defs.monitoring.sla import (
     sla_report_schedule,
 )
 from batch_inference_platform.defs.realtime.assets import (
+    INSIGHTS_KEY,
+    WINDOWS_KEY_ASSET,
     build_customer_insights,
     build_realtime_schedule,
     customer_activity_windows,
@@ -59,13 +63,16 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     except ValueError as error:
         raise SettingsError(f"{app.deployments_dir or DEPLOYMENTS_MODULE}: {error}") from None
     insights = realtime_deployment(settings, declared)
+    platform_assets = [
+        customer_activity_windows,
+        *([build_customer_insights(insights)] if insights else []),
+        sla_report,
+        build_lake_maintenance(list(declared.values())),
+    ]
     platform = dg.Definitions(
-        assets=[
-            customer_activity_windows,
-            *([build_customer_insights(insights)] if insights else []),
-            sla_report,
-            build_lake_maintenance(list(declared.values())),
-        ],
+        assets=placed_assets(
+            platform_assets, platform_table_uris(settings, declared), settings.application.owners
+        ),
         jobs=[client_inference_job, realtime_job, sla_report_job, lake_maintenance_job],
         schedules=[
             build_realtime_schedule(settings.application.realtime.cron),
@@ -73,8 +80,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             build_maintenance_schedule(settings.application.maintenance.cron),
         ],
         sensors=[
-            client_request_sensor,
-            *JOB_STATUS_SENSORS,
+            *kafka_sensors(settings),
             run_metrics_on_success,
             run_metrics_on_failure,
             job_failure_alerts,
@@ -82,6 +88,42 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         resources=build_resources(settings),
     )
     return dg.Definitions.merge(deployments, platform)
+
+
+def platform_table_uris(
+    settings: Settings, declared: dict[str, Deployment]
+) -> dict[dg.AssetKey, list[str]]:
+    """The tables each platform asset writes: the real-time tables, and for lake maintenance
+    every deployment's and the platform's."""
+    lake = settings.application.lake
+    layout = LakeLayout(lake.root, None, lake.archive_root)  # URIs only, no credentials
+    realtime = [layout.realtime_events.uri, layout.realtime_aggregates.uri]
+    owned = [layout.deployment(d) for d in declared.values()]
+    return {
+        WINDOWS_KEY_ASSET: realtime,
+        INSIGHTS_KEY: [layout.realtime_insights.uri],
+        MAINTENANCE_KEY: [
+            *realtime,
+            layout.realtime_insights.uri,
+            layout.catalog.uri,
+            *(t.uri for own in owned for t in (own.validated, own.predictions)),
+            *(own.archived_features.uri for own in owned),
+        ],
+    }
+
+
+def kafka_sensors(settings: Settings) -> list[dg.SensorDefinition]:
+    """The client-request and job-status sensors, only while Kafka is configured.
+
+    The request sensor launches runs from ``batch-inference-input`` alone (the job store only
+    vouches for a message); jobs the API accepts without a broker wait in its outbox, which
+    only the relay publishes once ``kafka.bootstrap-servers`` is set - and that reloads the
+    code location with the sensor. The status sensors follow runs of ``client_inference_job``,
+    which only the request sensor launches with a job id.
+    """
+    if not settings.application.kafka.bootstrap_servers:
+        return []
+    return [client_request_sensor, *JOB_STATUS_SENSORS]
 
 
 def realtime_deployment(settings: Settings, declared: dict[str, Deployment]) -> Deployment | None:

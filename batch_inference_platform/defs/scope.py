@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
 
 from batch_inference_platform.lib.deployments.partitioning import Partitioning, PartitionKind
 from batch_inference_platform.lib.deployments.spec import Deployment
+
+PLATFORM_GROUP = "platform"
+"""The group of what all deployments share (real-time insights, SLA report, lake upkeep);
+each deployment has a group of its own, named after it."""
+
+
+AZURE_SCHEMES = ("az://", "abfs://", "abfss://", "azure://")
+"""Table URIs on Azure Data Lake Storage (as delta-rs reads them)."""
+
+
+def on_azure(uri: str) -> bool:
+    """Whether the table at ``uri`` lives on ADLS."""
+    return uri.lower().startswith(AZURE_SCHEMES)
+
+
+def placed(spec: dg.AssetSpec, uris: Iterable[str], owners: Sequence[str]) -> dg.AssetSpec:
+    """``spec`` owned by ``owners``, with the storage kind ``azure`` exactly when one of the
+    tables it writes (``uris``) lives on ADLS (other kinds as declared)."""
+    kinds = set(spec.kinds) - {"azure"}
+    if any(on_azure(uri) for uri in uris):
+        kinds.add("azure")
+    return spec.replace_attributes(owners=list(owners), kinds=kinds)
 
 
 def partitions_def(partitioning: Partitioning) -> dg.PartitionsDefinition | None:

@@ -29,7 +29,7 @@ def build_archived_features(scope: DeploymentScope) -> dg.AssetsDefinition:
         partitions_def=scope.partitions_def,
         backfill_policy=scope.backfill_policy,
         group_name=scope.group,
-        kinds={"deltalake", "azure"},
+        kinds={"deltalake"},  # and "azure" when the archive is on ADLS (deployment_graph)
         description=f"{deployment.name}: raw feature partitions that were scored, copied to the "
         "archive (another container or tier on ADLS) and kept for lake.archive-retention.",
     )

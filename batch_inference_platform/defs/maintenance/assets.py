@@ -22,6 +22,7 @@ import dagster as dg
 from batch_inference_platform.defs.inference.client_jobs import OUTPUT_ASSET_PREFIX
 from batch_inference_platform.defs.metadata import TenantOutputMetadata
 from batch_inference_platform.defs.resources import LakeResource, MaintenanceResource
+from batch_inference_platform.defs.scope import PLATFORM_GROUP
 from batch_inference_platform.lib.deployments.spec import Deployment
 from batch_inference_platform.lib.lake.maintenance import (
     TableMaintenance,
@@ -57,7 +58,7 @@ def build_lake_maintenance(deployments: Sequence[Deployment]) -> dg.AssetsDefini
 
     @dg.asset(
         key=MAINTENANCE_KEY,
-        group_name="operations",
+        group_name=PLATFORM_GROUP,
         kinds={"deltalake"},
         description="Compacts and vacuums every Delta table the platform writes (of the "
         f"deployments {names} and the platform's): files no version needs (replaced "

@@ -44,6 +44,7 @@ from batch_inference_platform.defs.monitoring.runs import (
 )
 from batch_inference_platform.defs.resources import SlaTargetsResource
 from batch_inference_platform.defs.resources.client_requests import CLIENT_JOB
+from batch_inference_platform.defs.scope import PLATFORM_GROUP
 from batch_inference_platform.lib.sla import (
     FAILURE,
     SUCCESS,
@@ -66,7 +67,7 @@ _FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]
 
 @dg.asset(
     key=SLA_REPORT_KEY,
-    group_name="operations",
+    group_name=PLATFORM_GROUP,
     description=(
         "How the scoring runs of every deployment and the client jobs of the last days "
         "(window: SlaTargetsResource.window_days) meet performance.sla-targets: share of runs "

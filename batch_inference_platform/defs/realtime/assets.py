@@ -19,7 +19,7 @@ from batch_inference_platform.defs.resources import (
     ModelRegistryResource,
     RealtimeResource,
 )
-from batch_inference_platform.defs.scope import DeploymentScope
+from batch_inference_platform.defs.scope import PLATFORM_GROUP, DeploymentScope
 from batch_inference_platform.defs.validation.assets import contract_of
 from batch_inference_platform.lib.deployments.spec import Deployment
 from batch_inference_platform.lib.lake.tables import snapshot, table_schema
@@ -60,7 +60,7 @@ AGGREGATES_VERSION_KEY = "bip.aggregates_version"
 
 @dg.asset(
     key=WINDOWS_KEY_ASSET,
-    group_name="realtime",
+    group_name=PLATFORM_GROUP,
     kinds={"kafka", "deltalake"},
     description="Journey, transaction and credit-decision events aggregated per customer in "
     "tumbling windows (Delta, partitioned by window); malformed events go to the dead letter "
@@ -181,7 +181,7 @@ def build_customer_insights(deployment: Deployment) -> dg.AssetsDefinition:
     @dg.asset(
         key=INSIGHTS_KEY,
         deps=[WINDOWS_KEY_ASSET, DeploymentScope(deployment).model_versions],
-        group_name="realtime",
+        group_name=PLATFORM_GROUP,
         kinds={"mlflow", "redis", "kafka"},
         description="Per-customer insights of the changed windows: risk from "
         f"{deployment.name}'s serving model, activity, next best action; published to the "
@@ -263,7 +263,9 @@ SINGLETON_TAG = "bip/singleton"
 
 realtime_job = dg.define_asset_job(
     "realtime_insights_job",
-    selection=dg.AssetSelection.groups("realtime"),  # insights only where a deployment serves them
+    # The windows and, where a deployment serves them, the insights computed from them.
+    selection=dg.AssetSelection.assets(WINDOWS_KEY_ASSET).downstream(depth=1)
+    & dg.AssetSelection.groups(PLATFORM_GROUP),
     tags={SINGLETON_TAG: "realtime"},  # offsets and windows advance one run at a time
     description="Consume the event topics, update the windows, publish insights and the cache.",
 )

@@ -22,6 +22,21 @@ from batch_inference_platform.lib.features.contract import Column, Contract, Kin
 from batch_inference_platform.lib.scoring.outputs import OutputKind, OutputSpec
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+_OWNER_EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Z|a-z]{2,7}\b")
+"""Dagster's test of an owner's email address (``dagster._core.utils.is_valid_email``)."""
+
+
+def check_owners(owners: list[str]) -> list[str]:
+    """Owners as Dagster takes them: each an email address or ``team:<name>``, once each."""
+    for owner in owners:
+        if not (_OWNER_EMAIL.fullmatch(owner) or (owner.startswith("team:") and len(owner) > 5)):
+            raise ValueError(
+                f"owner {owner!r} is neither an email address nor a team (team:<name>)"
+            )
+    repeated = sorted({owner for owner in owners if owners.count(owner) > 1})
+    if repeated:
+        raise ValueError(f"owners named more than once: {', '.join(repeated)}")
+    return owners
 
 
 class _Strict(BaseModel):
@@ -195,6 +210,16 @@ class DeploymentSpec(_Strict):
     rescore_partitions: int | None = Field(
         default=None, description="Recent partitions re-scored when the alias moves (>= 1)."
     )
+    owners: list[str] | None = Field(
+        default=None,
+        description="Who answers for the deployment's assets: email addresses or team:<name>; "
+        "default: batch-inference.owners of application.yml.",
+    )
+
+    @pydantic.field_validator("owners")
+    @classmethod
+    def _owners(cls, owners: list[str] | None) -> list[str] | None:
+        return None if owners is None else check_owners(owners)
 
     @pydantic.field_validator("name")
     @classmethod
@@ -242,6 +267,7 @@ class DeploymentSpec(_Strict):
             checks={k: v for k, v in self.checks.model_dump().items() if v is not None},
             rescore_partitions=self.rescore_partitions,
             generator=self.source.generator,
+            owners=tuple(self.owners) if self.owners is not None else None,
         )
 
 
@@ -266,6 +292,8 @@ class Deployment:
     checks: dict[str, float | int] = field(default_factory=dict)
     rescore_partitions: int | None = None
     generator: str | None = None
+    owners: tuple[str, ...] | None = None
+    """None: the platform's owners (``batch-inference.owners``)."""
 
     @property
     def identity(self) -> list[str]:
