@@ -17,6 +17,7 @@ import sys
 import tempfile
 import textwrap
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,6 +192,25 @@ def test_second_compile_is_served_from_the_cache_without_sampling(
     np.testing.assert_allclose(
         second.predict(data.fresh), _lgb(booster)(data.fresh), rtol=0, atol=TOLERANCE
     )
+
+
+def test_compile_metadata_says_whether_a_use_paid_for_the_compile(
+    lightgbm_compiled: LightGBMCompiled,
+) -> None:
+    """A use (a step) that began before this process compiled the model paid the compile; one
+    that began after it was served by the process's cache; the disk cache serves everyone.
+    The original compile's seconds stay in the manifest either way."""
+    first, second = lightgbm_compiled.first, lightgbm_compiled.second
+    assert first.compiled_at is not None
+    during = first.compiled_at  # a step that started as the compile began
+    after = time.perf_counter()  # a later run in the same process (the demo's days 2 and 3)
+    assert first.served_from_cache(during) is False
+    assert first.compile_seconds_now(during) == first.manifest.compile_seconds > 0
+    assert first.served_from_cache(after) is True
+    assert first.compile_seconds_now(after) == 0.0
+    assert second.served_from_cache(during) is True
+    assert second.compile_seconds_now(during) == 0.0
+    assert second.manifest.compile_seconds == first.manifest.compile_seconds
 
 
 def test_another_process_reuses_the_cache(

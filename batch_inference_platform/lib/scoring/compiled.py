@@ -54,12 +54,36 @@ class Manifest:
 
 @dataclass(frozen=True)
 class CompiledModel:
-    """A verified compiled predictor, or the reason the native model is used instead."""
+    """A verified compiled predictor, or the reason the native model is used instead.
+
+    One object may serve many runs: processes keep loaded scorers (``lib/registry/loader.py``),
+    so a run whose step started after the compile was served by this process's cache.
+    ``served_from_cache(since)`` and ``compile_seconds_now(since)`` say what a use that began at
+    ``since`` paid; ``manifest.compile_seconds`` is the original compile's, whenever it was.
+    """
 
     manifest: Manifest
     predict: Predict | None
     cache_dir: Path
     from_cache: bool
+    """The entry was found in the on-disk cache when this object was made."""
+    compiled_at: float | None = None
+    """``time.perf_counter()`` when this process started compiling it (None: it did not)."""
+
+    def served_from_cache(self, since: float) -> bool:
+        """Whether a use that began at ``since`` (a ``time.perf_counter()`` reading, e.g. a
+        step's start) found the model compiled: on disk, or by this process before ``since``.
+        False for a model compiled (or refused) since then, and for one never compiled."""
+        if self.from_cache:
+            return True
+        return self.compiled_at is not None and self.compiled_at < since
+
+    def compile_seconds_now(self, since: float) -> float:
+        """Seconds a use that began at ``since`` spent compiling: the manifest's when this
+        process compiled the model since then, else 0 (a cache served it, or none was tried)."""
+        if self.compiled_at is None or self.compiled_at < since:
+            return 0.0
+        return self.manifest.compile_seconds
 
 
 _CHUNK_BYTES = 1 << 20
@@ -154,19 +178,20 @@ def compile_model(
             reason = f"{compiler} scores differ from native by {diff:.3g} (> {TOLERANCE:g})"
             manifest = Manifest(compiler, False, reason, seconds, diff, DEFAULT_BATCH_ROWS)
             shutil.rmtree(staging, ignore_errors=True)
-            return _store(entry, manifest, None)
+            return _store(entry, manifest, None, compiled_at=started)
         batch_rows = fastest_batch_rows(predictor, rows)
         reason = f"{compiler} verified on {len(rows)} rows (max |diff| {diff:.1g})"
         manifest = Manifest(compiler, True, reason, seconds, diff, batch_rows)
         (staging / "manifest.json").write_text(json.dumps(asdict(manifest)))
         _publish(staging, entry)
-        return CompiledModel(manifest, _load(compiler, entry, threads), entry, from_cache=False)
+        predictor = _load(compiler, entry, threads)
+        return CompiledModel(manifest, predictor, entry, from_cache=False, compiled_at=started)
     except Exception as error:  # a failed compile leaves the native model serving, and says why
         # Not cached: a missing toolchain or package is fixed by installing it, not by a purge.
         shutil.rmtree(staging, ignore_errors=True)
         reason = f"{compiler} compilation failed: {type(error).__name__}: {error}"
         manifest = Manifest(compiler, False, reason, 0.0, None, DEFAULT_BATCH_ROWS)
-        return CompiledModel(manifest, None, entry, from_cache=False)
+        return CompiledModel(manifest, None, entry, from_cache=False, compiled_at=started)
 
 
 def fastest_batch_rows(predict: Predict, sample: np.ndarray) -> int:
@@ -248,12 +273,14 @@ def _load(engine: str, directory: Path, threads: int) -> Predict:
     return predict
 
 
-def _store(entry: Path, manifest: Manifest, predict: Predict | None) -> CompiledModel:
+def _store(
+    entry: Path, manifest: Manifest, predict: Predict | None, *, compiled_at: float
+) -> CompiledModel:
     """Record a refusal too, so the next run does not pay for the same failed attempt."""
     staging = Path(tempfile.mkdtemp(prefix=".compiling-", dir=_ensure(entry.parent)))
     (staging / "manifest.json").write_text(json.dumps(asdict(manifest)))
     _publish(staging, entry)
-    return CompiledModel(manifest, predict, entry, from_cache=False)
+    return CompiledModel(manifest, predict, entry, from_cache=False, compiled_at=compiled_at)
 
 
 def _publish(staging: Path, entry: Path) -> None:
