@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 AZURITE_VERSION := 3.35.0
 AZURITE_BLOB ?= $(CURDIR)/.ci/node/node_modules/.bin/azurite-blob
 
-.PHONY: venv demo test services azurite dev lint clean bench api
+.PHONY: venv demo test services azurite chromium dev lint clean bench api
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -29,7 +29,7 @@ demo: venv
 	$(VENV)/bin/batch-inference demo --days $(DAYS) --rows $(ROWS)
 
 ## The test suite (what CI runs), after installing and starting the servers it needs.
-test: venv services azurite
+test: venv services azurite chromium
 	AZURITE_BLOB=$(AZURITE_BLOB) $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 ## PostgreSQL and Redis on loopback: installed (apt-get, as root) and started where missing.
@@ -40,6 +40,10 @@ azurite:
 ifeq ($(origin AZURITE_BLOB),file)
 	bash .ci/azurite $(AZURITE_VERSION)
 endif
+
+## Headless Chromium + chromedriver from Debian's packages for the browser test (apt-get, as root).
+chromium:
+	bash .ci/chromium
 
 ## The Dagster UI on the demo's instance (http://127.0.0.1:3000).
 dev: venv
