@@ -5,6 +5,9 @@ atomically with the run requests: nothing is skipped, and a message delivered tw
 nothing new because the run key is the job id. Only jobs accepted by the API (present in the
 job store) run; a cancelled job's queued or running run is cancelled here too. Each run is
 tagged with its tenant, job id, deployment and ``dagster/priority``.
+
+It is defined only while Kafka is configured (``definitions.kafka_sensors``): it reads nothing
+but the topic, and jobs the API accepts without a broker wait in its outbox until one is set.
 """
 
 import datetime as dt

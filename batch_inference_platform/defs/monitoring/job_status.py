@@ -1,6 +1,7 @@
 """Client jobs' status changes back to the client: the job store (what GET shows) and, through
 its outbox, the status, output and error topics - so a client learns of completion without
-polling. Deliveries are idempotent: a status already recorded adds nothing."""
+polling. Deliveries are idempotent: a status already recorded adds nothing. Defined only while
+Kafka is configured: the runs they follow are launched by ``client_request_sensor`` alone."""
 
 import datetime as dt
 from collections.abc import Sequence
