@@ -32,8 +32,21 @@ class DeploymentJobs:
         return [job for job in (self.score, self.rescore, self.generate, self.train) if job]
 
 
+DEPLOYMENT_EXECUTOR = dg.in_process_executor
+"""How a deployment job's steps run: one after another in the run's own process.
+
+A partition's graph is a chain (validate -> model -> score -> catalog -> archive) and one run
+covers a range, so its steps never run side by side. Dagster's default multiprocess executor
+starts a fresh Python per step, each importing the platform again (9-17 s per step on two busy
+cores); a forkserver preloading the definitions pays that import once more per run and then
+forks a process whose delta-rs (tokio) runtime panics. In process, a launched run pays the
+import once (its run worker), steps start in under a second, and the scoring step keeps the
+model ``model_versions`` loaded. Measured: docs/performance.md "Launched runs"."""
+
+
 def build_jobs(scope: DeploymentScope, *, generated: bool) -> DeploymentJobs:
-    """``<name>__score_partition_job`` and friends, over the deployment's partitions."""
+    """``<name>__score_partition_job`` and friends, over the deployment's partitions; each
+    runs its steps in the run's process (``DEPLOYMENT_EXECUTOR``)."""
     name = scope.name
     partitions = scope.partitions_def
     score_keys = [scope.validated, scope.model_versions, scope.predictions, scope.catalog]
@@ -44,6 +57,7 @@ def build_jobs(scope: DeploymentScope, *, generated: bool) -> DeploymentJobs:
             scope.job_name("score_partition_job"),
             selection=dg.AssetSelection.assets(*score_keys),
             partitions_def=partitions,
+            executor_def=DEPLOYMENT_EXECUTOR,
             description=f"{name}: validate, resolve the serving model, score, catalog and "
             "archive one partition.",
         ),
@@ -53,6 +67,7 @@ def build_jobs(scope: DeploymentScope, *, generated: bool) -> DeploymentJobs:
                 scope.model_versions, scope.predictions, scope.catalog
             ),
             partitions_def=partitions,
+            executor_def=DEPLOYMENT_EXECUTOR,
             description=f"{name}: re-score already validated partitions with the serving model "
             "(after a promotion); one run covers a range and loads the model once.",
         ),
@@ -60,6 +75,7 @@ def build_jobs(scope: DeploymentScope, *, generated: bool) -> DeploymentJobs:
             scope.job_name("generate_features_job"),
             selection=dg.AssetSelection.assets(scope.features),
             partitions_def=partitions,
+            executor_def=DEPLOYMENT_EXECUTOR,
             description=f"Locally: generate {name}'s synthetic features for a partition.",
         )
         if generated
@@ -67,6 +83,7 @@ def build_jobs(scope: DeploymentScope, *, generated: bool) -> DeploymentJobs:
         train=dg.define_asset_job(
             scope.job_name("train_demo_model_job"),
             selection=dg.AssetSelection.assets(scope.demo_model),
+            executor_def=DEPLOYMENT_EXECUTOR,
             description=f"Locally: train {name}'s demo model and give it the serving alias.",
         )
         if generated
