@@ -27,8 +27,10 @@ from typing import TypeVar
 import dagster as dg
 import pytest
 import yaml
+from dagster._core.run_coordinator.queued_run_coordinator import QueuedRunCoordinator
 
 from batch_inference_platform.lib.instance_yaml import (
+    LOCAL_DEQUEUE_SECONDS,
     RUN_MONITORING,
     instance_yaml,
     local_instance_yaml,
@@ -267,6 +269,17 @@ def test_the_shipped_instances_monitor_runs_within_a_minute() -> None:
     assert 2 * poll < DETECTION_LIMIT_SECONDS  # code-server absence takes two polls
     assert RUN_MONITORING["start_timeout_seconds"] + poll <= DETECTION_LIMIT_SECONDS
     assert RUN_MONITORING["cancel_timeout_seconds"] + poll <= DETECTION_LIMIT_SECONDS
+
+
+def test_the_local_instance_launches_queued_runs_within_a_second(tmp_path: Path) -> None:
+    """A run launched from the UI waits at most LOCAL_DEQUEUE_SECONDS in the local queue
+    (Dagster's default poll is 5 s), with the worker-checking launcher."""
+    (tmp_path / "dagster.yaml").write_text(local_instance_yaml())
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        coordinator = instance.run_coordinator
+        assert isinstance(coordinator, QueuedRunCoordinator)
+        assert coordinator.dequeue_interval_seconds == LOCAL_DEQUEUE_SECONDS == 1
+        assert type(instance.run_launcher).__name__ == "WorkerHealthRunLauncher"
 
 
 def test_a_killed_local_worker_fails_its_run(tmp_path: Path, processes: Processes) -> None:
