@@ -246,12 +246,11 @@ def run_demo(
 
     import dagster as dg
 
-    from batch_inference_platform.definitions import build_definitions
     from batch_inference_platform.defs.scope import DeploymentScope
     from batch_inference_platform.lib.deployments.folder import read_deployments
 
-    defs = build_definitions(settings)
     instance = dg.DagsterInstance.get()
+    defs = WorkspaceJobs(instance, settings.project_root)
     started = time.perf_counter()
     summaries: list[PartitionSummary] = []
     app = settings.application
@@ -270,7 +269,6 @@ def run_demo(
         for key in chosen:
             _run(
                 defs,
-                instance,
                 scope.job_name("generate_features_job"),
                 key,
                 {"ops": {_op(scope.features): {"config": {"rows": rows}}}},
@@ -279,14 +277,13 @@ def run_demo(
         trained = time.perf_counter()
         _run(
             defs,
-            instance,
             scope.job_name("train_demo_model_job"),
             None,
             {"ops": {_op(scope.demo_model): {"config": training}}},
         )
         print(f"{name}: demo model ready in {time.perf_counter() - trained:.1f}s")
         for key in chosen:
-            result = _run(defs, instance, scope.job_name("score_partition_job"), key, {})
+            result = _run(defs, scope.job_name("score_partition_job"), key, {})
             summaries.append(_summarize(scope, key or "all", result))
     _print_summary(summaries, time.perf_counter() - started, settings)
     return 0 if summaries and all(s.ok for s in summaries) else 1
@@ -315,11 +312,97 @@ def _op(key: dg.AssetKey) -> str:
     return "__".join(key.path)
 
 
-def _run(defs, instance, job: str, partition: str | None, run_config: dict):
-    return defs.resolve_job_def(job).execute_in_process(
-        run_config={**run_config, **QUIET_LOGS},
-        instance=instance,
-        partition_key=partition,
+LOCATION = "batch_inference_platform"
+"""The code location's name in ``workspace.yaml`` (what ``make dev`` serves)."""
+MODULE = "batch_inference_platform.definitions"
+
+
+class WorkspaceJobs:
+    """The workspace's code location (``workspace.yaml``: ``LOCATION``, module ``MODULE``),
+    loaded in this process, whose jobs run here as ``dagster job launch`` records a run: with
+    the location's origin and job snapshot. So ``make dev`` shows the demo's runs on the job's
+    page and timeline, and re-executes them as runs of the job it serves - no server needed.
+
+    Each run executes in this process (``execute_run``) with the job's executor: the
+    deployment jobs' in-process executor, so model and compile caches carry across runs."""
+
+    def __init__(self, instance: dg.DagsterInstance, project_root: Path) -> None:
+        from dagster._core.remote_origin import InProcessCodeLocationOrigin
+        from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+        self.instance = instance
+        origin = InProcessCodeLocationOrigin(
+            LoadableTargetOrigin(
+                executable_path=sys.executable,
+                module_name=MODULE,
+                working_directory=str(project_root),
+            ),
+            location_name=LOCATION,
+        )
+        self.location = origin.create_location(instance)
+        (self.repository,) = self.location.get_repositories().values()
+
+    def run(
+        self,
+        job: str,
+        partition: str | None,
+        run_config: dict,
+        *,
+        raise_on_error: bool = True,
+    ) -> dg.ExecutionResult:
+        """Create ``job``'s run (for ``partition``) as the location's and execute it here."""
+        import dagster as dg
+        from dagster._core.definitions.selector import JobSubsetSelector
+        from dagster._core.execution.api import execute_run
+        from dagster._core.origin import JobPythonOrigin
+        from dagster._utils.hosted_user_process import recon_job_from_origin
+
+        selector = JobSubsetSelector(
+            location_name=self.location.name,
+            repository_name=self.repository.name,
+            job_name=job,
+            op_selection=None,
+        )
+        remote_job = self.location.get_job(selector)
+        plan = self.location.get_execution_plan(
+            remote_job,
+            run_config,
+            step_keys_to_execute=None,
+            known_state=None,
+            instance=self.instance,
+        ).execution_plan_snapshot
+        tags = {**remote_job.tags, **({"dagster/partition": partition} if partition else {})}
+        origin: JobPythonOrigin = remote_job.get_python_origin()
+        created = self.instance.create_run(
+            job_name=job,
+            run_id=None,
+            run_config=run_config,
+            resolved_op_selection=None,
+            step_keys_to_execute=plan.step_keys_to_execute,
+            op_selection=None,
+            status=dg.DagsterRunStatus.NOT_STARTED,
+            root_run_id=None,
+            parent_run_id=None,
+            tags=tags,
+            job_snapshot=remote_job.job_snapshot,
+            execution_plan_snapshot=plan,
+            parent_job_snapshot=remote_job.parent_job_snapshot,
+            remote_job_origin=remote_job.get_remote_origin(),
+            job_code_origin=origin,
+            asset_selection=None,
+            asset_check_selection=None,
+            asset_graph=self.repository.asset_graph,
+        )
+        return execute_run(
+            recon_job_from_origin(origin), created, self.instance, raise_on_error=raise_on_error
+        )
+
+
+def _run(defs: WorkspaceJobs, job: str, partition: str | None, run_config: dict):
+    return defs.run(
+        job,
+        partition,
+        {**run_config, **QUIET_LOGS},
         # A scoring run may fail a blocking check; the summary reports it instead of a trace.
         raise_on_error=not job.endswith("score_partition_job"),
     )
