@@ -26,10 +26,11 @@ import pyarrow.dataset as ds
 
 from batch_inference_platform.lib.features.synthetic import CREDIT_FEATURES as MODEL_FEATURES
 from batch_inference_platform.lib.features.synthetic import FIRST_CUSTOMER_ID, KEY_COLUMN
+from batch_inference_platform.lib.lake.layout import LakeLayout
 from batch_inference_platform.lib.lake.tables import DeltaLocation, snapshot
 from batch_inference_platform.lib.registry.client import ModelRegistry
 from batch_inference_platform.lib.scoring.outputs import OutputKind, OutputSpec
-from benchmarks.workspace import ALIAS, DAY, KEY, MODELS, Workspace
+from benchmarks.workspace import ALIAS, DAY, KEY, MODELS, REPO, Workspace
 
 PROBABILITY = OutputSpec(OutputKind.PROBABILITY)
 SAMPLE_IDS = 1000
@@ -328,8 +329,53 @@ def dagster(space: Workspace, model: str) -> dict[str, Any]:
     }
 
 
-def _table_sample(space: Workspace, location: DeltaLocation) -> dict[str, float]:
-    """The sampled customers' scores, read with a filter (not the whole table)."""
+def launched(space: Workspace, model: str) -> dict[str, Any]:
+    """One partition's ``score_partition_job`` (validate, resolve the model, score, catalog,
+    archive) launched through GraphQL on a running ``dagster dev`` (``benchmarks/launched.py``)
+    and timed from queued to success. Its lake is its own (the bench's validated partition is
+    its source), its compiled-model cache the one the other ways share."""
+    from batch_inference_platform.config import load_settings
+    from benchmarks import launched as instance
+
+    lake = space.root / "launched_lake"
+    env = {
+        "BIP__BATCH_INFERENCE__DATA_DIR": str(space.root / "launched"),
+        "BIP__BATCH_INFERENCE__LAKE__ROOT": str(lake),
+        "BIP__BATCH_INFERENCE__MLFLOW__TRACKING_URI": space.tracking_uri,
+        "BIP__BATCH_INFERENCE__MLFLOW__ARTIFACT_ROOT": str(space.artifacts),
+        "BIP__BATCH_INFERENCE__DEPLOYMENTS_DIR": str(space.write_deployments(model, "launched")),
+    }
+    os.environ.update(env)
+    cache = load_settings().model_cache_dir
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    if not cache.exists():
+        cache.symlink_to(space.model_cache)
+    deployment = space.deployment(model)
+    job = f"{deployment.name}__score_partition_job"
+    log = space.root / f"launched_{model}.log"
+    with instance.running_instance(env, REPO, log) as client:
+        run_id = instance.launch_partition(client, job, KEY)
+        status, phases = instance.wait_for_run(client, run_id)
+    if status != "SUCCESS":
+        raise RuntimeError(f"launched run {run_id} ended {status}; dagster dev log: {log}")
+    target = DeltaLocation(str(space.output("launched", model)))
+    quarantine = LakeLayout(str(lake)).deployment(deployment).quarantine
+    return {
+        "seconds": phases.total,
+        "rows": snapshot(target, deployment.partitioning).count(KEY),
+        "quarantined": snapshot(quarantine, deployment.partitioning).count(KEY),
+        "quarantined_sample": sorted(_table_sample(space, quarantine, score=None)),
+        "phases": phases.breakdown(),
+        "steps": {s["stepKey"]: round(s["endTime"] - s["startTime"], 2) for s in phases.steps},
+        "sample": _table_sample(space, target),
+    }
+
+
+def _table_sample(
+    space: Workspace, location: DeltaLocation, score: str | None = "score"
+) -> dict[str, float]:
+    """The sampled customers' scores, read with a filter (not the whole table); with no
+    ``score`` column, the sampled customers the table holds (each 0.0)."""
     partitioning = space.partitioning
     assert partitioning.column is not None  # credit_risk is partitioned by day
     wanted = (ds.field(partitioning.column) == partitioning.scalar(KEY)) & (
@@ -337,10 +383,10 @@ def _table_sample(space: Workspace, location: DeltaLocation) -> dict[str, float]
     )
     ids, scores = [np.empty(0, np.int64)], [np.empty(0)]
     for batch in snapshot(location, partitioning).dataset.to_batches(
-        columns=[KEY_COLUMN, "score"], filter=wanted
+        columns=[KEY_COLUMN, *([score] if score else [])], filter=wanted
     ):
         ids.append(batch.column(KEY_COLUMN).to_numpy())
-        scores.append(batch.column("score").to_numpy())
+        scores.append(batch.column(score).to_numpy() if score else np.zeros(batch.num_rows))
     return sample_scores(np.concatenate(ids), np.concatenate(scores))
 
 
@@ -351,6 +397,7 @@ WAYS: dict[str, Callable[[Workspace, str], dict[str, Any]]] = {
     "engine": engine,
     "spark_job": spark_job,
     "dagster": dagster,
+    "launched": launched,
     "compile": compile_only,
 }
 

@@ -98,10 +98,10 @@ class Workspace:
         """The benchmark's credit_risk deployment serving ``model`` (see ``attributes``)."""
         return DeploymentSpec.model_validate(self.attributes(model)).resolve(REPO)
 
-    def attributes(self, model: str) -> dict[str, Any]:
+    def attributes(self, model: str, way: str = "dagster") -> dict[str, Any]:
         """The package's credit_risk ``defs.yaml`` attributes, changed for the benchmark: the
         model is MODELS[model]; the contract also declares the demo's string columns when the
-        model reads them (STRING_MODELS); the predictions go to ``output("dagster", model)``;
+        model reads them (STRING_MODELS); the predictions go to ``output(way, model)``;
         no schedule, and no demo generator: the validated partition is prepared here
         (validation is not what is measured), so it is the source table too (``model_versions``
         and the definitions' checks read only its schema there)."""
@@ -120,16 +120,18 @@ class Workspace:
         attributes["source"]["table"] = f"{self.layout.root}/validated/{DEPLOYMENT}"
         attributes["source"].pop("generator", None)
         attributes["model"] = {"name": MODELS[model], "alias": ALIAS}
-        attributes["output"]["table"] = str(self.output("dagster", model))
+        attributes["output"]["table"] = str(self.output(way, model))
         attributes.pop("schedule", None)
         return attributes
 
-    def write_deployments(self, model: str) -> Path:
+    def write_deployments(self, model: str, way: str = "dagster") -> Path:
         """A deployments folder holding only the benchmark's credit_risk for ``model`` (what
-        the ``dagster`` way loads as ``batch-inference.deployments-dir``)."""
+        the ``dagster`` and ``launched`` ways load as ``batch-inference.deployments-dir``)."""
         document = yaml.safe_load((DEFAULT_FOLDER / DEPLOYMENT / "defs.yaml").read_text())
-        document["attributes"] = self.attributes(model)
+        document["attributes"] = self.attributes(model, way)
         folder = self.root / "deployments" / model
+        if way != "dagster":
+            folder = self.root / "deployments" / way / model
         path = folder / DEPLOYMENT / "defs.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(document, sort_keys=False))
