@@ -125,6 +125,19 @@ def test_storage_kinds_follow_where_the_tables_live(
     assert "azure" not in _node(configured, "customer_activity_windows").kinds
 
 
+def test_on_a_lake_on_adls_every_table_is_of_kind_azure(tmp_path: Path) -> None:
+    for name in ("credit_risk", "churn"):
+        write_deployment(tmp_path / "deployments", name, {})
+    environ = _environ(tmp_path, LAKE__ROOT="abfss://lake@bipdemo.dfs.core.windows.net/bip")
+    defs = build_definitions(load_settings(environ=environ))
+    graph = defs.resolve_asset_graph()
+    kinds = {k.to_user_string(): set(graph.get(k).kinds) for k in graph.get_all_asset_keys()}
+    tables = {key for key, found in kinds.items() if "deltalake" in found}
+    assert {"credit_risk/predictions", "churn/feature_tables", "customer_insights"} <= tables
+    assert all("azure" in kinds[key] for key in tables), kinds
+    assert not any("azure" in kinds[key] for key in set(kinds) - tables), kinds
+
+
 def test_owners_come_from_the_settings_and_a_deployments_yaml(
     local: dg.Definitions, configured: dg.Definitions
 ) -> None:

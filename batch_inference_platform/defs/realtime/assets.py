@@ -182,7 +182,7 @@ def build_customer_insights(deployment: Deployment) -> dg.AssetsDefinition:
         key=INSIGHTS_KEY,
         deps=[WINDOWS_KEY_ASSET, DeploymentScope(deployment).model_versions],
         group_name=PLATFORM_GROUP,
-        kinds={"mlflow", "redis", "kafka"},
+        kinds={"mlflow", "redis", "kafka", "deltalake"},
         description="Per-customer insights of the changed windows: risk from "
         f"{deployment.name}'s serving model, activity, next best action; published to the "
         "insights topic and swapped atomically into the Redis cache.",
