@@ -20,13 +20,18 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import (
+    ElementClickInterceptedException,
+    StaleElementReferenceException,
+    TimeoutException,
+)
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -206,12 +211,25 @@ def mentions(text: str, count: int) -> bool:
 
 
 def open_partition(driver: webdriver.Chrome, url: str, day: dt.date) -> None:
-    """The predictions asset's Partitions tab, only materialized days listed, ``day`` clicked."""
+    """The predictions asset's Partitions tab, the list filtered by ``day``'s name, the day
+    clicked (again while the list re-renders) until the page says it is selected."""
     driver.get(f"{url}/assets/{CREDIT}/predictions?view=partitions")
-    missing = wait_for(driver, "//label[starts-with(normalize-space(), 'Missing (')]", "filter")
-    missing.click()  # hide the days never materialized: the range's days are then in view
-    day_xpath = f"//span[normalize-space()='{day.isoformat()}']"
-    wait_for(driver, day_xpath, f"partition {day} in the list").click()
+    name_filter = "//input[contains(@placeholder, 'Filter by name')]"
+    wait_for(driver, name_filter, "the partition filter").send_keys(day.isoformat())
+    day_xpath = f"//*[@title='{day.isoformat()}']/span"  # in the list, not the range's ends
+    wait_for(driver, day_xpath, f"partition {day} in the list")
+
+    def selected(driver: webdriver.Chrome) -> bool:
+        if f"partition={day.isoformat()}" in driver.current_url:
+            return True
+        with suppress(StaleElementReferenceException, ElementClickInterceptedException):
+            driver.find_element(By.XPATH, day_xpath).click()
+        return False
+
+    try:
+        WebDriverWait(driver, WAIT, poll_frequency=0.5).until(selected)
+    except TimeoutException:
+        raise AssertionError(f"could not select {day} at {driver.current_url}") from None
 
 
 def shown_row_count(driver: webdriver.Chrome, day: dt.date) -> str:

@@ -226,7 +226,7 @@ def capture(url: str, day: str, out: Path) -> None:
 
         driver.get(f"{url}/assets/{DEPLOYMENT}/predictions?view=partitions")
         visible("//label[starts-with(normalize-space(), 'Missing (')]").click()
-        visible(f"//span[normalize-space()='{day}']").click()
+        visible(f"//*[@title='{day}']/span").click()
         visible("//tr[td[1][normalize-space()='dagster/row_count']]/td[2]")
         save("predictions-asset.png")
 
