@@ -222,6 +222,9 @@ def capture(url: str, day: str, out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
         driver.get(f"{url}/locations/{LOCATION}/asset-groups/{DEPLOYMENT}/lineage")
         visible("//*[normalize-space(text())='predictions']")
+        visible("//*[normalize-space(text())='Hide navigation']").click()  # room for the graph
+        # One step closer: the nodes then show their checks, partitions and kinds.
+        visible("//*[@aria-label='zoom_in']/ancestor::button[1]").click()
         save("asset-graph.png")
 
         driver.get(f"{url}/assets/{DEPLOYMENT}/predictions?view=partitions")
