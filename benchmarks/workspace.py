@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import yaml
+from deltalake import write_deltalake
 from mlflow.models import infer_signature
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -46,7 +47,11 @@ from batch_inference_platform.lib.features.synthetic import (
 )
 from batch_inference_platform.lib.features.synthetic import CREDIT_FEATURES as MODEL_FEATURES
 from batch_inference_platform.lib.lake.layout import DeploymentTables, LakeLayout
-from batch_inference_platform.lib.lake.tables import count_partition, replace_partition
+from batch_inference_platform.lib.lake.tables import (
+    count_partition,
+    replace_partition,
+    table_schema,
+)
 from batch_inference_platform.lib.quality.rules import canonical_schema, to_canonical
 from batch_inference_platform.lib.registry.client import ModelNotFoundError, ModelRegistry
 from batch_inference_platform.lib.registry.training import ensure_experiment
@@ -102,9 +107,11 @@ class Workspace:
         """The package's credit_risk ``defs.yaml`` attributes, changed for the benchmark: the
         model is MODELS[model]; the contract also declares the demo's string columns when the
         model reads them (STRING_MODELS); the predictions go to ``output(way, model)``;
-        no schedule, and no demo generator: the validated partition is prepared here
-        (validation is not what is measured), so it is the source table too (``model_versions``
-        and the definitions' checks read only its schema there)."""
+        no schedule, and no demo generator: the validated partition is prepared here. The
+        ``launched`` way validates it again as its source (into a lake of its own); the
+        ``dagster`` way does not validate (it materializes the model and the predictions), so
+        its source is a table holding only the validated schema (``schema_source``): a
+        deployment may not read the table it writes."""
         document = yaml.safe_load((DEFAULT_FOLDER / DEPLOYMENT / "defs.yaml").read_text())
         attributes: dict[str, Any] = document["attributes"]
         strings = [
@@ -117,7 +124,11 @@ class Workspace:
                 *declared,
                 *(c for c in strings if c["name"] not in {d["name"] for d in declared}),
             ]
-        attributes["source"]["table"] = f"{self.layout.root}/validated/{DEPLOYMENT}"
+        attributes["source"]["table"] = (
+            f"{self.layout.root}/validated/{DEPLOYMENT}"
+            if way == "launched"
+            else str(self.schema_source)
+        )
         attributes["source"].pop("generator", None)
         attributes["model"] = {"name": MODELS[model], "alias": ALIAS}
         attributes["output"]["table"] = str(self.output(way, model))
@@ -129,6 +140,13 @@ class Workspace:
         the ``dagster`` and ``launched`` ways load as ``batch-inference.deployments-dir``)."""
         document = yaml.safe_load((DEFAULT_FOLDER / DEPLOYMENT / "defs.yaml").read_text())
         document["attributes"] = self.attributes(model, way)
+        if way == "dagster" and not self.schema_source.exists():
+            validated = table_schema(self.tables.validated)
+            write_deltalake(
+                str(self.schema_source),
+                validated.empty_table(),
+                partition_by=[self.partitioning.column or "event_date"],
+            )
         folder = self.root / "deployments" / model
         if way != "dagster":
             folder = self.root / "deployments" / way / model
@@ -136,6 +154,12 @@ class Workspace:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(document, sort_keys=False))
         return folder
+
+    @property
+    def schema_source(self) -> Path:
+        """An empty Delta table with the validated partition's schema (the ``dagster`` way's
+        source: it is read for its schema only)."""
+        return self.root / "schema_source" / DEPLOYMENT
 
     @property
     def tables(self) -> DeploymentTables:
