@@ -324,6 +324,12 @@ class MlflowSettings(_Section):
     registry_uri: str = Field(default="", description="Model registry; empty = tracking URI.")
     artifact_root: str = Field(min_length=1, description="Where run artifacts are stored.")
     experiment: str = Field(min_length=1, description="Experiment that scoring runs log to.")
+    ui_url: str = Field(
+        default="",
+        pattern=r"^(https?://\S+)?$",
+        description="The MLflow UI people open (an http(s) URL), for links to model versions "
+        "and runs in the Dagster UI; empty = the tracking URI when it is http(s), else no links.",
+    )
 
     @property
     def effective_registry_uri(self) -> str:

@@ -277,6 +277,20 @@ def materializations(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, A
     return found
 
 
+def partition_materializations(
+    result: dg.ExecuteInProcessResult, asset: dg.AssetKey
+) -> dict[str | None, dict[str, Any]]:
+    """Metadata values of each materialization of ``asset`` in the run, keyed by partition."""
+    found = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.step_materialization_data.materialization
+        if materialization.asset_key == asset:
+            found[materialization.partition] = {
+                k: v.value for k, v in materialization.metadata.items()
+            }
+    return found
+
+
 def check_evaluations(result: dg.ExecuteInProcessResult) -> dict[str, AssetCheckEvaluation]:
     """Each asset check evaluated by ``result``, keyed by check name."""
     return {
@@ -323,10 +337,11 @@ def read_all(location: DeltaLocation) -> pa.Table:
     return pa.Table.from_batches(list(dataset.to_batches()), dataset.schema)
 
 
-def commit_info(location: DeltaLocation, version: int) -> dict[str, Any]:
-    """The Delta commit info (with its custom metadata) of ``version``."""
+def commit_info(location: DeltaLocation, version: int | str) -> dict[str, Any]:
+    """The Delta commit info (with its custom metadata) of ``version`` (metadata shows versions
+    as text)."""
     for commit in location.open().history():
-        if commit["version"] == version:
+        if commit["version"] == int(version):
             return commit
     raise AssertionError(f"no version {version} in the history of {location.uri}")
 

@@ -16,6 +16,7 @@ import dagster as dg
 import pyarrow as pa
 import pytest
 
+from batch_inference_platform.defs.inference.assets import QUANTILES
 from batch_inference_platform.lib.features.synthetic import raw_schema
 from batch_inference_platform.lib.lake.lineage import latest_commit
 from batch_inference_platform.lib.lake.tables import (
@@ -25,7 +26,8 @@ from batch_inference_platform.lib.lake.tables import (
     replace_partition,
 )
 from batch_inference_platform.lib.registry import loader
-from batch_inference_platform.lib.scoring.outputs import OutputKind
+from batch_inference_platform.lib.scoring.outputs import OutputKind, OutputSpec
+from batch_inference_platform.lib.scoring.stats import ScoreStats
 
 from .conftest import (
     DAILY,
@@ -33,9 +35,9 @@ from .conftest import (
     DAY_B,
     Platform,
     PlatformFactory,
-    check_evaluations,
     failure_messages,
     materializations,
+    partition_materializations,
     read_all,
 )
 
@@ -45,25 +47,13 @@ BAD_DAY = DAY_B
 GOOD_DAYS = (DAY_A, DAY_C)
 COLUMN = "annual_income"
 JOB = "score_partition_job"
+ROWS_OF_DAYS = (3_000, 4_200, 2_400)
+"""Rows generated for each of DAYS: different, so a day showing another's figures is caught."""
 
 
 def _backfill(platform: Platform) -> dg.ExecuteInProcessResult:
     """One run of the scoring job over DAYS, as a single-run backfill launches it."""
     return platform.score_range(DAYS[0], DAYS[-1], JOB)
-
-
-def _partition_materializations(
-    result: dg.ExecuteInProcessResult, asset: dg.AssetKey
-) -> dict[str | None, dict[str, Any]]:
-    """Metadata of each materialization of ``asset`` in the run, keyed by partition."""
-    found = {}
-    for event in result.get_asset_materialization_events():
-        materialization = event.step_materialization_data.materialization
-        if materialization.asset_key == asset:
-            found[materialization.partition] = {
-                k: v.value for k, v in materialization.metadata.items()
-            }
-    return found
 
 
 def _latest_predictions_record(platform: Platform, day: dt.date) -> dg.EventLogRecord:
@@ -95,6 +85,8 @@ class Backfill:
     runs: int
     metadata: dict[str, dict[str, Any]]
     predictions_by_day: dict[str | None, dict[str, Any]]
+    validated_by_day: dict[str | None, dict[str, Any]]
+    catalog_by_day: dict[str | None, dict[str, Any]]
     rows: dict[dt.date, tuple[int, int]]
     """(validated rows, prediction rows) per day."""
     commits: list[dict[str, Any]]
@@ -108,8 +100,8 @@ class Backfill:
 def backfill(make_platform: PlatformFactory) -> Backfill:
     """Three days generated, the model trained on the first, then one run over all three."""
     platform = make_platform("backfill")
-    for day in DAYS:
-        assert platform.generate(day).success
+    for day, rows in zip(DAYS, ROWS_OF_DAYS, strict=True):
+        assert platform.generate(day, rows=rows).success
     assert platform.train(training_partition=DAY_A.isoformat()).success
     result = _backfill(platform)
     assert result.success, failure_messages(result)
@@ -119,7 +111,9 @@ def backfill(make_platform: PlatformFactory) -> Backfill:
         result=result,
         runs=len(platform.instance.get_runs(dg.RunsFilter(job_name=platform.scope.job_name(JOB)))),
         metadata=materializations(result),
-        predictions_by_day=_partition_materializations(result, platform.scope.predictions),
+        predictions_by_day=partition_materializations(result, platform.scope.predictions),
+        validated_by_day=partition_materializations(result, platform.scope.validated),
+        catalog_by_day=partition_materializations(result, platform.scope.catalog),
         rows={
             day: (
                 count_partition(platform.tables.validated, DAILY, day.isoformat()),
@@ -159,9 +153,7 @@ def test_every_day_is_scored_in_full(backfill: Backfill) -> None:
         validated, predicted = backfill.rows[day]
         assert validated > 0, day
         assert predicted == validated, day
-    assert backfill.metadata["predictions"]["dagster/row_count"] == sum(
-        validated for validated, _ in backfill.rows.values()
-    )
+    assert len({validated for validated, _ in backfill.rows.values()}) == len(DAYS)
 
 
 def test_each_day_is_its_own_delta_commit_of_the_run(backfill: Backfill) -> None:
@@ -176,30 +168,101 @@ def test_each_day_is_its_own_delta_commit_of_the_run(backfill: Backfill) -> None
         assert int(commit["operationMetrics"]["num_added_rows"]) == backfill.rows[day][1]
 
 
-def test_metadata_lists_every_partition(backfill: Backfill) -> None:
-    predictions = backfill.metadata["predictions"]
-    partitions = predictions["partitions"]
-    assert sorted(partitions) == [day.isoformat() for day in DAYS]
+def _day_quantiles(platform: Platform, day: dt.date) -> dict[str, float]:
+    """The day's score quantiles computed directly from its prediction rows."""
+    stats = ScoreStats()
+    for batch in read_partition(platform.predictions, DAILY, day.isoformat()):
+        stats.add(batch, OutputSpec(OutputKind.PROBABILITY))
+    return {name: round(value, 6) for name, value in stats.quantiles(QUANTILES).items()}
+
+
+def _histogram_rows(markdown: str) -> list[int]:
+    """The row counts of a score-distribution markdown table's bins."""
+    bins = [line for line in markdown.splitlines() if line.startswith("| ") and "%" in line]
+    return [int(line.split("|")[2].strip().replace(",", "")) for line in bins]
+
+
+def test_each_days_materialization_carries_its_own_figures(backfill: Backfill) -> None:
+    """A range run records each day as if it had run alone: its rows, Delta versions,
+    timings and score distribution - never the range's totals."""
     versions = {c["partition"]: c["version"] for c in backfill.commits}
-    for day in DAYS:
-        entry = partitions[day.isoformat()]
-        assert entry["rows"] == backfill.rows[day][1]
-        assert entry["delta_version"] == versions[day.isoformat()]
-    assert predictions["delta_version"] == max(versions.values())
-    validated = backfill.metadata["validated_features"]["partitions"]
-    assert sorted(validated) == [day.isoformat() for day in DAYS]
-    assert all(validated[day.isoformat()]["passed"] for day in DAYS)
-
-
-def test_checks_are_combined_across_the_days(backfill: Backfill) -> None:
-    evaluations = check_evaluations(backfill.result)
-    assert all(e.passed for e in evaluations.values()), {
-        n: e.description for n, e in evaluations.items() if not e.passed
+    platform = backfill.platform
+    for day, generated in zip(DAYS, ROWS_OF_DAYS, strict=True):
+        key = day.isoformat()
+        validated_rows, predicted_rows = backfill.rows[day]
+        scored = backfill.predictions_by_day[key]
+        assert scored["dagster/row_count"] == predicted_rows, day
+        assert scored["validated_rows"] == validated_rows, day
+        assert scored["delta_version"] == str(versions[key]), day
+        assert scored["model_version"] == "1"
+        assert scored["seconds"] > 0 and scored["rows_per_second"] > 0
+        assert scored["score_quantiles"] == _day_quantiles(platform, day), day
+        bins = _histogram_rows(scored["score_distribution"])
+        assert len(bins) == 10 and sum(bins) == predicted_rows, day
+        validated = backfill.validated_by_day[key]
+        assert validated["dagster/row_count"] == validated_rows, day
+        assert validated["rows_in"] == generated, day
+        checked = latest_commit(platform.tables.validated, key)
+        assert checked is not None and validated["delta_version"] == str(checked.version)
+        catalogued = backfill.catalog_by_day[key]
+        assert catalogued["dagster/row_count"] == 3, day
+        datasets = {record.data["dataset"] for record in catalogued["entries"].records}
+        assert datasets == {"validated_features", "quarantine", "predictions"}
+    # What the days share is the same on each: the table and its columns.
+    assert {m["dagster/uri"] for m in backfill.predictions_by_day.values()} == {
+        platform.predictions.uri
     }
-    for name in ("row_count_matches_validated", "no_null_scores", "scores_in_unit_range"):
-        assert evaluations[name].description == "All 3 partitions passed."
-    assert evaluations["null_rates_within_limits"].description == "All 3 partitions passed."
-    assert evaluations["lineage_complete"].description == "All 3 partitions passed."
+    schema = backfill.predictions_by_day[DAYS[0].isoformat()]["dagster/column_schema"]
+    assert {"customer_id", "event_date", "score", "model_version"} <= {
+        column.name for column in schema.columns
+    }
+
+
+def test_each_days_checks_carry_its_own_verdict_and_figures(backfill: Backfill) -> None:
+    by_check: dict[str, dict[str | None, Any]] = {}
+    for evaluation in backfill.result.get_asset_check_evaluations():
+        by_check.setdefault(evaluation.check_name, {})[evaluation.partition] = evaluation
+    keys = {day.isoformat() for day in DAYS}
+    for name in (
+        "row_count_matches_validated",
+        "no_null_scores",
+        "scores_in_unit_range",
+        "score_drift_psi",
+        "schema_matches_contract",
+        "row_count_at_least_minimum",
+        "null_rates_within_limits",
+        "lineage_complete",
+    ):
+        assert set(by_check[name]) == keys, name  # one evaluation per day, none for the range
+        assert all(e.passed for e in by_check[name].values()), name
+    for day in DAYS:
+        key = day.isoformat()
+        validated_rows, predicted_rows = backfill.rows[day]
+        rows = by_check["row_count_matches_validated"][key]
+        assert rows.metadata["scored_rows"].value == predicted_rows
+        assert rows.metadata["validated_rows"].value == validated_rows
+        assert rows.metadata["partition"].value == key
+        assert rows.description.startswith(f"{key}: {predicted_rows:,} scored")
+        minimum = by_check["row_count_at_least_minimum"][key]
+        assert minimum.description.startswith(f"{key}: ")
+        assert minimum.metadata["partition"].value == key
+    # Each day's drift is its own PSI against the earliest other scored day.
+    drift = by_check["score_drift_psi"]
+    for day in DAYS:
+        reference = DAYS[1] if day == DAYS[0] else DAYS[0]
+        assert drift[day.isoformat()].metadata["reference_partition"].value == reference.isoformat()
+        psi = drift[day.isoformat()].metadata["psi"].value
+        assert psi == pytest.approx(backfill.predictions_by_day[day.isoformat()]["psi"], abs=1e-6)
+
+
+def test_every_check_says_what_it_means(backfill: Backfill) -> None:
+    specs = [
+        spec
+        for assets_def in backfill.platform.defs.resolve_asset_graph().assets_defs
+        for spec in assets_def.check_specs
+    ]
+    assert specs
+    assert [spec.name for spec in specs if not spec.description] == []
 
 
 def test_the_model_is_loaded_once(backfill: Backfill) -> None:
@@ -208,7 +271,7 @@ def test_the_model_is_loaded_once(backfill: Backfill) -> None:
     predictions = backfill.metadata["predictions"]
     assert model["scoring_engine"] == predictions["scoring_engine"] == "lleaves"
     assert model["compiled_from_cache"] is False
-    assert predictions["model_load_seconds"] >= 0
+    assert float(predictions["model_load_seconds"]) >= 0  # text: constant within a run
     # One compiled scorer (beside the smoke test's native one) and one loaded model ...
     assert backfill.fast_keys == [
         (
@@ -241,19 +304,23 @@ def test_dagster_records_a_materialization_per_partition(backfill: Backfill) -> 
 def test_catalog_has_lineage_for_every_day(backfill: Backfill) -> None:
     run_id = backfill.result.run_id
     rows = backfill.catalog.to_pylist()
-    assert backfill.metadata["catalog_entries"]["entries"] == 3 * len(DAYS)
-    predictions = backfill.metadata["predictions"]["partitions"]
-    validated = backfill.metadata["validated_features"]["partitions"]
+    assert sum(m["dagster/row_count"] for m in backfill.catalog_by_day.values()) == 3 * len(DAYS)
     assert {r["deployment"] for r in rows} == {"credit_risk"}
     for day in DAYS:
         by_dataset = {r["dataset"]: r for r in rows if r["partition"] == day.isoformat()}
         assert set(by_dataset) == {"validated_features", "quarantine", "predictions"}, day
         scored, checked = by_dataset["predictions"], by_dataset["validated_features"]
-        assert scored["delta_version"] == predictions[day.isoformat()]["delta_version"]
+        assert (
+            str(scored["delta_version"])
+            == backfill.predictions_by_day[day.isoformat()]["delta_version"]
+        )
         assert scored["upstream_dataset"] == "validated_features"
         # Each day's predictions name the validated commit that wrote that day.
         assert scored["upstream_delta_version"] == checked["delta_version"]
-        assert checked["delta_version"] == validated[day.isoformat()]["delta_version"]
+        assert (
+            str(checked["delta_version"])
+            == backfill.validated_by_day[day.isoformat()]["delta_version"]
+        )
         assert checked["upstream_dataset"] == "feature_tables"
         assert checked["upstream_delta_version"] is not None
         assert scored["model_version"] == 1
@@ -314,13 +381,19 @@ def test_bad_day_fails_the_blocking_check_naming_the_day(bad_backfill: BadBackfi
     result = bad_backfill.result
     assert not result.success
     assert "null_rates_within_limits" in failure_messages(result)
-    check = check_evaluations(result)["null_rates_within_limits"]
+    checks = {
+        e.partition: e
+        for e in result.get_asset_check_evaluations()
+        if e.check_name == "null_rates_within_limits"
+    }
+    assert set(checks) == {day.isoformat() for day in DAYS}
+    check = checks[BAD_DAY.isoformat()]
     assert check.passed is False
     assert check.blocking is True
     assert check.description is not None
-    assert BAD_DAY.isoformat() in check.description
+    assert check.description.startswith(f"{BAD_DAY.isoformat()}: ")
     assert f"{COLUMN}: 100.0% null" in check.description
-    assert all(day.isoformat() not in check.description for day in GOOD_DAYS)
+    assert all(checks[day.isoformat()].passed for day in GOOD_DAYS)
 
 
 def test_good_days_are_validated_and_the_bad_day_keeps_its_last_good_version(
@@ -342,12 +415,15 @@ def test_good_days_are_validated_and_the_bad_day_keeps_its_last_good_version(
     rows = count_partition(validated, DAILY, BAD_DAY.isoformat())
     assert rows == bad_backfill.validated_before[BAD_DAY][1]
 
-    partitions = materializations(result)["validated_features"]["partitions"]
+    partitions = partition_materializations(result, platform.scope.validated)
     assert partitions[BAD_DAY.isoformat()]["passed"] is False
-    assert partitions[BAD_DAY.isoformat()]["validated_rows"] is None
+    assert partitions[BAD_DAY.isoformat()]["dagster/row_count"] == 0
+    assert "delta_version" not in partitions[BAD_DAY.isoformat()]
     for day in GOOD_DAYS:
         assert partitions[day.isoformat()]["passed"] is True
-        assert partitions[day.isoformat()]["validated_rows"] > 0
+        assert partitions[day.isoformat()]["dagster/row_count"] == count_partition(
+            validated, DAILY, day.isoformat()
+        )
 
 
 def test_nothing_is_scored_when_a_blocking_check_fails(bad_backfill: BadBackfill) -> None:

@@ -633,8 +633,8 @@ def test_graph_serves_the_compiled_model(scored: Scored) -> None:
     assert model["scoring_engine"] == "lleaves"
     assert "verified" in model["compile_verification"]
     assert model["compiled_from_cache"] is False  # the first run of this version compiles
-    assert model["compile_seconds"] >= 0
-    assert model["scoring_batch_rows"] in BATCH_CANDIDATES
+    assert model["compile_seconds"] > 0  # paid by this run
+    assert int(model["scoring_batch_rows"]) in BATCH_CANDIDATES
     assert scored.metadata["predictions"]["scoring_engine"] == "lleaves"
 
 

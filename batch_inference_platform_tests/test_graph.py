@@ -17,6 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from batch_inference_platform.defs import display
+from batch_inference_platform.defs.resources import ModelRegistryResource
 from batch_inference_platform.lib.features.synthetic import DATE_COLUMN, KEY_COLUMN
 from batch_inference_platform.lib.lake.tables import schema_hash, table_schema
 from batch_inference_platform.lib.quality.rules import REASON_COLUMN
@@ -126,8 +128,10 @@ def rerun(graph: Graph) -> Rerun:
     )
 
 
-def _catalog_row(catalog: pa.Table, dataset: str, day: dt.date, version: int) -> dict[str, Any]:
-    wanted = ("credit_risk", dataset, day.isoformat(), version)
+def _catalog_row(
+    catalog: pa.Table, dataset: str, day: dt.date, version: int | str
+) -> dict[str, Any]:
+    wanted = ("credit_risk", dataset, day.isoformat(), int(version))
     rows = [
         row
         for row in catalog.to_pylist()
@@ -194,26 +198,29 @@ def test_quarantine_rows_carry_their_reasons(graph: Graph, day: dt.date) -> None
 def test_materialization_metadata(graph: Graph, day: dt.date) -> None:
     platform, scored = graph.platform, graph.scored[day]
     predictions = scored.metadata["predictions"]
-    for key in ("dagster/row_count", "seconds", "rows_per_second", "delta_version", "table_uri"):
+    for key in ("dagster/row_count", "seconds", "rows_per_second", "delta_version", "dagster/uri"):
         assert key in predictions, key
     assert predictions["dagster/row_count"] == scored.predictions.num_rows
     assert predictions["seconds"] > 0
     assert predictions["rows_per_second"] > 0
-    assert predictions["table_uri"] == platform.predictions.uri
-    assert predictions["model_version"] == graph.champion
+    assert predictions["dagster/uri"] == platform.predictions.uri
+    assert predictions["model_version"] == str(graph.champion)  # an identifier: text
     assert predictions["model_name"] == platform.model_name
     assert predictions["validated_rows"] == scored.validated.num_rows
 
     validated = scored.metadata["validated_features"]
-    for key in ("dagster/row_count", "seconds", "rows_per_second", "delta_version", "table_uri"):
+    for key in ("dagster/row_count", "seconds", "rows_per_second", "delta_version", "dagster/uri"):
         assert key in validated, key
     assert validated["dagster/row_count"] == scored.validated.num_rows
-    assert validated["table_uri"] == platform.tables.validated.uri
+    assert validated["dagster/uri"] == platform.tables.validated.uri
 
     model = scored.metadata["model_versions"]
-    assert model["model_version"] == graph.champion
+    assert model["model_version"] == str(graph.champion)
     assert model["fell_back"] is False
-    assert model["alias_holder_version"] == graph.champion
+    assert model["alias_holder_version"] == str(graph.champion)
+    if day == DAYS[-1]:  # an earlier run compiled the version; this one found it compiled
+        assert model["compiled_from_cache"] is True
+        assert model["compile_seconds"] == 0
 
     evaluations = check_evaluations(scored.result)
     failed = {name: e.description for name, e in evaluations.items() if not e.passed}
@@ -240,9 +247,7 @@ def test_delta_commits_belong_to_the_run(graph: Graph, day: dt.date) -> None:
         commit = commit_info(location, scored.metadata[key]["delta_version"])
         assert commit["dagster_run_id"] == run_id
         assert commit["partition"] == day.isoformat()
-    quarantine_version = scored.metadata["validated_features"]["partitions"][day.isoformat()][
-        "quarantine_delta_version"
-    ]
+    quarantine_version = scored.metadata["validated_features"]["quarantine_delta_version"]
     assert commit_info(platform.tables.quarantine, quarantine_version)["dagster_run_id"] == run_id
 
 
@@ -263,7 +268,7 @@ def test_catalog_links_predictions_to_validated_to_features_and_model(
         catalog,
         "quarantine",
         day,
-        meta["validated_features"]["partitions"][day.isoformat()]["quarantine_delta_version"],
+        meta["validated_features"]["quarantine_delta_version"],
     )
 
     # predictions -> validated -> feature table, and the model version
@@ -282,7 +287,9 @@ def test_catalog_links_predictions_to_validated_to_features_and_model(
         assert row["run_id"] == run_id
     assert quarantine["rows"] == scored.quarantine.num_rows
     assert validated["model_version"] is None and quarantine["model_version"] is None
-    assert meta["catalog_entries"]["entries"] == 3
+    assert meta["catalog_entries"]["dagster/row_count"] == 3
+    shown = {record.data["dataset"] for record in meta["catalog_entries"]["entries"].records}
+    assert shown == {"predictions", "validated_features", "quarantine"}
 
 
 def test_catalog_has_one_row_per_dataset_version(graph: Graph) -> None:
@@ -296,7 +303,7 @@ def test_catalog_has_one_row_per_dataset_version(graph: Graph) -> None:
 
 def test_each_partition_in_its_own_delta_commit(graph: Graph) -> None:
     versions = [graph.scored[day].metadata["predictions"]["delta_version"] for day in DAYS]
-    assert versions == [0, 1]
+    assert versions == ["0", "1"]  # identifiers: text, not plotted
     assert graph.predictions_version == 1
 
 
@@ -320,7 +327,7 @@ def test_rerun_replaces_the_partition(rerun: Rerun) -> None:
 
 
 def test_rerun_commits_a_new_version_and_leaves_the_other_day(rerun: Rerun) -> None:
-    version = rerun.after.metadata["predictions"]["delta_version"]
+    version = int(rerun.after.metadata["predictions"]["delta_version"])
     assert version > rerun.before.predictions_version
     assert version == rerun.predictions_version
     assert rerun.other_day.equals(rerun.before.scored[DAY_B].predictions)
@@ -330,7 +337,7 @@ def test_rerun_is_cataloged_once(rerun: Rerun) -> None:
     meta = rerun.after.metadata
     row = _catalog_row(rerun.catalog, "predictions", DAY_A, meta["predictions"]["delta_version"])
     assert row["run_id"] == rerun.after.result.run_id
-    assert row["upstream_delta_version"] == meta["predictions"]["validated_version"]
+    assert row["upstream_delta_version"] == int(meta["predictions"]["validated_version"])
     # The first run's entry stays: the catalog is the history of versions.
     old_version = rerun.before.scored[DAY_A].metadata["predictions"]["delta_version"]
     _catalog_row(rerun.catalog, "predictions", DAY_A, old_version)
@@ -364,3 +371,53 @@ def test_scoring_runs_are_logged_back_to_mlflow(graph: Graph, day: dt.date) -> N
     latest = client.get_run(version.tags["last_scoring_run"])  # the newest scoring run
     assert latest.data.tags["model_version"] == str(graph.champion)
     assert latest.info.start_time >= run.info.start_time
+
+
+def _metadata_values(result: dg.ExecuteInProcessResult, name: str) -> dict[str, dg.MetadataValue]:
+    """The metadata entries (typed, not their values) of the run's ``name`` materialization."""
+    for event in result.get_asset_materialization_events():
+        materialization = event.step_materialization_data.materialization
+        if materialization.asset_key.path[-1] == name:
+            return dict(materialization.metadata)
+    raise AssertionError(f"no {name} materialization")
+
+
+def test_identifiers_are_text_and_measurements_are_plotted(graph: Graph) -> None:
+    """The UI plots numbers: versions and ids are text, rows and seconds numbers; without an
+    MLflow UI a ``models:/`` URI is text, not a link that opens nothing."""
+    result = graph.scored[DAY_A].result
+    predictions = _metadata_values(result, "predictions")
+    for key in ("delta_version", "validated_version", "model_version", "run_partitions"):
+        assert isinstance(predictions[key], dg.TextMetadataValue), key
+    for key in ("dagster/row_count", "seconds", "rows_per_second"):
+        assert isinstance(predictions[key], dg.IntMetadataValue | dg.FloatMetadataValue), key
+    assert isinstance(predictions["model_load_seconds"], dg.TextMetadataValue)
+    model = _metadata_values(result, "model_versions")
+    assert isinstance(model["model_uri"], dg.TextMetadataValue)
+    assert model["model_uri"].value.startswith("models:/")
+    inputs = model["signature_inputs"].value
+    assert isinstance(inputs, dg.TableSchema)
+    assert {column.name for column in inputs.columns} >= {"annual_income", "age"}
+
+
+def test_mlflow_links_open_the_mlflow_ui(graph: Graph) -> None:
+    """With ``mlflow.ui-url`` set, model versions and runs link to their MLflow UI pages."""
+    platform = graph.platform
+    mlflow = platform.settings.application.mlflow
+    registry = ModelRegistryResource(
+        tracking_uri=mlflow.tracking_uri,
+        artifact_root=mlflow.artifact_root,
+        experiment=mlflow.experiment,
+        model_cache_dir=str(platform.settings.model_cache_dir),
+        ui_url="http://mlflow.example:5000/",
+    )
+    version = platform.registry.version(platform.model_name, graph.champion)
+    assert registry.link(version) == (
+        f"http://mlflow.example:5000/#/models/{platform.model_name}/versions/{graph.champion}"
+    )
+    assert version.run_id is not None
+    run = platform.registry.client.get_run(version.run_id)
+    assert registry.run_link(run.info.run_id) == (
+        f"http://mlflow.example:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    )
+    assert isinstance(display.link(registry.link(version)), dg.UrlMetadataValue)

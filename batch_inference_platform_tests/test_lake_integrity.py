@@ -43,7 +43,12 @@ from batch_inference_platform.lib.lake.tables import (
 )
 from batch_inference_platform.lib.quality.verdicts import VALIDATION_ID, validation_states
 
-from .conftest import Platform, PlatformFactory, failure_messages, materializations
+from .conftest import (
+    Platform,
+    PlatformFactory,
+    failure_messages,
+    partition_materializations,
+)
 
 DAYS = [dt.date(2026, 11, d) for d in (2, 3, 4)]
 BAD_DAY = DAYS[1]
@@ -260,7 +265,7 @@ def test_truncated_features_file_fails_only_its_day(feature_runs: FeatureRuns) -
     assert {str(d) for d in GOOD_DAYS} <= _recorded(platform, "validated_features", result.run_id)
     assert count_partition(platform.tables.predictions, DAILY, str(BAD_DAY)) == 0  # never scored
     # validated_features says which day it could not read, and why.
-    day = materializations(result)["validated_features"]["partitions"][str(BAD_DAY)]
+    day = partition_materializations(result, platform.scope.validated)[str(BAD_DAY)]
     assert day["passed"] is False and "truncated" in day["error"]
 
 

@@ -153,7 +153,7 @@ def test_scores_with_the_last_approved_champion(fallback: Fallback) -> None:
     assert predictions.num_rows > 0
     assert set(predictions.column("model_version").to_pylist()) == {1}
     assert set(predictions.column("run_id").to_pylist()) == {result.run_id}
-    assert materializations(result)["predictions"]["model_version"] == 1
+    assert materializations(result)["predictions"]["model_version"] == "1"
     catalog = [r for r in read_all(platform.layout.catalog).to_pylist() if r["model_name"]]
     assert [(r["deployment"], r["dataset"], r["model_version"]) for r in catalog] == [
         (platform.deployment.name, "predictions", 1)
@@ -163,8 +163,8 @@ def test_scores_with_the_last_approved_champion(fallback: Fallback) -> None:
 def test_fallback_is_reported_in_metadata(fallback: Fallback) -> None:
     meta = materializations(fallback.result)["model_versions"]
     assert meta["fell_back"] is True
-    assert meta["model_version"] == 1
-    assert meta["alias_holder_version"] == 2
+    assert meta["model_version"] == "1"
+    assert meta["alias_holder_version"] == "2"
     assert meta["alias"] == fallback.platform.alias
 
 
@@ -219,7 +219,7 @@ def test_a_champion_that_scores_nan_is_refused(
     assert result.success
     assert set(read_day(platform.predictions, DAY_A).column("model_version").to_pylist()) == {1}
     meta = materializations(result)["model_versions"]
-    assert (meta["model_version"], meta["alias_holder_version"]) == (1, 2)
+    assert (meta["model_version"], meta["alias_holder_version"]) == ("1", "2")
     assert meta["smoke_rows"] == 1024
     check = check_evaluations(result)["champion_passes_validation"]
     assert check.passed is False

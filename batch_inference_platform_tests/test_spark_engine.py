@@ -21,7 +21,7 @@ from .conftest import (
     Platform,
     PlatformFactory,
     check_evaluations,
-    materializations,
+    partition_materializations,
     read_all,
     read_day,
     scores_by_key,
@@ -61,12 +61,13 @@ def test_the_spark_job_scores_like_the_in_process_engine(engines: Engines) -> No
 
 
 def test_pipes_reports_reach_the_materialization(engines: Engines) -> None:
-    meta = materializations(engines.result)["predictions"]
-    assert meta["engine"] == "spark"
-    assert meta["scoring_engine"] == "spark (embedded Sail)"
-    rows = sum(t.num_rows for t in engines.local_scores.values())
-    assert meta["dagster/row_count"] == rows
-    assert set(meta["partitions"]) == {DAY_A.isoformat(), DAY_B.isoformat()}
+    days = partition_materializations(engines.result, engines.spark.scope.predictions)
+    assert set(days) == {DAY_A.isoformat(), DAY_B.isoformat()}
+    for day, scores in engines.local_scores.items():
+        meta = days[day.isoformat()]
+        assert meta["engine"] == "spark"
+        assert meta["scoring_engine"] == "spark (embedded Sail)"
+        assert meta["dagster/row_count"] == scores.num_rows  # the day's own rows
     checks = check_evaluations(engines.result)
     assert all(check.passed for check in checks.values()), checks
 
@@ -131,8 +132,8 @@ def test_churn_scores_on_spark_like_the_in_process_engine(churn: Engines) -> Non
         assert max(differences) <= 1e-12
         assert _by_account(after, [LABEL_COLUMN]) == _by_account(before, [LABEL_COLUMN])
         assert set(after.column("run_id").to_pylist()) == {churn.result.run_id}
-    meta = materializations(churn.result)["predictions"]
-    assert meta["engine"] == "spark"
-    assert set(meta["partitions"]) == {DAY_A.isoformat(), DAY_B.isoformat()}
+    days = partition_materializations(churn.result, churn.spark.scope.predictions)
+    assert set(days) == {DAY_A.isoformat(), DAY_B.isoformat()}
+    assert {meta["engine"] for meta in days.values()} == {"spark"}
     checks = check_evaluations(churn.result)
     assert all(check.passed for check in checks.values()), checks

@@ -22,6 +22,8 @@ from typing import Any, ClassVar
 
 import dagster as dg
 
+from batch_inference_platform.defs.display import URI, identifier, link
+
 ROLE_KEY = "batch_inference/role"
 """The metadata entry naming a materialization's record (``predictions``, ``tenant_output``)."""
 ROW_COUNT = "dagster/row_count"
@@ -44,6 +46,14 @@ def _float(metadata: Mapping[str, Any], key: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value)
+
+
+def _id(metadata: Mapping[str, Any], key: str) -> int | None:
+    """A version number written as text (``identifier``) or, by older records, as an int."""
+    value = _value(metadata, key)
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return _int(metadata, key)
 
 
 def _str(metadata: Mapping[str, Any], key: str) -> str | None:
@@ -95,9 +105,10 @@ class PredictionsMetadata:
     """A materialization of a deployment's predictions: what was scored, with which model
     version, on which engine, into which table, and how fast.
 
-    ``rows`` is the whole run's (a backfill run reports the same record for each of its
-    partitions; ``rows_of(partition)`` is one partition's). ``partial`` marks a partition
-    recorded before its run failed for other partitions."""
+    Each partition's materialization carries its own record (``rows``, ``delta_version``,
+    timings of that partition); records written before that carried the run's totals and the
+    partitions' figures in ``partitions`` (``rows_of`` reads either). ``partial`` marks a
+    partition recorded before its run failed for other partitions."""
 
     ROLE: ClassVar[str] = "predictions"
 
@@ -132,17 +143,17 @@ class PredictionsMetadata:
             values["seconds"] = dg.MetadataValue.float(round(self.seconds, 3))
         if self.rows_per_second is not None:
             values["rows_per_second"] = dg.MetadataValue.float(round(self.rows_per_second, 1))
-        values["delta_version"] = dg.MetadataValue.int(self.delta_version)
+        values["delta_version"] = identifier(self.delta_version)
         if self.validated_version is not None:
-            values["validated_version"] = dg.MetadataValue.int(self.validated_version)
+            values["validated_version"] = identifier(self.validated_version)
         if self.validated_rows is not None:
             values["validated_rows"] = dg.MetadataValue.int(self.validated_rows)
         if self.table_uri is not None:
-            values["table_uri"] = dg.MetadataValue.path(self.table_uri)
+            values[URI] = dg.MetadataValue.path(self.table_uri)
         values["model_name"] = dg.MetadataValue.text(self.model_name)
-        values["model_version"] = dg.MetadataValue.int(self.model_version)
+        values["model_version"] = identifier(self.model_version)
         if self.model_uri is not None:
-            values["model_uri"] = dg.MetadataValue.url(self.model_uri)
+            values["model_uri"] = link(self.model_uri)
         values["output_kind"] = dg.MetadataValue.text(self.output_kind)
         if self.engine is not None:
             values["engine"] = dg.MetadataValue.text(self.engine)
@@ -160,8 +171,8 @@ class PredictionsMetadata:
         if _role(metadata) != cls.ROLE:
             return None
         deployment, rows = _str(metadata, "deployment"), _int(metadata, ROW_COUNT)
-        model_name, model_version = _str(metadata, "model_name"), _int(metadata, "model_version")
-        output_kind, delta_version = _str(metadata, "output_kind"), _int(metadata, "delta_version")
+        model_name, model_version = _str(metadata, "model_name"), _id(metadata, "model_version")
+        output_kind, delta_version = _str(metadata, "output_kind"), _id(metadata, "delta_version")
         if (
             deployment is None
             or rows is None
@@ -179,10 +190,10 @@ class PredictionsMetadata:
             output_kind=output_kind,
             delta_version=delta_version,
             engine=_str(metadata, "engine"),
-            table_uri=_str(metadata, "table_uri"),
+            table_uri=_str(metadata, URI) or _str(metadata, "table_uri"),
             seconds=_float(metadata, "seconds"),
             rows_per_second=_float(metadata, "rows_per_second"),
-            validated_version=_int(metadata, "validated_version"),
+            validated_version=_id(metadata, "validated_version"),
             validated_rows=_int(metadata, "validated_rows"),
             model_uri=_str(metadata, "model_uri"),
             partitions=_partition_figures(_value(metadata, PARTITIONS)),
@@ -222,7 +233,7 @@ class TenantOutputMetadata:
             PARTITIONS: dg.MetadataValue.json(list(self.partitions)),
             ROW_COUNT: dg.MetadataValue.int(self.rows),
             "model_name": dg.MetadataValue.text(self.model_name),
-            "model_version": dg.MetadataValue.int(self.model_version),
+            "model_version": identifier(self.model_version),
         }
         if self.deployment is not None:
             values["deployment"] = dg.MetadataValue.text(self.deployment)
@@ -233,7 +244,7 @@ class TenantOutputMetadata:
         if _role(metadata) != cls.ROLE:
             return None
         job_id, tenant, table = (_str(metadata, k) for k in ("job_id", "tenant", "table"))
-        rows, model_version = _int(metadata, ROW_COUNT), _int(metadata, "model_version")
+        rows, model_version = _int(metadata, ROW_COUNT), _id(metadata, "model_version")
         model_name = _str(metadata, "model_name")
         partitions = _value(metadata, PARTITIONS)
         if (

@@ -1,13 +1,17 @@
 """Catalog entries: every dataset version a partition run produced, with its lineage."""
 
+import dataclasses
 import datetime as dt
+from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
 
-from batch_inference_platform.defs.partitions import combine_checks
+from batch_inference_platform.defs import display
+from batch_inference_platform.defs.partitions import Verdict, check_spec, per_partition_results
 from batch_inference_platform.defs.resources import LakeResource
 from batch_inference_platform.defs.scope import DeploymentScope
-from batch_inference_platform.lib.lake.catalog import CatalogEntry, record
+from batch_inference_platform.lib.lake.catalog import CATALOG_SCHEMA, CatalogEntry, record
 from batch_inference_platform.lib.lake.layout import DeploymentTables
 from batch_inference_platform.lib.lake.lineage import latest_commit
 from batch_inference_platform.lib.lake.tables import DeltaLocation, schema_hash, table_schema
@@ -31,45 +35,79 @@ def build_catalog_entries(scope: DeploymentScope) -> dg.AssetsDefinition:
         "partition (validated features, quarantine, predictions): Delta version, schema hash, "
         "rows, the upstream versions and model version it came from, and the run that made it - "
         "read from the lineage each write stamps on its Delta commit.",
-        check_specs=[dg.AssetCheckSpec(LINEAGE_CHECK, asset=scope.catalog)],
+        check_specs=[
+            check_spec(
+                LINEAGE_CHECK,
+                scope.catalog,
+                "The partition's validated features and predictions are catalogued, each naming "
+                "the upstream version it came from (and the predictions their model version).",
+                scope.partitions_def,
+            )
+        ],
     )
     def catalog_entries(
         context: dg.AssetExecutionContext, lake: LakeResource
-    ) -> dg.MaterializeResult:
+    ) -> Iterator[dg.MaterializeResult | dg.Output | dg.AssetCheckEvaluation]:
         layout = lake.layout
         tables = layout.deployment(deployment)
         now = dt.datetime.now(dt.UTC)
-        entries: list[CatalogEntry] = []
-        verdicts: dict[str, tuple[bool, str]] = {}
-        for key in scope.partition_keys(context):
-            found = _entries(tables, key, now)
-            entries += found
-            missing = {"validated_features", "predictions"} - {e.dataset for e in found}
-            incomplete = [
-                e.dataset
-                for e in found
-                if e.upstream_delta_version is None
-                or (e.dataset == "predictions" and e.model_version is None)
-            ]
-            problems = [f"no {m} commit" for m in sorted(missing)] + [
-                f"{d} lacks upstream or model version" for d in incomplete
-            ]
-            verdicts[key] = (
-                not problems,
-                "; ".join(problems) or "Every entry names its upstream version and model.",
-            )
-        metadata: dict[str, dg.MetadataValue] = {
-            "entries": dg.MetadataValue.int(len(entries)),
-            "table_uri": dg.MetadataValue.path(layout.catalog.uri),
-        }
-        if entries:
-            metadata["delta_version"] = dg.MetadataValue.int(record(layout.catalog, entries))
-        return dg.MaterializeResult(
+        found = {key: _entries(tables, key, now) for key in scope.partition_keys(context)}
+        entries = [entry for rows in found.values() for entry in rows]
+        version = record(layout.catalog, entries) if entries else None
+        metadata: dict[str, Any] = display.table(layout.catalog.uri, CATALOG_SCHEMA)
+        if version is not None:
+            metadata["delta_version"] = display.identifier(version)
+        yield from per_partition_results(
+            context,
             metadata=metadata,
-            check_results=[combine_checks(LINEAGE_CHECK, verdicts)],
+            partitions={
+                key: {
+                    "dagster/row_count": len(rows),
+                    "entries": display.entries_table(
+                        [dataclasses.asdict(e) for e in rows], SHOWN_COLUMNS
+                    ),
+                }
+                for key, rows in found.items()
+            },
+            verdicts={LINEAGE_CHECK: {key: _lineage(key, rows) for key, rows in found.items()}},
         )
 
     return catalog_entries
+
+
+SHOWN_COLUMNS = (
+    "dataset",
+    "delta_version",
+    "rows",
+    "upstream_dataset",
+    "upstream_delta_version",
+    "model_name",
+    "model_version",
+    "schema_hash",
+    "run_id",
+    "table_uri",
+)
+"""The catalog columns the UI's table of a partition's entries shows."""
+
+
+def _lineage(key: str, entries: list[CatalogEntry]) -> Verdict:
+    """Whether ``key``'s entries are complete: validated features and predictions recorded,
+    each naming its upstream version (and the predictions their model version)."""
+    missing = {"validated_features", "predictions"} - {e.dataset for e in entries}
+    incomplete = [
+        e.dataset
+        for e in entries
+        if e.upstream_delta_version is None
+        or (e.dataset == "predictions" and e.model_version is None)
+    ]
+    problems = [f"no {m} commit" for m in sorted(missing)] + [
+        f"{d} lacks upstream or model version" for d in incomplete
+    ]
+    return Verdict(
+        not problems,
+        f"{key}: " + ("; ".join(problems) or "every entry names its upstream version and model."),
+        {"entries": len(entries), "problems": len(problems)},
+    )
 
 
 def _entries(tables: DeploymentTables, key: str, now: dt.datetime) -> list[CatalogEntry]:

@@ -3,10 +3,13 @@ its raw feature partition is copied to the deployment's archive table, and archi
 older than ``lake.archive-retention`` are deleted."""
 
 import datetime as dt
+from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
 
-from batch_inference_platform.defs.partitions import Stopwatch
+from batch_inference_platform.defs import display
+from batch_inference_platform.defs.partitions import Stopwatch, per_partition_results
 from batch_inference_platform.defs.resources import LakeResource
 from batch_inference_platform.defs.scope import DeploymentScope
 from batch_inference_platform.lib.lake.tables import (
@@ -35,14 +38,14 @@ def build_archived_features(scope: DeploymentScope) -> dg.AssetsDefinition:
     )
     def archived_features(
         context: dg.AssetExecutionContext, lake: LakeResource
-    ) -> dg.MaterializeResult:
-        watch = Stopwatch()
+    ) -> Iterator[dg.MaterializeResult | dg.Output | dg.AssetCheckEvaluation]:
         tables = lake.layout.deployment(deployment)
         source, archive = tables.features, tables.archived_features
         schema = snapshot(source, partitioning).schema
-        rows, versions = 0, {}
+        figures: dict[str, dict[str, Any]] = {}
         keys = scope.partition_keys(context)
         for key in keys:
+            watch = Stopwatch()
             commit = replace_partition(
                 archive,
                 partitioning,
@@ -51,8 +54,11 @@ def build_archived_features(scope: DeploymentScope) -> dg.AssetsDefinition:
                 schema,
                 commit_metadata={"partition": key, "dagster_run_id": context.run_id},
             )
-            rows += commit.rows
-            versions[key] = commit.version
+            figures[key] = {
+                "dagster/row_count": commit.rows,
+                "delta_version": display.identifier(commit.version),
+                "seconds": round(watch.seconds, 3),
+            }
         newest = max(partitioning.value(key) for key in keys)
         cutoff = newest - dt.timedelta(days=lake.archive_retention_days)
         expired = [
@@ -64,14 +70,15 @@ def build_archived_features(scope: DeploymentScope) -> dg.AssetsDefinition:
             predicate = " OR ".join(partition_predicate(partitioning, key) for key in expired)
             archive.open().delete(predicate)
             context.log.info(f"archive: deleted {len(expired)} partitions before {cutoff}")
-        return dg.MaterializeResult(
+        yield from per_partition_results(
+            context,
             metadata={
-                **watch.metadata(rows),
-                "archive_uri": dg.MetadataValue.path(archive.uri),
-                "delta_versions": dg.MetadataValue.json(versions),
-                "retention_days": lake.archive_retention_days,
-                "expired_partitions_deleted": expired,
-            }
+                **display.table(archive.uri, schema),
+                "retention_days": display.identifier(lake.archive_retention_days),
+                "expired_partitions_deleted": dg.MetadataValue.json(expired),
+            },
+            partitions=figures,
+            verdicts={},
         )
 
     return archived_features

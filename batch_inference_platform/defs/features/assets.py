@@ -1,12 +1,23 @@
 """Feature tables: generated locally for a demo deployment, observed as Delta tables elsewhere."""
 
+from collections.abc import Iterator
+from typing import Any
+
 import dagster as dg
 
-from batch_inference_platform.defs.partitions import Stopwatch, combine_checks
+from batch_inference_platform.defs import display
+from batch_inference_platform.defs.partitions import (
+    Stopwatch,
+    Verdict,
+    check_spec,
+    per_partition_results,
+)
 from batch_inference_platform.defs.resources import LakeResource
 from batch_inference_platform.defs.scope import DeploymentScope
 from batch_inference_platform.lib.features.generators import GENERATORS
 from batch_inference_platform.lib.lake.tables import count_partition, replace_partition, snapshot
+
+NOT_EMPTY_CHECK = "partition_not_empty"
 
 
 class FeatureGenerationConfig(dg.Config):
@@ -30,37 +41,51 @@ def build_generated_features(scope: DeploymentScope) -> dg.AssetsDefinition:
         kinds={"deltalake"},
         description=f"{deployment.name}: synthetic features from the {deployment.generator} "
         f"demo generator (deterministic, local only), written to {deployment.source_uri}.",
-        check_specs=[dg.AssetCheckSpec("partition_not_empty", asset=scope.features)],
+        check_specs=[
+            check_spec(
+                NOT_EMPTY_CHECK,
+                scope.features,
+                "The generated partition has at least one row.",
+                scope.partitions_def,
+            )
+        ],
     )
     def feature_tables(
         context: dg.AssetExecutionContext, config: FeatureGenerationConfig, lake: LakeResource
-    ) -> dg.MaterializeResult:
-        watch = Stopwatch()
+    ) -> Iterator[dg.MaterializeResult | dg.Output | dg.AssetCheckEvaluation]:
         tables = lake.layout.deployment(deployment)
         partitioning = deployment.partitioning
-        commits = {
-            key: replace_partition(
+        schema = source.schema_for(partitioning)
+        figures: dict[str, dict[str, Any]] = {}
+        for key in scope.partition_keys(context):
+            watch = Stopwatch()
+            commit = replace_partition(
                 tables.features,
                 partitioning,
                 key,
                 source.generate(partitioning, key, config.rows, config.seed),
-                source.schema_for(partitioning),
+                schema,
                 commit_metadata={"dagster_run_id": context.run_id, "partition": key},
             )
-            for key in scope.partition_keys(context)
-        }
-        return dg.MaterializeResult(
-            metadata={
-                **watch.metadata(sum(c.rows for c in commits.values())),
-                "delta_version": max(c.version for c in commits.values()),
-                "table_uri": dg.MetadataValue.path(tables.features.uri),
+            figures[key] = {
+                "dagster/row_count": commit.rows,
+                "delta_version": display.identifier(commit.version),
+                "seconds": round(watch.seconds, 3),
+            }
+        yield from per_partition_results(
+            context,
+            metadata=display.table(tables.features.uri, schema),
+            partitions=figures,
+            verdicts={
+                NOT_EMPTY_CHECK: {
+                    key: Verdict(
+                        values["dagster/row_count"] > 0,
+                        f"{key}: {values['dagster/row_count']:,} rows.",
+                        {"rows": values["dagster/row_count"]},
+                    )
+                    for key, values in figures.items()
+                }
             },
-            check_results=[
-                combine_checks(
-                    "partition_not_empty",
-                    {key: (c.rows > 0, f"{c.rows} rows") for key, c in commits.items()},
-                )
-            ],
         )
 
     return feature_tables
@@ -88,9 +113,9 @@ def build_observed_features(scope: DeploymentScope) -> dg.SourceAsset:
         current = snapshot(tables.features, deployment.partitioning)
         partitions = current.partitions()
         metadata: dict[str, dg.MetadataValue] = {
-            "delta_version": dg.MetadataValue.int(current.version),
+            **display.table(tables.features.uri, current.schema),
+            "delta_version": display.identifier(current.version),
             "partitions": dg.MetadataValue.int(len(partitions)),
-            "table_uri": dg.MetadataValue.path(tables.features.uri),
         }
         if partitions:
             latest = partitions[-1]

@@ -1,14 +1,20 @@
 """Prediction tables: each validated partition scored by the serving model version."""
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import dagster as dg
 import pyarrow as pa
 
-from batch_inference_platform.defs.metadata import PartitionFigures, PredictionsMetadata
+from batch_inference_platform.defs import display
+from batch_inference_platform.defs.metadata import PredictionsMetadata
 from batch_inference_platform.defs.models.serving import ServingModel
-from batch_inference_platform.defs.partitions import Stopwatch, combine_checks
+from batch_inference_platform.defs.partitions import (
+    Stopwatch,
+    Verdict,
+    check_spec,
+    per_partition_results,
+)
 from batch_inference_platform.defs.resources import (
     LakeResource,
     ModelRegistryResource,
@@ -20,7 +26,13 @@ from batch_inference_platform.lib.deployments.partitioning import WHOLE_TABLE, P
 from batch_inference_platform.lib.lake.errors import error_summary
 from batch_inference_platform.lib.lake.layout import DeploymentTables
 from batch_inference_platform.lib.lake.lineage import latest_commit
-from batch_inference_platform.lib.lake.tables import DeltaLocation, Snapshot, snapshot
+from batch_inference_platform.lib.lake.tables import (
+    DeltaLocation,
+    Snapshot,
+    TableNotFoundError,
+    snapshot,
+    table_schema,
+)
 from batch_inference_platform.lib.quality.verdicts import validation_states
 from batch_inference_platform.lib.registry.client import ModelNotFoundError
 from batch_inference_platform.lib.registry.compatibility import input_names
@@ -37,51 +49,33 @@ from batch_inference_platform.lib.scoring.request import (
 from batch_inference_platform.lib.scoring.stats import ScoreStats, population_stability
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+ROW_COUNT_CHECK = "row_count_matches_validated"
 DRIFT_CHECK = "score_drift_psi"
 NO_NULLS_CHECK = "no_null_scores"
 UNIT_RANGE_CHECK = "scores_in_unit_range"
 SUM_CHECK = "class_probabilities_sum_to_one"
 
 
-def prediction_check_specs(key: dg.AssetKey, kind: OutputKind) -> list[dg.AssetCheckSpec]:
-    """The checks a prediction table of ``kind`` gets (they follow what its columns mean)."""
-    specs = [
-        dg.AssetCheckSpec(
-            "row_count_matches_validated",
-            asset=key,
-            description="Every validated row of the partition has one prediction.",
-        ),
-        dg.AssetCheckSpec(
-            NO_NULLS_CHECK,
-            asset=key,
-            description="Every prediction is present and finite (scores) or non-null (labels).",
-        ),
-    ]
+def prediction_check_specs(
+    key: dg.AssetKey, kind: OutputKind, partitions_def: dg.PartitionsDefinition | None
+) -> list[dg.AssetCheckSpec]:
+    """The checks a prediction table of ``kind`` gets (they follow what its columns mean), one
+    verdict per partition."""
+    described = {
+        ROW_COUNT_CHECK: "Every validated row of the partition has one prediction.",
+        NO_NULLS_CHECK: "Every prediction is present and finite (scores) or non-null (labels).",
+    }
     if kind in (OutputKind.PROBABILITY, OutputKind.CLASS_PROBABILITIES):
-        specs.append(
-            dg.AssetCheckSpec(
-                UNIT_RANGE_CHECK,
-                asset=key,
-                description="Every probability lies in [0, 1].",
-            )
-        )
+        described[UNIT_RANGE_CHECK] = "Every probability lies in [0, 1]."
     if kind is OutputKind.CLASS_PROBABILITIES:
-        specs.append(
-            dg.AssetCheckSpec(
-                SUM_CHECK,
-                asset=key,
-                description=f"Each row's class probabilities sum to 1 (within {SUM_TOLERANCE:g}).",
-            )
+        described[SUM_CHECK] = (
+            f"Each row's class probabilities sum to 1 (within {SUM_TOLERANCE:g})."
         )
-    specs.append(
-        dg.AssetCheckSpec(
-            DRIFT_CHECK,
-            asset=key,
-            description="Population stability index of the prediction distribution "
-            "against the earliest scored partition.",
-        )
+    described[DRIFT_CHECK] = (
+        "Population stability index of the partition's prediction distribution against the "
+        "earliest scored partition (a warning above the deployment's threshold)."
     )
-    return specs
+    return [check_spec(name, key, text, partitions_def) for name, text in described.items()]
 
 
 def build_predictions(scope: DeploymentScope, *, engine_key: str) -> dg.AssetsDefinition:
@@ -101,18 +95,18 @@ def build_predictions(scope: DeploymentScope, *, engine_key: str) -> dg.AssetsDe
         description=f"{deployment.name}: predictions ({kind.value}) per "
         f"{', '.join(deployment.identity)}, with the model version and run that produced them; "
         "each partition is replaced in its own Delta commit.",
-        check_specs=prediction_check_specs(scope.predictions, kind),
+        check_specs=prediction_check_specs(scope.predictions, kind, scope.partitions_def),
         required_resource_keys={"lake", "registry", "policy", engine_key},
     )
     def predictions(
         context: dg.AssetExecutionContext, serving: ServingModel
-    ) -> dg.MaterializeResult:
+    ) -> Iterator[dg.MaterializeResult | dg.Output | dg.AssetCheckEvaluation]:
         resources = context.resources
         lake: LakeResource = resources.lake
         registry: ModelRegistryResource = resources.registry
         policy: QualityPolicyResource = resources.policy
         engine: ScoringEngineResource = getattr(resources, engine_key)
-        return _score(context, scope, serving, lake, registry, policy, engine)
+        yield from _score(context, scope, serving, lake, registry, policy, engine)
 
     return predictions
 
@@ -125,7 +119,7 @@ def _score(
     registry: ModelRegistryResource,
     policy: QualityPolicyResource,
     engine: ScoringEngineResource,
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult | dg.Output | dg.AssetCheckEvaluation]:
     deployment = scope.deployment
     partitioning = deployment.partitioning
     keys = scope.partition_keys(context)
@@ -180,35 +174,9 @@ def _score(
         key: _drift(target, partitioning, key, result.stats, output, bins, references)
         for key, result in scored.items()
     }
-    combined = ScoreStats()
-    for result in scored.values():
-        combined.merge(result.stats)
-    quantiles = {f"score_{name}": value for name, value in combined.quantiles(QUANTILES).items()}
     rows = sum(r.rows for r in scored.values())
-    seconds = watch.seconds
-    record = PredictionsMetadata(
-        deployment=deployment.name,
-        rows=rows,
-        model_name=serving.version.name,
-        model_version=serving.version.version,
-        output_kind=output.kind.value,
-        delta_version=max(r.delta_version for r in scored.values()),
-        engine=engine.name,
-        table_uri=target.uri,
-        seconds=seconds,
-        rows_per_second=rows / seconds if seconds else 0.0,
-        validated_version=validated.version,
-        validated_rows=sum(r.input_rows for r in scored.values()),
-        model_uri=registry.link(serving.version),
-        partitions={
-            key: PartitionFigures(r.rows, r.delta_version, r.seconds, r.rows_per_second)
-            for key, r in scored.items()
-        },
-    )
-    metadata: dict[str, Any] = {**record.to_metadata(), **outcome.metadata, **quantiles}
-    if combined.labels:
-        metadata["label_counts"] = dg.MetadataValue.json(dict(sorted(combined.labels.items())))
-    metadata["mlflow_scoring_run"] = log_scoring_run(
+    model_link = registry.link(serving.version)
+    scoring_run = log_scoring_run(
         registry.registry,
         experiment=registry.experiment,
         artifact_root=registry.artifact_root,
@@ -219,77 +187,165 @@ def _score(
             "rows": rows,
             "rows_per_second": rows / max(watch.seconds, 1e-9),
             "partitions": len(keys),
-            **quantiles,
+            **_quantiles(_combined(scored.values())),
         },
     )
-    checks = _check_results(scored, drift, output, psi_threshold)
-    if all(c.passed for c in checks if c.severity == dg.AssetCheckSeverity.ERROR):
+    figures = {
+        key: _partition_metadata(
+            PredictionsMetadata(
+                deployment=deployment.name,
+                rows=r.rows,
+                model_name=serving.version.name,
+                model_version=serving.version.version,
+                output_kind=output.kind.value,
+                delta_version=r.delta_version,
+                engine=engine.name,
+                table_uri=target.uri,
+                seconds=r.seconds,
+                rows_per_second=r.rows_per_second,
+                validated_version=int(request.commit_metadata[key]["validated_version"]),
+                validated_rows=r.input_rows,
+                model_uri=model_link,
+            ),
+            r.stats,
+            output,
+            drift[key],
+        )
+        for key, r in scored.items()
+    }
+    run_metadata: dict[str, Any] = {
+        **display.table(target.uri, prediction_schema_of(target)),
+        **{name: _engine_value(name, value) for name, value in outcome.metadata.items()},
+        "mlflow_scoring_run": display.link(registry.run_link(scoring_run)),
+        "run_partitions": display.identifier(len(keys)),
+    }
+    verdicts = _verdicts(scored, drift, output, psi_threshold)
+    failed = [
+        name
+        for name, by_key in verdicts.items()
+        if name != DRIFT_CHECK and not all(v.passed for v in by_key.values())
+    ]
+    if not failed:
         record_served(registry.registry, serving.version)  # an approved champion from now on
     else:
         context.log.warning(
-            f"{serving.version.uri} is not recorded as an approved champion: a check failed"
+            f"{serving.version.uri} is not recorded as an approved champion: "
+            f"{', '.join(failed)} failed"
         )
-    return dg.MaterializeResult(metadata=metadata, check_results=checks)
+    yield from per_partition_results(
+        context,
+        metadata=run_metadata,
+        partitions=figures,
+        verdicts=verdicts,
+        severity={DRIFT_CHECK: dg.AssetCheckSeverity.WARN},
+    )
 
 
-def _check_results(
+def _combined(reports: Iterable[PartitionReport]) -> ScoreStats:
+    combined = ScoreStats()
+    for report in reports:
+        combined.merge(report.stats)
+    return combined
+
+
+def _quantiles(stats: ScoreStats) -> dict[str, float]:
+    return {f"score_{name}": value for name, value in stats.quantiles(QUANTILES).items()}
+
+
+def _partition_metadata(
+    record: PredictionsMetadata,
+    stats: ScoreStats,
+    output: OutputSpec,
+    drift: tuple[float | None, str | None],
+) -> dict[str, Any]:
+    """One partition's own figures: its record, score distribution, quantiles and drift."""
+    values: dict[str, Any] = {
+        **record.to_metadata(),
+        "score_distribution": dg.MetadataValue.md(display.histogram(stats, output)),
+    }
+    quantiles = stats.quantiles(QUANTILES)
+    if quantiles:
+        values["score_quantiles"] = dg.MetadataValue.json(
+            {name: round(value, 6) for name, value in quantiles.items()}
+        )
+    if stats.labels:
+        values["label_counts"] = dg.MetadataValue.json(dict(sorted(stats.labels.items())))
+    psi, reference = drift
+    if psi is not None:
+        values["psi"] = dg.MetadataValue.float(round(psi, 6))
+        values["drift_reference"] = dg.MetadataValue.text(str(reference))
+    return values
+
+
+def _engine_value(name: str, value: Any) -> Any:
+    """What an engine reports for the run, as text where a plot would mislead (a model load
+    time that the process cache makes constant)."""
+    if name == "model_load_seconds":
+        return dg.MetadataValue.text(f"{float(value):.3f}")
+    return value
+
+
+def prediction_schema_of(target: DeltaLocation) -> pa.Schema | None:
+    """The prediction table's columns as written (None if it cannot be read)."""
+    try:
+        return table_schema(target)
+    except (OSError, pa.ArrowException, TableNotFoundError):
+        return None
+
+
+def _verdicts(
     scored: Mapping[str, PartitionReport],
     drift: Mapping[str, tuple[float | None, str | None]],
     output: OutputSpec,
     psi_threshold: float,
-) -> list[dg.AssetCheckResult]:
-    results = [
-        combine_checks(
-            "row_count_matches_validated",
-            {
-                key: (r.rows == r.input_rows, f"{r.rows} scored of {r.input_rows} validated")
-                for key, r in scored.items()
-            },
-        ),
-        combine_checks(
-            NO_NULLS_CHECK,
-            {
-                key: (r.stats.non_finite == 0, f"{r.stats.non_finite} null or non-finite")
-                for key, r in scored.items()
-            },
-        ),
-    ]
+) -> dict[str, dict[str, Verdict]]:
+    """Each check's verdict per partition, with the figures it judged."""
+    verdicts: dict[str, dict[str, Verdict]] = {
+        ROW_COUNT_CHECK: {
+            key: Verdict(
+                r.rows == r.input_rows,
+                f"{key}: {r.rows:,} scored of {r.input_rows:,} validated rows.",
+                {"scored_rows": r.rows, "validated_rows": r.input_rows},
+            )
+            for key, r in scored.items()
+        },
+        NO_NULLS_CHECK: {
+            key: Verdict(
+                r.stats.non_finite == 0,
+                f"{key}: {r.stats.non_finite:,} null or non-finite of {r.rows:,}.",
+                {"null_or_non_finite": r.stats.non_finite, "rows": r.rows},
+            )
+            for key, r in scored.items()
+        },
+    }
     if output.is_probability:
-        results.append(
-            combine_checks(
-                UNIT_RANGE_CHECK,
+        verdicts[UNIT_RANGE_CHECK] = {
+            key: Verdict(
+                r.stats.out_of_range == 0,
+                f"{key}: {r.stats.out_of_range:,} outside [0, 1]; min {r.stats.min_score:.4g}, "
+                f"max {r.stats.max_score:.4g}.",
                 {
-                    key: (
-                        r.stats.out_of_range == 0,
-                        f"{r.stats.out_of_range} outside [0, 1]; min {r.stats.min_score:.4g}, "
-                        f"max {r.stats.max_score:.4g}",
-                    )
-                    for key, r in scored.items()
+                    "out_of_range": r.stats.out_of_range,
+                    "min_score": r.stats.min_score,
+                    "max_score": r.stats.max_score,
                 },
             )
-        )
+            for key, r in scored.items()
+        }
     if output.kind is OutputKind.CLASS_PROBABILITIES:
-        results.append(
-            combine_checks(
-                SUM_CHECK,
-                {
-                    key: (r.stats.not_summing == 0, f"{r.stats.not_summing} rows do not sum to 1")
-                    for key, r in scored.items()
-                },
+        verdicts[SUM_CHECK] = {
+            key: Verdict(
+                r.stats.not_summing == 0,
+                f"{key}: {r.stats.not_summing:,} rows do not sum to 1.",
+                {"not_summing": r.stats.not_summing},
             )
-        )
-    results.append(
-        combine_checks(
-            DRIFT_CHECK,
-            {
-                key: _drift_verdict(psi, reference, psi_threshold)
-                for key, (psi, reference) in drift.items()
-            },
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={"max_psi": max((p for p, _ in drift.values() if p is not None), default=0.0)},
-        )
-    )
-    return results
+            for key, r in scored.items()
+        }
+    verdicts[DRIFT_CHECK] = {
+        key: _drift_verdict(key, psi, reference, psi_threshold)
+        for key, (psi, reference) in drift.items()
+    }
+    return verdicts
 
 
 def _refuse_stale(registry: ModelRegistryResource, serving: ServingModel) -> None:
@@ -410,10 +466,14 @@ def serving_inputs(
     return [name for name in input_names(signature) if schema.get_field_index(name) >= 0]
 
 
-def _drift_verdict(psi: float | None, reference: str | None, threshold: float) -> tuple[bool, str]:
+def _drift_verdict(key: str, psi: float | None, reference: str | None, threshold: float) -> Verdict:
     if psi is None:
-        return True, "No earlier partition to compare with yet."
-    return psi <= threshold, f"PSI {psi:.4f} vs {reference} (threshold {threshold})"
+        return Verdict(True, f"{key}: no earlier partition to compare with yet.")
+    return Verdict(
+        psi <= threshold,
+        f"{key}: PSI {psi:.4f} against {reference} (threshold {threshold}).",
+        {"psi": psi, "threshold": threshold, "reference_partition": str(reference)},
+    )
 
 
 def _drift(

@@ -13,6 +13,7 @@ import json
 
 import dagster as dg
 
+from batch_inference_platform.defs import display
 from batch_inference_platform.defs.models.assets import SMOKE_ROWS
 from batch_inference_platform.defs.resources import (
     LakeResource,
@@ -134,9 +135,13 @@ def customer_activity_windows(
             "windows_updated": sorted(pending),
             "watermark": got.watermark.isoformat() if got.watermark else "",
             "offsets": dg.MetadataValue.json(offsets),
-            "events_version": events_version if events_version is not None else -1,
-            "aggregates_version": aggregates_version if aggregates_version is not None else -1,
-            "table_uri": dg.MetadataValue.path(aggregates.uri),
+            "events_version": display.identifier(
+                events_version if events_version is not None else "none"
+            ),
+            "aggregates_version": display.identifier(
+                aggregates_version if aggregates_version is not None else "none"
+            ),
+            **display.table(aggregates.uri),
         },
         check_results=[
             dg.AssetCheckResult(
@@ -250,10 +255,10 @@ def _insights(
             "next_best_actions": dg.MetadataValue.json(actions),
             "deployment": deployment.name,
             "model_name": scorer.model_name,
-            "model_version": scorer.model_version,
+            "model_version": display.identifier(scorer.model_version),
             "cache_version": context.run_id,
             "cached_customers": cached,
-            "table_uri": dg.MetadataValue.path(layout.realtime_insights.uri),
+            **display.table(layout.realtime_insights.uri),
         }
     )
 

@@ -62,6 +62,7 @@ def registry(settings: Settings) -> ModelRegistryResource:
         experiment=app.mlflow.experiment,
         model_cache_dir=str(settings.model_cache_dir),
         max_load_seconds=app.model.max_load_seconds,
+        ui_url=app.mlflow.ui_url,
     )
 
 

@@ -20,6 +20,9 @@ class ModelRegistryResource(dg.ConfigurableResource):
     """Where compiled models are cached (shared by every run and process on the machine)."""
     max_load_seconds: float = 300.0
     """A version that takes longer to load is refused (the smoke test)."""
+    ui_url: str = ""
+    """The MLflow UI people open (links in the Dagster UI); empty: the tracking URI when it
+    is served over HTTP, else no links."""
 
     @property
     def registry(self) -> ModelRegistry:
@@ -41,9 +44,24 @@ class ModelRegistryResource(dg.ConfigurableResource):
             cache_root=Path(self.model_cache_dir),
         )
 
-    def link(self, version: ModelVersionInfo) -> str:
-        """Where a person finds the version: the MLflow UI when served over HTTP, else its URI."""
+    @property
+    def ui(self) -> str | None:
+        """The MLflow UI's base URL, if there is one to link to."""
+        if self.ui_url:
+            return self.ui_url.rstrip("/")
         if self.tracking_uri.startswith(("http://", "https://")):
-            base = self.tracking_uri.rstrip("/")
-            return f"{base}/#/models/{version.name}/versions/{version.version}"
-        return version.uri
+            return self.tracking_uri.rstrip("/")
+        return None
+
+    def link(self, version: ModelVersionInfo) -> str:
+        """Where a person finds the version: its page in the MLflow UI, else its URI."""
+        if self.ui is None:
+            return version.uri
+        return f"{self.ui}/#/models/{version.name}/versions/{version.version}"
+
+    def run_link(self, run_id: str) -> str:
+        """Where a person finds an MLflow run: its page in the MLflow UI, else its id."""
+        if self.ui is None or not run_id:
+            return run_id
+        experiment = self.registry.client.get_run(run_id).info.experiment_id
+        return f"{self.ui}/#/experiments/{experiment}/runs/{run_id}"

@@ -1,14 +1,23 @@
 """Validated feature partitions: the contract enforced, bad rows quarantined, scoring gated."""
 
+import dataclasses
 import json
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
 import pyarrow as pa
 
-from batch_inference_platform.defs.partitions import Stopwatch, combine_checks, per_partition
+from batch_inference_platform.defs import display
+from batch_inference_platform.defs.metadata import ROW_COUNT
+from batch_inference_platform.defs.partitions import (
+    Stopwatch,
+    Verdict,
+    check_spec,
+    per_partition_results,
+)
 from batch_inference_platform.defs.resources import (
     LakeResource,
     ModelRegistryResource,
@@ -50,6 +59,19 @@ from batch_inference_platform.lib.registry.compatibility import signature_inputs
 from batch_inference_platform.lib.scoring.inputs import UnsupportedSignatureError
 
 BLOCKING_CHECKS = ("schema_matches_contract", *ROW_CHECKS)
+CHECK_DESCRIPTIONS = {
+    "schema_matches_contract": "The partition has every contract column, in a type that converts "
+    "safely to the contract's.",
+    "row_count_at_least_minimum": "The partition has at least the deployment's minimum rows "
+    "(checks.min_rows).",
+    "null_rates_within_limits": "No contract column has more nulls than its limit "
+    "(checks.max_null_rate).",
+    "quarantine_rate_within_limit": "Rows that break the contract (quarantined with their reason) "
+    "are at most checks.max_quarantine_rate of the partition.",
+    "duplicate_keys_within_limit": "Rows repeating a key are at most checks.max_duplicate_rate of "
+    "the partition.",
+}
+"""What each blocking check means (shown in the UI); a failure stops the partition's scoring."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +90,8 @@ class PartitionValidation:
     error: str | None = None
     """Why the partition could not be validated (its features could not be read)."""
     error_files: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    """How long the partition's validation took."""
 
     @property
     def passed(self) -> bool:
@@ -101,7 +125,13 @@ def build_validated_features(scope: DeploymentScope) -> dg.AssetsDefinition:
         "not scored and does not replace the last version that passed (which is not scored "
         "either); each partition is validated on its own.",
         check_specs=[
-            dg.AssetCheckSpec(name, asset=scope.validated, blocking=True)
+            check_spec(
+                name,
+                scope.validated,
+                CHECK_DESCRIPTIONS[name],
+                scope.partitions_def,
+                blocking=True,
+            )
             for name in BLOCKING_CHECKS
         ],
     )
@@ -110,8 +140,8 @@ def build_validated_features(scope: DeploymentScope) -> dg.AssetsDefinition:
         lake: LakeResource,
         policy: QualityPolicyResource,
         registry: ModelRegistryResource,
-    ) -> dg.MaterializeResult:
-        return _validate(context, scope, lake, policy, registry)
+    ) -> Iterator[dg.MaterializeResult | dg.Output | dg.AssetCheckEvaluation]:
+        yield from _validate(context, scope, lake, policy, registry)
 
     return validated_features
 
@@ -122,10 +152,9 @@ def _validate(
     lake: LakeResource,
     policy: QualityPolicyResource,
     registry: ModelRegistryResource,
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult | dg.Output | dg.AssetCheckEvaluation]:
     deployment = scope.deployment
     keys = scope.partition_keys(context)
-    watch = Stopwatch()
     tables = lake.layout.deployment(deployment)
     try:
         features = snapshot(tables.features, deployment.partitioning)
@@ -138,7 +167,9 @@ def _validate(
     results: dict[str, PartitionValidation] = {}
     for key in keys:
         try:
-            results[key] = _validate_day(context, features, tables, contract, key, limits)
+            watch = Stopwatch()
+            result = _validate_day(context, features, tables, contract, key, limits)
+            results[key] = dataclasses.replace(result, seconds=watch.seconds)
         except _Unrecorded as error:
             _record_partial(context, scope, features, results)
             raise dg.Failure(
@@ -162,10 +193,22 @@ def _validate(
     if errors and not (scoring_follows and any(r.passed for r in results.values())):
         _record_partial(context, scope, features, results)
         raise _failure(results, errors)
-    evaluated = {key: r for key, r in results.items() if r.error is None}
-    return dg.MaterializeResult(
-        metadata=_metadata(watch, features, tables, results),
-        check_results=[_check(name, evaluated, errors) for name in BLOCKING_CHECKS],
+    yield from per_partition_results(
+        context,
+        metadata={
+            **display.table(tables.validated.uri, canonical_schema(contract)),
+            "quarantine_uri": dg.MetadataValue.path(tables.quarantine.uri),
+            "feature_table_version": display.identifier(features.version),
+        },
+        partitions={key: _day_metadata(result) for key, result in results.items()},
+        verdicts={
+            name: {
+                key: _verdict(key, result, name)
+                for key, result in results.items()
+                if result.error is None
+            }
+            for name in BLOCKING_CHECKS
+        },
     )
 
 
@@ -327,83 +370,34 @@ def _record_partial(
                 partition=None if key == WHOLE_TABLE else key,
                 metadata={
                     **_day_metadata(result),
-                    "feature_table_version": features.version,
+                    "feature_table_version": display.identifier(features.version),
                     "partial_run": True,
                 },
             )
         )
 
 
-def _day_metadata(result: PartitionValidation) -> dict[str, int | str | bool | None]:
-    values: dict[str, int | str | bool | None] = {
+def _day_metadata(result: PartitionValidation) -> dict[str, Any]:
+    """One partition's own figures (versions as text: they are identifiers, not measurements)."""
+    values: dict[str, Any] = {
+        ROW_COUNT: result.validated_rows or 0,
         "rows_in": result.rows_in,
         "rows_quarantined": result.rows_quarantined,
-        "validated_rows": result.validated_rows,
         "passed": result.passed,
-        "delta_version": result.delta_version,
-        "files": result.files,
-        "quarantine_delta_version": result.quarantine_delta_version,
+        "seconds": round(result.seconds, 3),
+        "rows_per_second": round(result.rows_in / result.seconds, 1) if result.seconds else 0.0,
     }
+    if result.delta_version is not None:
+        values["delta_version"] = display.identifier(result.delta_version)
+    if result.files is not None:
+        values["files"] = result.files
+    if result.quarantine_delta_version is not None:
+        values["quarantine_delta_version"] = display.identifier(result.quarantine_delta_version)
     if result.error is not None:
         values["error"] = result.error
     return values
 
 
-def _metadata(
-    watch: Stopwatch,
-    features: Snapshot,
-    tables: DeploymentTables,
-    results: dict[str, PartitionValidation],
-) -> dict[str, Any]:
-    written = [r for r in results.values() if r.validated_rows is not None]
-    metadata: dict[str, Any] = {
-        **watch.metadata(sum(r.validated_rows or 0 for r in written)),
-        "rows_in": sum(r.rows_in for r in results.values()),
-        "rows_quarantined": sum(r.rows_quarantined for r in results.values()),
-        "feature_table_version": features.version,
-        "table_uri": dg.MetadataValue.path(tables.validated.uri),
-        "quarantine_uri": dg.MetadataValue.path(tables.quarantine.uri),
-        "partitions": per_partition({day: _day_metadata(r) for day, r in results.items()}),
-    }
-    if written:
-        metadata["delta_version"] = max(r.delta_version or 0 for r in written)
-    errors = {day: r for day, r in results.items() if r.error is not None}
-    if errors:
-        metadata["failed_partitions"] = [str(day) for day in errors]
-        metadata["error_report"] = dg.MetadataValue.md(_error_table(errors))
-    return metadata
-
-
-def _check(
-    name: str, evaluated: dict[str, PartitionValidation], errors: dict[str, PartitionValidation]
-) -> dg.AssetCheckResult:
-    """One check over the days that could be read; the others are named as not evaluated
-    (the scoring step of the run fails them)."""
-    result = combine_checks(
-        name,
-        {day: _verdict(r, name) for day, r in evaluated.items()},
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata=_figures(evaluated, name) if not errors else {},
-    )
-    if not errors:
-        return result
-    skipped = ", ".join(str(day) for day in errors)
-    return dg.AssetCheckResult(
-        check_name=name,
-        passed=result.passed,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=f"{result.description} Not evaluated (features unreadable): {skipped}.",
-    )
-
-
-def _figures(results: dict[str, PartitionValidation], name: str) -> dict[str, float | int | str]:
-    """The check's figures when the run covers one day (a backfill lists days instead)."""
-    if len(results) != 1:
-        return {}
-    outcome = next(o for o in next(iter(results.values())).outcomes if o.name == name)
-    return dict(outcome.metadata)
-
-
-def _verdict(result: PartitionValidation, name: str) -> tuple[bool, str]:
+def _verdict(key: str, result: PartitionValidation, name: str) -> Verdict:
     outcome = next(o for o in result.outcomes if o.name == name)
-    return outcome.passed, outcome.description
+    return Verdict(outcome.passed, f"{key}: {outcome.description}", dict(outcome.metadata))
