@@ -79,11 +79,22 @@ class RecommendationCache:
     def current_many(
         self, customer_ids: Sequence[int], now: dt.datetime | None = None
     ) -> dict[int, CachedRecommendation]:
-        """Several customers, all from the same version of the set."""
-        version = self.current_version()
-        if version is None or not customer_ids:
+        """Several customers, all from the same version of the set.
+
+        A version's entries are written before it becomes current and deleted only once
+        ``KEEP_VERSIONS`` newer ones were published; a reader that lost that race (the pointer
+        moved on and entries are missing) reads again from the new current version."""
+        if not customer_ids:
             return {}
-        raw: list = self.client.mget([self._key(version, c) for c in customer_ids])  # type: ignore[assignment]
+        version, raw = "", []
+        for _ in range(READ_ATTEMPTS):
+            current = self.current_version()
+            if current is None:
+                return {}
+            version = current
+            raw: list = self.client.mget([self._key(version, c) for c in customer_ids])  # type: ignore[assignment]
+            if all(value is not None for value in raw) or self.current_version() == version:
+                break
         moment = now or dt.datetime.now(dt.UTC)
         found = {}
         for customer_id, value in zip(customer_ids, raw, strict=True):
@@ -102,6 +113,10 @@ class RecommendationCache:
             if keys:
                 self.client.delete(*keys)
         self.client.ltrim(self._versions, 0, KEEP_VERSIONS - 1)
+
+
+READ_ATTEMPTS = 5
+"""Reads of a set that was deleted under a reader (see ``current_many``) before giving up."""
 
 
 def connect(url: str, password: str | None = None) -> redis.Redis:
