@@ -233,3 +233,28 @@ def test_concurrent_retries_store_each_delivery_once(receiver: Receiver) -> None
     stored = [e.delivery_id for e in receiver.inbox.read_after(0)]
     assert _entries(receiver) == before + 10
     assert sorted(d for d in stored if d in deliveries) == sorted(deliveries)
+
+
+def test_each_delivery_leaves_one_log_line_without_the_secret(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One JSON line per delivery: time, receiver, delivery id, event and outcome - accepted,
+    duplicate, bad signature - and never the secret or the signature."""
+    from batch_inference_platform.api.webhooks import DELIVERY_LOG
+
+    delivery = str(uuid.uuid4())
+    with caplog.at_level("INFO", logger=DELIVERY_LOG):
+        assert receiver.mlflow(ALIAS_SET, delivery_id=delivery)[0] == 202
+        assert receiver.mlflow(ALIAS_SET, delivery_id=delivery)[0] == 202
+        assert receiver.mlflow(ALIAS_SET, secret="wrong-secret")[0] == 401
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == DELIVERY_LOG]
+    assert [(line["delivery_id"] == delivery, line["outcome"]) for line in lines] == [
+        (True, "accepted"),
+        (True, "duplicate"),
+        (False, "bad_signature"),
+    ]
+    for line in lines:
+        assert line["receiver"] == "mlflow" and line["time"].endswith("+00:00")
+        assert line["event"] in ("model_version_alias.created", None)
+    assert "does not match" in lines[2]["reason"]
+    assert MLFLOW_SECRET not in caplog.text and "v1," not in caplog.text

@@ -21,7 +21,7 @@ from batch_inference_platform.api.jobs import JobsService, jobs_router
 from batch_inference_platform.api.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware
 from batch_inference_platform.api.problems import install_problem_handlers
 from batch_inference_platform.api.recommendations import recommendations_router
-from batch_inference_platform.api.webhooks import webhook_router
+from batch_inference_platform.api.webhooks import configure_delivery_log, webhook_router
 from batch_inference_platform.lib.inbox.relay import OutboxRelay
 from batch_inference_platform.lib.inbox.store import WebhookInbox
 from batch_inference_platform.lib.realtime.cache import RecommendationCache
@@ -91,5 +91,7 @@ def server_config(app: FastAPI, host: str, port: int, **options: Any) -> uvicorn
 
 
 def serve(app: FastAPI, host: str, port: int) -> None:
-    """Run the service under uvicorn until interrupted (``batch-inference api``)."""
+    """Run the service under uvicorn until interrupted (``batch-inference api``), one log
+    line per webhook delivery on stderr."""
+    configure_delivery_log()
     uvicorn.Server(server_config(app, host, port)).run()

@@ -4,14 +4,23 @@ Each endpoint authenticates the delivery by its signature before reading it, ref
 cannot trust with a precise 4xx, and answers 2xx only after the event is committed to the
 inbox. Replays (the same delivery id) and events the platform does not act on are
 acknowledged without a new inbox entry, so the sender stops retrying.
+
+Every delivery leaves one JSON line on the ``batch_inference_platform.webhooks`` logger: time,
+receiver, delivery id, event, outcome (``accepted``, ``duplicate``, ``ignored``,
+``bad_signature``, ``bad_request``, ``too_large``, ``unavailable``, ``not_configured``), HTTP
+status and, for a refusal, the reason. Never the secret, the signature or the body.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import json
 import logging
 import re
+import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -29,6 +38,9 @@ from batch_inference_platform.lib.inbox.signatures import (
 from batch_inference_platform.lib.inbox.store import WebhookInbox
 
 logger = logging.getLogger(__name__)
+DELIVERY_LOG = "batch_inference_platform.webhooks"
+"""The logger of the one-line-per-delivery record."""
+delivery_logger = logging.getLogger(DELIVERY_LOG)
 
 MAX_BODY_BYTES = 1 << 20
 MLFLOW_EVENTS = {
@@ -57,6 +69,15 @@ def webhook_router(
 
     @router.post("/mlflow")
     async def mlflow_webhook(request: Request) -> JSONResponse:
+        seen = _Delivery("mlflow", request.headers.get("x-mlflow-delivery-id"))
+        return seen.logged(await receive_mlflow(request, seen))
+
+    @router.post("/databricks")
+    async def databricks_webhook(request: Request) -> JSONResponse:
+        seen = _Delivery("databricks", None)
+        return seen.logged(await receive_databricks(request, seen))
+
+    async def receive_mlflow(request: Request, seen: _Delivery) -> JSONResponse:
         body = await _bounded_body(request)
         if isinstance(body, JSONResponse):
             return body
@@ -96,11 +117,11 @@ def webhook_router(
                     400, "Invalid payload", f"{key} must be 1-48 characters of [A-Za-z0-9_.-]"
                 )
         event = f"{payload['entity']}.{payload['action']}"
+        seen.event = event
         assert delivery_id is not None  # verified above
         return _store(inbox, "mlflow", delivery_id, event, payload, MLFLOW_EVENTS)
 
-    @router.post("/databricks")
-    async def databricks_webhook(request: Request) -> JSONResponse:
+    async def receive_databricks(request: Request, seen: _Delivery) -> JSONResponse:
         body = await _bounded_body(request)
         if isinstance(body, JSONResponse):
             return body
@@ -122,6 +143,7 @@ def webhook_router(
             return problem(
                 400, "Invalid payload", "event must be 1-48 characters of [A-Za-z0-9_.-]"
             )
+        seen.event = event
         # The signature covers no timestamp: the signed payload's own event time must be fresh.
         if "event_timestamp" not in payload:
             return problem(400, "Invalid payload", "missing field: event_timestamp")
@@ -131,9 +153,67 @@ def webhook_router(
             return problem(401, "Stale delivery", f"event_timestamp: {error}")
         # Databricks sends no delivery id; the signed body's digest identifies a re-send.
         delivery_id = "databricks-" + hashlib.sha256(body).hexdigest()
+        seen.delivery_id = delivery_id
         return _store(inbox, "databricks", delivery_id, event, payload, DATABRICKS_EVENTS)
 
     return router
+
+
+_OUTCOMES = {
+    400: "bad_request",
+    401: "bad_signature",
+    413: "too_large",
+}
+
+
+@dataclass
+class _Delivery:
+    """What the receiver knows of one delivery, for its log line."""
+
+    receiver: str
+    delivery_id: str | None
+    event: str | None = None
+
+    def logged(self, response: JSONResponse) -> JSONResponse:
+        """Log the delivery's one line and pass ``response`` on."""
+        answer = json.loads(bytes(response.body)) if response.body else {}
+        status = response.status_code
+        if status in (200, 202):
+            outcome = str(answer.get("status", "accepted"))
+        elif status == 503:
+            outcome = "not_configured" if "not configured" in str(answer) else "unavailable"
+        else:
+            outcome = _OUTCOMES.get(status, f"refused_{status}")
+        record: dict[str, Any] = {
+            "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+            "receiver": self.receiver,
+            "delivery_id": shown_id(self.delivery_id),
+            "event": self.event,
+            "outcome": outcome,
+            "status": status,
+        }
+        if status >= 400:
+            record["reason"] = str(answer.get("detail", answer.get("title", "")))[:300]
+        level = logging.INFO if status < 400 else logging.WARNING
+        delivery_logger.log(level, json.dumps(record, sort_keys=False))
+        return response
+
+
+def shown_id(delivery_id: str | None) -> str | None:
+    """A delivery id as logged: whole when it has the expected shape, else shortened."""
+    if delivery_id is None or matches(_DELIVERY_ID, delivery_id):
+        return delivery_id
+    return shown(delivery_id)
+
+
+def configure_delivery_log() -> None:
+    """Send the delivery lines to stderr (``batch-inference api``), once."""
+    if not delivery_logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        delivery_logger.addHandler(handler)
+        delivery_logger.setLevel(logging.INFO)
+        delivery_logger.propagate = False
 
 
 def _store(
