@@ -15,11 +15,16 @@ from pathlib import Path
 import dagster as dg
 import pyarrow as pa
 import pytest
+from dagster._core.storage.dagster_run import DagsterRun
+from dagster._core.utils import make_new_run_id
 from mlflow import MlflowClient
 
 from batch_inference_platform.api.app import create_app
 from batch_inference_platform.defs.inference.schedules import build_jobs
-from batch_inference_platform.defs.models.sensors import build_model_update_sensor
+from batch_inference_platform.defs.models.sensors import (
+    REQUESTED_VERSION_TAG,
+    build_model_update_sensor,
+)
 from batch_inference_platform.defs.resources import (
     InboxResource,
     LakeResource,
@@ -157,10 +162,13 @@ def test_an_alias_move_reaches_the_sensor_by_webhook(mlflow_url: str, tmp_path: 
             assert isinstance(moved, dg.SensorResult)
             # One run re-scores the three consecutive days and loads v2 once.
             (request,) = moved.run_requests or []
-            assert request.run_key == f"{CREDIT}:{MODEL}:v2:2026-11-03..2026-11-05"
+            assert request.run_key.startswith(f"{CREDIT}:{MODEL}@champion=v2@")
+            assert request.run_key.endswith(":2026-11-03..2026-11-05")
             assert request.partition_key_range == dg.PartitionKeyRange("2026-11-03", "2026-11-05")
             assert request.tags["model_version"] == "2"
+            assert request.tags[REQUESTED_VERSION_TAG] == "2"
             assert request.tags["deployment"] == CREDIT
+            assert request.tags["bip/promotion_source"].startswith("webhook delivery ")
 
             # A delivery re-sent by MLflow, or another tick, gives the same run key.
             again = sensor(
@@ -169,8 +177,56 @@ def test_an_alias_move_reaches_the_sensor_by_webhook(mlflow_url: str, tmp_path: 
             assert isinstance(again, dg.SensorResult)
             assert [r.run_key for r in again.run_requests or []] == [request.run_key]
 
+            # While that run is queued the days are being re-scored with v2: nothing more.
+            queued = _queued_run(instance, request, sensor.job_name)
+            busy = sensor(
+                dg.build_sensor_context(instance=instance, cursor=moved.cursor, resources=resources)
+            )
+            assert isinstance(busy, dg.SensorResult) and not busy.run_requests
+
+            # Back to v1 while the v2 run is still queued: the days wait for that run to end
+            # before they are judged (it will score nothing: the alias left v2).
+            client.set_registered_model_alias(MODEL, "champion", "1")
+            _wait_for(inbox, 5)
+            rolled = sensor(
+                dg.build_sensor_context(instance=instance, cursor=busy.cursor, resources=resources)
+            )
+            assert isinstance(rolled, dg.SensorResult) and not rolled.run_requests
+            assert "waiting for runs in flight" in (rolled.skip_reason.skip_message or "")
+            instance.report_run_canceled(queued)
+            judged = sensor(
+                dg.build_sensor_context(
+                    instance=instance, cursor=rolled.cursor, resources=resources
+                )
+            )
+            assert isinstance(judged, dg.SensorResult) and not judged.run_requests  # still v1
+
+            # v2 again, after the first v2 run ended: a new promotion, a new run key.
+            client.set_registered_model_alias(MODEL, "champion", "2")
+            _wait_for(inbox, 6)
+            again_v2 = sensor(
+                dg.build_sensor_context(
+                    instance=instance, cursor=judged.cursor, resources=resources
+                )
+            )
+            assert isinstance(again_v2, dg.SensorResult)
+            (second,) = again_v2.run_requests or []
+            assert second.tags[REQUESTED_VERSION_TAG] == "2"
+            assert second.run_key != request.run_key
+
     alias_events = [e for e in inbox.read_after(0) if e.event == "model_version_alias.created"]
-    assert [e.payload["data"]["version"] for e in alias_events] == ["1", "2"]
+    assert [e.payload["data"]["version"] for e in alias_events] == ["1", "2", "1", "2"]
+
+
+def _queued_run(instance: dg.DagsterInstance, request: dg.RunRequest, job: str) -> DagsterRun:
+    """A queued run of ``job`` as the daemon would create it for ``request``."""
+    run = DagsterRun(
+        job_name=job,
+        run_id=make_new_run_id(),
+        tags={**request.tags, "dagster/run_key": request.run_key or ""},
+        status=dg.DagsterRunStatus.NOT_STARTED,  # created, not yet launched
+    )
+    return instance.add_run(run)
 
 
 CHURN = "churn"
@@ -232,14 +288,16 @@ def test_a_promotion_rescores_only_the_deployment_whose_model_moved(
     unmoved = _tick(credit, before[CREDIT].cursor)
     assert not unmoved.run_requests
     assert unmoved.skip_reason is not None
-    assert f"{credit.model_name}@{credit.alias} is still v1" in (
-        unmoved.skip_reason.skip_message or ""
-    )
+    # Churn's delivery does not mention credit_risk's model: its sensor does not even ask
+    # the registry.
+    assert f"no delivery about {credit.model_name}" in (unmoved.skip_reason.skip_message or "")
 
     moved = _tick(churn, before[CHURN].cursor)
     (request,) = moved.run_requests or []
     day = DAY_A.isoformat()
-    assert request.run_key == f"{CHURN}:{churn.model_name}:v2:{day}"
+    assert request.run_key.startswith(f"{CHURN}:{churn.model_name}@{churn.alias}=v2@")
+    assert request.run_key.endswith(f":{day}")
+    assert request.tags["bip/promotion_source"] == "webhook delivery churn-promotion"
     assert request.partition_key == day
     assert request.tags["deployment"] == CHURN
     assert request.tags["model_version"] == "2"

@@ -8,7 +8,11 @@ import pyarrow as pa
 
 from batch_inference_platform.defs import display
 from batch_inference_platform.defs.metadata import PredictionsMetadata
-from batch_inference_platform.defs.models.serving import ServingModel
+from batch_inference_platform.defs.models.serving import (
+    OUTCOME_TAG,
+    SCORED_VERSION_TAG,
+    ServingModel,
+)
 from batch_inference_platform.defs.partitions import (
     Stopwatch,
     Verdict,
@@ -183,6 +187,7 @@ def _score(
         version=serving.version,
         dagster_run_id=context.run_id,
         partitions=keys,
+        tags=_promotion_tags(serving),
         metrics={
             "rows": rows,
             "rows_per_second": rows / max(watch.seconds, 1e-9),
@@ -225,6 +230,11 @@ def _score(
         for name, by_key in verdicts.items()
         if name != DRIFT_CHECK and not all(v.passed for v in by_key.values())
     ]
+    scored_version = str(serving.version.version)
+    context.instance.add_run_tags(
+        context.run_id,
+        {SCORED_VERSION_TAG: scored_version, OUTCOME_TAG: f"scored v{scored_version}"},
+    )
     if not failed:
         record_served(registry.registry, serving.version)  # an approved champion from now on
     else:
@@ -239,6 +249,16 @@ def _score(
         verdicts=verdicts,
         severity={DRIFT_CHECK: dg.AssetCheckSeverity.WARN},
     )
+
+
+def _promotion_tags(serving: ServingModel) -> dict[str, str]:
+    """What the MLflow scoring run records of the promotion that requested it, if any."""
+    if serving.requested_version is None:
+        return {}
+    return {
+        "requested_model_version": str(serving.requested_version),
+        "promotion": serving.promotion or "",
+    }
 
 
 def _combined(reports: Iterable[PartitionReport]) -> ScoreStats:

@@ -9,7 +9,8 @@ from mlflow.models import ModelSignature
 from mlflow.types import Schema
 
 from batch_inference_platform.defs import display
-from batch_inference_platform.defs.models.serving import ServingModel
+from batch_inference_platform.defs.models.sensors import PROMOTION_TAG, REQUESTED_VERSION_TAG
+from batch_inference_platform.defs.models.serving import OUTCOME_TAG, ServingModel
 from batch_inference_platform.defs.partitions import Stopwatch
 from batch_inference_platform.defs.resources import (
     AlertsResource,
@@ -140,12 +141,15 @@ def build_model_versions(scope: DeploymentScope, *, trained_locally: bool) -> dg
         deps=deps,
         group_name=scope.group,
         kinds={"mlflow"},
+        output_required=False,  # a run pinned to a version the alias has left scores nothing
         description=f"{deployment.name}: the version of {deployment.model_name} that scores: "
         "the holder of the serving alias if its input signature fits the validated feature "
         "schema and it passes the smoke test "
         "(loads in time, its output fits the declared kind, scores validated rows into finite "
         "predictions of that kind), otherwise - loudly, tagged in MLflow and alerted - the last "
-        "approved champion (the version that last served successfully).",
+        "approved champion (the version that last served successfully). A run requested for a "
+        "promotion (run tag bip/requested_model_version) scores that version only: if the "
+        "alias has moved on, it scores nothing and says so.",
         check_specs=[
             dg.AssetCheckSpec(
                 SERVING_CHECK,
@@ -171,6 +175,15 @@ def build_model_versions(scope: DeploymentScope, *, trained_locally: bool) -> dg
                 f"{error}: materialize {scope.validated.to_user_string()} first"
             ) from error
         client = registry.registry
+        requested = _requested_version(context)
+        if requested is not None:
+            try:
+                holder = client.by_alias(deployment.model_name, deployment.alias).version
+            except ModelNotFoundError as error:
+                raise dg.Failure(str(error)) from error
+            if holder != requested:
+                yield from _superseded(context, deployment, requested, holder)
+                return
         validated = snapshot(tables.validated, deployment.partitioning)
         latest = validated.partitions()[-1]
         sample = first_rows(validated.batches(latest), SMOKE_ROWS)
@@ -195,6 +208,10 @@ def build_model_versions(scope: DeploymentScope, *, trained_locally: bool) -> dg
             raise dg.Failure(str(error)) from error
         except ModelNotFoundError as error:
             raise dg.Failure(str(error)) from error
+        holder = resolution.alias_holder.version
+        if requested is not None and holder != requested:
+            yield from _superseded(context, deployment, requested, holder)
+            return
         serving = resolution.serving
         rejected = "; ".join(f"v{v}: {', '.join(p)}" for v, p in resolution.rejected.items())
         if resolution.rejected:
@@ -211,7 +228,14 @@ def build_model_versions(scope: DeploymentScope, *, trained_locally: bool) -> dg
             context.log.warning(f"{serving.uri} scores natively: {manifest.reason}")
         passed = probe.results[serving.version]
         yield dg.Output(
-            ServingModel(serving, deployment.alias, resolution.alias_holder.version, scorer.output),
+            ServingModel(
+                serving,
+                deployment.alias,
+                resolution.alias_holder.version,
+                scorer.output,
+                requested_version=requested,
+                promotion=context.run.tags.get(PROMOTION_TAG),
+            ),
             metadata={
                 "seconds": round(watch.seconds, 3),
                 "model_name": serving.name,
@@ -219,6 +243,11 @@ def build_model_versions(scope: DeploymentScope, *, trained_locally: bool) -> dg
                 "deployment": deployment.name,
                 "alias": deployment.alias,
                 "alias_holder_version": display.identifier(resolution.alias_holder.version),
+                **(
+                    {}
+                    if requested is None
+                    else {"requested_model_version": display.identifier(requested)}
+                ),
                 "fell_back": resolution.fell_back,
                 "serving_reason": resolution.reason,
                 "output": scorer.output.describe(),
@@ -258,6 +287,39 @@ def build_model_versions(scope: DeploymentScope, *, trained_locally: bool) -> dg
         )
 
     return model_versions
+
+
+def _requested_version(context: dg.AssetExecutionContext) -> int | None:
+    """The version this run was requested for by a promotion (None: serve the alias holder)."""
+    value = context.run.tags.get(REQUESTED_VERSION_TAG)
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise dg.Failure(f"run tag {REQUESTED_VERSION_TAG}={value!r} is not a version number")
+    return int(value)
+
+
+def _superseded(
+    context: dg.AssetExecutionContext, deployment: Deployment, requested: int, holder: int
+) -> Iterator[dg.AssetCheckResult]:
+    """The alias left the requested version before this run scored: nothing is scored (the
+    steps after this one are skipped), the run's tags and log say why, and the newer move
+    re-scores in a run of its own."""
+    name, alias = deployment.model_name, deployment.alias
+    reason = (
+        f"superseded: this run was requested for {name} v{requested}, but {name}@{alias} "
+        f"now points at v{holder}; nothing is scored (the move to v{holder} re-scores in its "
+        "own run)"
+    )
+    context.log.warning(reason)
+    context.instance.add_run_tags(context.run_id, {OUTCOME_TAG: f"superseded by v{holder}"})
+    yield dg.AssetCheckResult(
+        check_name=SERVING_CHECK,
+        passed=False,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"Not checked: {reason}.",
+        metadata={"requested_version": requested, "alias_holder_version": holder},
+    )
 
 
 def _refuse(

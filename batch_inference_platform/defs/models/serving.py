@@ -7,6 +7,11 @@ from dataclasses import dataclass
 from batch_inference_platform.lib.registry.client import ModelVersionInfo
 from batch_inference_platform.lib.scoring.outputs import OutputSpec
 
+OUTCOME_TAG = "bip/outcome"
+"""What a promotion's run did: ``scored vN``, or ``superseded by vM`` (nothing scored)."""
+SCORED_VERSION_TAG = "bip/scored_model_version"
+"""The version whose predictions the run wrote."""
+
 
 @dataclass(frozen=True)
 class ServingModel:
@@ -17,6 +22,10 @@ class ServingModel:
     alias_holder_version: int
     output: OutputSpec
     """The declared output kind bound to the version's classes."""
+    requested_version: int | None = None
+    """The version a promotion's run was requested for (None: the alias holder)."""
+    promotion: str | None = None
+    """The promotion the run was requested for, if any."""
 
     @property
     def fell_back(self) -> bool:

@@ -22,6 +22,7 @@ def log_scoring_run(
     dagster_run_id: str,
     partitions: Sequence[str],
     metrics: Mapping[str, float],
+    tags: Mapping[str, str] | None = None,
 ) -> str:
     """Record one scoring run as an MLflow run and point the model version at it."""
     client = registry.client
@@ -33,6 +34,7 @@ def log_scoring_run(
             "model_name": version.name,
             "model_version": str(version.version),
             "mlflow.source.name": "batch_inference_platform",
+            **(tags or {}),
         },
     )
     now = int(time.time() * 1000)
