@@ -162,6 +162,7 @@ def test_an_alias_move_reaches_the_sensor_by_webhook(mlflow_url: str, tmp_path: 
             assert isinstance(moved, dg.SensorResult)
             # One run re-scores the three consecutive days and loads v2 once.
             (request,) = moved.run_requests or []
+            assert request.run_key is not None
             assert request.run_key.startswith(f"{CREDIT}:{MODEL}@champion=v2@")
             assert request.run_key.endswith(":2026-11-03..2026-11-05")
             assert request.partition_key_range == dg.PartitionKeyRange("2026-11-03", "2026-11-05")
@@ -178,7 +179,7 @@ def test_an_alias_move_reaches_the_sensor_by_webhook(mlflow_url: str, tmp_path: 
             assert [r.run_key for r in again.run_requests or []] == [request.run_key]
 
             # While that run is queued the days are being re-scored with v2: nothing more.
-            queued = _queued_run(instance, request, sensor.job_name)
+            queued = _queued_run(instance, request, f"{CREDIT}__rescore_job")
             busy = sensor(
                 dg.build_sensor_context(instance=instance, cursor=moved.cursor, resources=resources)
             )
@@ -192,6 +193,7 @@ def test_an_alias_move_reaches_the_sensor_by_webhook(mlflow_url: str, tmp_path: 
                 dg.build_sensor_context(instance=instance, cursor=busy.cursor, resources=resources)
             )
             assert isinstance(rolled, dg.SensorResult) and not rolled.run_requests
+            assert rolled.skip_reason is not None
             assert "waiting for runs in flight" in (rolled.skip_reason.skip_message or "")
             instance.report_run_canceled(queued)
             judged = sensor(
@@ -295,6 +297,7 @@ def test_a_promotion_rescores_only_the_deployment_whose_model_moved(
     moved = _tick(churn, before[CHURN].cursor)
     (request,) = moved.run_requests or []
     day = DAY_A.isoformat()
+    assert request.run_key is not None
     assert request.run_key.startswith(f"{CHURN}:{churn.model_name}@{churn.alias}=v2@")
     assert request.run_key.endswith(f":{day}")
     assert request.tags["bip/promotion_source"] == "webhook delivery churn-promotion"
