@@ -114,11 +114,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not secret:
             print("MLFLOW_WEBHOOK_SECRET is not set", file=sys.stderr)
             return 2
-        from batch_inference_platform.lib.registry.webhooks import register_webhook
-
-        hook_id = register_webhook(
-            settings.application.mlflow.tracking_uri, url=args.url, secret=secret
+        from batch_inference_platform.lib.registry.webhooks import (
+            WebhookRegistrationError,
+            register_webhook,
         )
+
+        try:
+            hook_id = register_webhook(
+                settings.application.mlflow.tracking_uri, url=args.url, secret=secret
+            )
+        except WebhookRegistrationError as error:
+            print(f"register-webhook: {error}", file=sys.stderr)
+            return 2
         print(f"webhook {hook_id} -> {args.url}")
         return 0
     if args.days < 1 or args.rows < 1:
