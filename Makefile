@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 AZURITE_VERSION := 3.35.0
 AZURITE_BLOB ?= $(CURDIR)/.ci/node/node_modules/.bin/azurite-blob
 
-.PHONY: venv demo test services azurite chromium dev lint clean bench api
+.PHONY: venv demo test services azurite chromium dev lint clean bench api mlflow
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -55,6 +55,19 @@ dev: venv
 ## DATABRICKS_WEBHOOK_SECRET in the environment).
 api: venv
 	$(VENV)/bin/batch-inference api
+
+## A local MLflow server on the demo's registry (application.yml's mlflow.tracking-uri sqlite
+## file and artifact root) that delivers webhooks to loopback receivers (README "Run the loop
+## locally"). e.g. make mlflow MLFLOW_PORT=5001
+MLFLOW_PORT ?= 5000
+mlflow: venv
+	@read -r db artifacts < <($(PY) -c "import yaml; m = yaml.safe_load(open('application.yml'))\
+	['batch-inference']['mlflow']; print(m['tracking-uri'], m['artifact-root'])"); \
+	mkdir -p "$$artifacts" "$$(dirname "$${db#sqlite:///}")"; \
+	echo "mlflow server on $$db (artifacts $$artifacts): http://127.0.0.1:$(MLFLOW_PORT)"; \
+	MLFLOW_WEBHOOK_ALLOWED_SCHEMES=http,https MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS=true \
+	MLFLOW_WEBHOOK_CACHE_TTL=1 exec $(VENV)/bin/mlflow server --backend-store-uri "$$db" \
+	--default-artifact-root "$$artifacts" --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1
 
 lint: venv
 	$(VENV)/bin/ruff check .
