@@ -132,6 +132,9 @@ def _build(settings: Settings) -> dg.Definitions:
             job_failure_alerts,
         ],
         resources=build_resources(settings),
+        # Steps run one after another in the run's own process: a launched run imports the
+        # platform once, not once per step (the deployments' jobs set the same executor).
+        executor=dg.in_process_executor,
     )
     return dg.Definitions.merge(deployments, platform)
 

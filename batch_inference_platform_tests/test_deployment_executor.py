@@ -1,4 +1,4 @@
-"""A deployment's jobs run their steps in the run's process: a launched run imports the
+"""Every job runs its steps in the run's process: a launched run imports the
 platform once (its run worker), not once more per step (docs/performance.md "Launched runs")."""
 
 from __future__ import annotations
@@ -17,3 +17,13 @@ def test_every_deployment_job_executes_in_process() -> None:
         for name in JOBS:
             job = defs.resolve_job_def(f"{deployment}__{name}")
             assert job.executor_def is dg.in_process_executor, job.name
+
+
+def test_every_platform_job_executes_in_process() -> None:
+    """The platform's own jobs (client requests, real-time insights, SLA report, lake upkeep)
+    too: none starts a fresh Python per step."""
+    defs = build_definitions(load_settings(environ={}))
+    jobs = [job for job in defs.resolve_all_job_defs() if not job.name.startswith("__")]
+    assert {job.name for job in jobs} >= {"client_inference_job", "sla_report_job"}
+    slow = [job.name for job in jobs if job.executor_def is not dg.in_process_executor]
+    assert slow == []

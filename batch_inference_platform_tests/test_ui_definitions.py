@@ -220,12 +220,6 @@ def test_loading_the_definitions_prints_no_warning_of_dagster_or_a_library() -> 
     assert not [line for line in lines if "site-packages" in line], "\n".join(lines)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defs/inference/schedules.py still passes partitions_def to define_asset_job "
-    "(deprecated in Dagster; partitioning is inferred from the selected assets): our own "
-    "warning, shown on purpose until that file drops the argument",
-)
 def test_loading_the_definitions_prints_no_warning_at_all() -> None:
     lines = _import_warnings()
     assert not lines, "\n".join(lines)

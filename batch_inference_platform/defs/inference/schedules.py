@@ -45,10 +45,10 @@ model ``model_versions`` loaded. Measured: docs/performance.md "Launched runs"."
 
 
 def build_jobs(scope: DeploymentScope, *, generated: bool) -> DeploymentJobs:
-    """``<name>__score_partition_job`` and friends, over the deployment's partitions; each
-    runs its steps in the run's process (``DEPLOYMENT_EXECUTOR``)."""
+    """``<name>__score_partition_job`` and friends, over the deployment's partitions (Dagster
+    takes them from the selected assets); each runs its steps in the run's process
+    (``DEPLOYMENT_EXECUTOR``)."""
     name = scope.name
-    partitions = scope.partitions_def
     score_keys = [scope.validated, scope.model_versions, scope.predictions, scope.catalog]
     if scope.deployment.partitioning.partitioned:
         score_keys.append(scope.archive)
@@ -56,7 +56,6 @@ def build_jobs(scope: DeploymentScope, *, generated: bool) -> DeploymentJobs:
         score=dg.define_asset_job(
             scope.job_name("score_partition_job"),
             selection=dg.AssetSelection.assets(*score_keys),
-            partitions_def=partitions,
             executor_def=DEPLOYMENT_EXECUTOR,
             description=f"{name}: validate, resolve the serving model, score, catalog and "
             "archive one partition.",
@@ -66,7 +65,6 @@ def build_jobs(scope: DeploymentScope, *, generated: bool) -> DeploymentJobs:
             selection=dg.AssetSelection.assets(
                 scope.model_versions, scope.predictions, scope.catalog
             ),
-            partitions_def=partitions,
             executor_def=DEPLOYMENT_EXECUTOR,
             description=f"{name}: re-score already validated partitions with the serving model "
             "(after a promotion); one run covers a range and loads the model once.",
@@ -74,7 +72,6 @@ def build_jobs(scope: DeploymentScope, *, generated: bool) -> DeploymentJobs:
         generate=dg.define_asset_job(
             scope.job_name("generate_features_job"),
             selection=dg.AssetSelection.assets(scope.features),
-            partitions_def=partitions,
             executor_def=DEPLOYMENT_EXECUTOR,
             description=f"Locally: generate {name}'s synthetic features for a partition.",
         )

@@ -15,7 +15,6 @@ import dagster as dg
 import pydantic
 from dagster import PipesClientCompletedInvocation
 from dagster._core.errors import DagsterPipesExecutionError  # raised by Pipes clients
-from dagster_databricks import PipesDatabricksClient, PipesDbfsMessageReader
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.service import compute, jobs
 
@@ -159,6 +158,9 @@ class DatabricksEngineResource(ScoringEngineResource):
                 package_name=PACKAGE, entry_point=ENTRY_POINT, parameters=["--pipes", "dbfs"]
             ),
         )
+        # Imported here: dagster-databricks costs every run worker ~1 s of start-up otherwise.
+        from dagster_databricks import PipesDatabricksClient, PipesDbfsMessageReader
+
         pipes = PipesDatabricksClient(
             client=client,
             poll_interval_seconds=self.poll_seconds,

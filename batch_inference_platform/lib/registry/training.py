@@ -28,7 +28,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import sklearn
-import skops.io
 from mlflow.models import infer_signature
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -260,6 +259,9 @@ def train_churn(
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
         # Inferred on every row, so the columns that have nulls are declared optional.
         signature = infer_signature(frame)
+    import skops  # here, not at import: ~3 s that every run worker would pay
+    import skops.io
+
     # skops loads only the types it is told to trust: those of the pipeline just fit.
     trusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
 
