@@ -77,9 +77,11 @@ lint: venv
 clean:
 	rm -rf data
 
-## Side-by-side scoring benchmark (raw, naive, spark_udf, engine, dagster); figures in
-## benchmarks/results/latest.json. e.g. make bench ROWS=10000000 WAYS=engine,raw
+## Side-by-side scoring benchmark (raw, naive, spark_udf, engine, dagster; launched = one
+## partition's whole score job launched over GraphQL on dagster dev); figures in
+## benchmarks/results/latest.json. e.g. make bench WAYS=engine,dagster,launched MODELS=lgbm
 bench: ROWS = 1000000
 WAYS ?= raw,naive,spark_udf,engine,dagster
+MODELS ?= lgbm,hgb,skpipe
 bench: venv
-	$(PY) -m benchmarks.run --rows $(ROWS) --ways $(WAYS)
+	$(PY) -m benchmarks.run --rows $(ROWS) --ways $(WAYS) --models $(MODELS)
