@@ -19,7 +19,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -210,6 +210,9 @@ def test_compile_metadata_says_whether_a_use_paid_for_the_compile(
     assert first.compile_seconds_now(after) == 0.0
     assert second.served_from_cache(during) is True
     assert second.compile_seconds_now(during) == 0.0
+    # A model that scores natively was served nothing compiled, cached or not.
+    native = replace(second, predict=None)
+    assert native.served_from_cache(after) is False
     assert second.manifest.compile_seconds == first.manifest.compile_seconds
 
 

@@ -22,6 +22,8 @@ from mlflow.pyfunc.model import PythonModel
 from mlflow.types.schema import ColSpec, Schema
 
 from batch_inference_platform.defs.models.assets import REFUSED_TAG
+from batch_inference_platform.defs.models.sensors import REQUESTED_VERSION_TAG
+from batch_inference_platform.defs.models.serving import OUTCOME_TAG
 from batch_inference_platform.lib.features.synthetic import CREDIT_FEATURES
 
 from .conftest import (
@@ -166,6 +168,26 @@ def test_fallback_is_reported_in_metadata(fallback: Fallback) -> None:
     assert meta["model_version"] == "1"
     assert meta["alias_holder_version"] == "2"
     assert meta["alias"] == fallback.platform.alias
+
+
+def test_a_promotion_of_a_refused_version_scores_nothing(fallback: Fallback) -> None:
+    """A re-scoring run requested for v2 (the promoted version) scores v2 or nothing: v2
+    fails validation, so nothing is written - not v1's predictions under v2's name."""
+    platform = fallback.platform
+    before = platform.predictions.open().version()
+    result = platform.job("rescore_job").execute_in_process(
+        partition_key=DAY_A.isoformat(),
+        instance=platform.instance,
+        tags={REQUESTED_VERSION_TAG: "2"},
+    )
+    assert result.success
+    assert set(materializations(result)) == set()  # model_versions yields nothing to score
+    assert platform.predictions.open().version() == before
+    run = platform.instance.get_run_by_id(result.run_id)
+    assert run is not None and run.tags[OUTCOME_TAG] == "refused v2"
+    check = check_evaluations(result)["champion_passes_validation"]
+    assert check.passed is False and check.description is not None
+    assert "requested for" in check.description and "v2" in check.description
 
 
 def test_compatibility_check_warns_with_the_reason(fallback: Fallback) -> None:

@@ -68,6 +68,8 @@ def per_partition_results(
     check's verdict per partition (``verdicts[check][key]``). A partition without a verdict for a
     check is left unevaluated. An unpartitioned asset (key ``all``) gets one of each."""
     severity = severity or {}
+    asset_key = context.asset_key
+    selected = {k.name for k in context.selected_asset_check_keys if k.asset_key == asset_key}
     if list(partitions) == [WHOLE_TABLE] or not context.assets_def.partitions_def:
         own = partitions.get(WHOLE_TABLE, {})
         yield dg.MaterializeResult(
@@ -75,6 +77,7 @@ def per_partition_results(
             check_results=[
                 _result(name, verdict, severity.get(name))
                 for name, by_key in verdicts.items()
+                if name in selected
                 for verdict in by_key.values()
             ],
         )
@@ -82,15 +85,13 @@ def per_partition_results(
     for key, figures in partitions.items():
         context.add_asset_metadata(dict(figures), partition_key=key)
     yield dg.MaterializeResult(metadata=dict(metadata))
-    asset_key = context.asset_key
     specs = {
         spec.name: (output, spec)
         for output, spec in context.assets_def.check_specs_by_output_name.items()
-        if spec.asset_key == asset_key and spec.key in context.selected_asset_check_keys
+        if spec.asset_key == asset_key and spec.name in selected
     }
-    for name, (output, _) in specs.items():
-        if verdicts.get(name):
-            yield dg.Output(None, output_name=output)  # the check ran (Dagster requires it)
+    for output, _ in specs.values():  # every selected check ran (Dagster requires its output)
+        yield dg.Output(None, output_name=output)
     targets = {key: _target(context, asset_key, key) for key in partitions}
     for name, by_key in verdicts.items():
         if name not in specs:

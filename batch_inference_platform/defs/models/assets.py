@@ -220,6 +220,18 @@ def build_model_versions(scope: DeploymentScope, *, trained_locally: bool) -> dg
                 f"v{resolution.alias_holder.version} ({rejected}); v{serving.version} serves"
             )
             _refuse(context, deployment, registry, alerts, resolution.rejected, refusal)
+        if requested is not None and serving.version != requested:
+            # A promotion's run scores the promoted version or nothing: the fallback champion
+            # already wrote these days (or will, in a run of its own).
+            yield from _not_scored(
+                context,
+                requested,
+                f"refused: this run was requested for {deployment.model_name} v{requested}, "
+                f"which failed validation ({rejected}); v{serving.version} keeps serving and "
+                "nothing is re-scored",
+                f"refused v{requested}",
+            )
+            return
         context.log.info(f"{serving.uri} serves: {resolution.reason}")
         signature = client.signature(serving)
         scorer = probe.scorers[serving.version]
@@ -311,14 +323,29 @@ def _superseded(
         f"now points at v{holder}; nothing is scored (the move to v{holder} re-scores in its "
         "own run)"
     )
+    yield from _not_scored(context, requested, reason, f"superseded by v{holder}", holder)
+
+
+def _not_scored(
+    context: dg.AssetExecutionContext,
+    requested: int,
+    reason: str,
+    outcome: str,
+    holder: int | None = None,
+) -> Iterator[dg.AssetCheckResult]:
+    """End a promotion's run without scoring (the steps after this one are skipped): its log,
+    its ``bip/outcome`` tag and the serving check say why."""
     context.log.warning(reason)
-    context.instance.add_run_tags(context.run_id, {OUTCOME_TAG: f"superseded by v{holder}"})
+    context.instance.add_run_tags(context.run_id, {OUTCOME_TAG: outcome})
+    figures = {"requested_version": requested}
+    if holder is not None:
+        figures["alias_holder_version"] = holder
     yield dg.AssetCheckResult(
         check_name=SERVING_CHECK,
         passed=False,
         severity=dg.AssetCheckSeverity.WARN,
         description=f"Not checked: {reason}.",
-        metadata={"requested_version": requested, "alias_holder_version": holder},
+        metadata=figures,
     )
 
 

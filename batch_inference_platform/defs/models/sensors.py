@@ -130,7 +130,7 @@ def build_model_update_sensor(
         # writer is on waits for it to end.
         waiting = sorted(k for k, versions in busy.items() if versions != {holder})
         wanted = [k for k in stale if k not in busy]
-        cursor.waiting = bool(waiting)
+        cursor.waiting = bool(busy)  # a holder's run may end superseded: judge again soon
         if waiting:
             context.log.info(
                 f"{model_name}@{alias} is v{holder}; waiting for runs in flight on "

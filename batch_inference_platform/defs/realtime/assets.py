@@ -25,9 +25,10 @@ from batch_inference_platform.defs.validation.assets import contract_of
 from batch_inference_platform.lib.deployments.spec import Deployment
 from batch_inference_platform.lib.lake.tables import snapshot, table_schema
 from batch_inference_platform.lib.messaging.kafka import KafkaPublisher, read_batch
-from batch_inference_platform.lib.realtime.aggregates import aggregate
+from batch_inference_platform.lib.realtime.aggregates import AGGREGATES_SCHEMA, aggregate
 from batch_inference_platform.lib.realtime.ingest import Ingested, ingest, merge_events
 from batch_inference_platform.lib.realtime.insights import (
+    INSIGHTS_SCHEMA,
     build_insights,
     insights_table,
     latest_per_customer,
@@ -141,7 +142,7 @@ def customer_activity_windows(
             "aggregates_version": display.identifier(
                 aggregates_version if aggregates_version is not None else "none"
             ),
-            **display.table(aggregates.uri),
+            **display.table(aggregates.uri, AGGREGATES_SCHEMA),
         },
         check_results=[
             dg.AssetCheckResult(
@@ -258,7 +259,7 @@ def _insights(
             "model_version": display.identifier(scorer.model_version),
             "cache_version": context.run_id,
             "cached_customers": cached,
-            **display.table(layout.realtime_insights.uri),
+            **display.table(layout.realtime_insights.uri, INSIGHTS_SCHEMA),
         }
     )
 

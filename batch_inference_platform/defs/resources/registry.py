@@ -63,5 +63,8 @@ class ModelRegistryResource(dg.ConfigurableResource):
         """Where a person finds an MLflow run: its page in the MLflow UI, else its id."""
         if self.ui is None or not run_id:
             return run_id
-        experiment = self.registry.client.get_run(run_id).info.experiment_id
+        try:
+            experiment = self.registry.client.get_run(run_id).info.experiment_id
+        except Exception:  # a link is never worth failing a step: deleted run, outage, ...
+            return run_id
         return f"{self.ui}/#/experiments/{experiment}/runs/{run_id}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlparse
 
 from mlflow import MlflowClient
@@ -31,14 +32,29 @@ def register_webhook(tracking_uri: str, *, url: str, secret: str) -> str:
     try:
         return _create_or_update(client, url=url, secret=secret)
     except MlflowException as error:
-        first = (error.message or str(error)).strip().splitlines()[0][:300]
+        # MLflow's message repeats the URL it called, user info (a credential) included.
+        message = _USER_INFO.sub("//", (error.message or str(error)).strip())
+        first = message.splitlines()[0][:300]
         raise WebhookRegistrationError(
-            f"the MLflow server at {tracking_uri} refused the webhook: {first}"
+            f"the MLflow server at {_shown(tracking_uri)} refused the webhook: {first}"
         ) from error
     except OSError as error:
         raise WebhookRegistrationError(
-            f"cannot reach the MLflow server at {tracking_uri}: {type(error).__name__}"
+            f"cannot reach the MLflow server at {_shown(tracking_uri)}: {type(error).__name__}"
         ) from error
+
+
+_USER_INFO = re.compile(r"//[^/@\s]+@")
+"""The ``user:password@`` of a URL in a message."""
+
+
+def _shown(uri: str) -> str:
+    """``uri`` without its user info (``https://user:token@host`` carries a credential)."""
+    parts = urlparse(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=host).geturl()
 
 
 def _require_server(tracking_uri: str) -> None:

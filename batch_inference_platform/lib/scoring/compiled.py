@@ -73,7 +73,10 @@ class CompiledModel:
     def served_from_cache(self, since: float) -> bool:
         """Whether a use that began at ``since`` (a ``time.perf_counter()`` reading, e.g. a
         step's start) found the model compiled: on disk, or by this process before ``since``.
-        False for a model compiled (or refused) since then, and for one never compiled."""
+        False for a model compiled (or refused) since then, for one never compiled, and for
+        one that scores natively (no compiled predictor was served)."""
+        if self.predict is None:
+            return False
         if self.from_cache:
             return True
         return self.compiled_at is not None and self.compiled_at < since
